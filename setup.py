@@ -1,0 +1,41 @@
+"""Build and install zactor.
+
+The C object store in csrc/ is compiled by cffi in out-of-line API mode: the build script
+zactor/store/_build.py declares the C interface and setuptools compiles it into the
+extension module ``zactor.store._zstore`` on ``pip install .`` and ``pip install -e .``.
+"""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="zactor",
+    version="0.1.0",
+    description="A distributed execution framework for Python in the spirit of Ray (OSDI 2018)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["zactor", "zactor.*"]),
+    package_data={"zactor.store": ["*.h"]},
+    setup_requires=["cffi>=1.15"],
+    cffi_modules=["zactor/store/_build.py:ffibuilder"],
+    install_requires=[
+        "pyzmq>=25.0",
+        "cffi>=1.15",
+        "cloudpickle>=2.0",
+        "lz4>=4.0",
+        "sqlite-utils>=3.35",
+        "numpy>=1.22",
+        # psutil: process trees, PSS memory and liveness checks across platforms; doing this
+        # by parsing /proc by hand is the kind of code psutil already gets right.
+        "psutil>=5.9",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=7.0",
+            "pytest-timeout>=2.1",
+            "hypothesis>=6.80",
+            "ruff>=0.4",
+        ],
+    },
+    entry_points={"console_scripts": ["zactor=zactor.cli:main"]},
+)

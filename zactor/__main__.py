@@ -1,0 +1,5 @@
+import sys
+
+from zactor.cli import main
+
+sys.exit(main())

@@ -1,0 +1,517 @@
+"""The local scheduler of one node, as a sans-IO state machine.
+
+Runs inside the node manager. It owns no sockets and no clock: the node manager feeds it events
+(a task submitted, an object became local, a worker registered / finished / blocked / died, a
+cancel) and carries out the instructions each event returns (dispatch a task to a worker, start
+workers, spill a task to the global scheduler, fail a task, kill a worker). That keeps every
+scheduling decision testable without processes (tests/scheduling/).
+
+Model
+-----
+*Leases.* A worker is leased to one *scheduling class* (a task's resource demand): the demand is
+acquired once when the lease starts and released when it ends. While leased, the worker may be
+sent up to ``pipeline_depth`` tasks of that class; it runs them one after another, so the CPU
+it holds is never shared. Pipelining hides the round trip between "task done" and "next task"
+that otherwise bounds tiny-task throughput.
+
+*Blocking.* A task that calls ``get`` on an object not yet available makes its worker *blocked*:
+the worker lends its CPUs back (so a nested task can run: the pool never deadlocks on a tree of
+tasks) and the tasks queued behind it are recalled, since they could be the very tasks it waits
+for. When it unblocks it takes the CPUs back even if that over-commits the node for a while
+(as Ray does); new leases wait until the node is back under its totals.
+
+*Dependencies.* A task waits until every object it depends on is local; the node manager reports
+objects as they arrive (``object_local``) or are lost (``object_gone``).
+
+*Spilling.* A task that can never fit on this node, or that the spill policy (a hook, see
+``SpillPolicy``) wants elsewhere, is handed to the global scheduler with a ``Spill``
+instruction. Without a global scheduler (``can_spill=False``) an infeasible task waits, and a
+single ``Infeasible`` warning is emitted for it, as Ray warns.
+
+Invariants (checked by ``check()``):
+- every task is in exactly one of: waiting for objects, ready, in flight on one worker;
+- a worker's in-flight tasks are all of its lease's class, and at most ``pipeline_depth``;
+- the resources acquired equal the sum of the demands of live leases (minus lent CPUs).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from zactor.scheduling.resources import CPU, NodeResources, ResourceSet
+
+# ---- what the node manager tells the scheduler about a task --------------------------------
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """What the scheduler needs to know of a task; ``payload`` is opaque to it (the spec)."""
+
+    task_id: bytes
+    demand: ResourceSet
+    deps: frozenset = frozenset()
+    max_retries: int = 0
+    payload: Any = None
+    #: an actor-creation task keeps its worker (and its resources) for the actor's lifetime
+    dedicated: bool = False
+
+
+# ---- instructions the scheduler returns ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    task_id: bytes
+    worker_id: bytes
+    gpu_ids: tuple
+    attempt: int
+    payload: Any
+
+
+@dataclass(frozen=True)
+class StartWorkers:
+    count: int
+
+
+@dataclass(frozen=True)
+class Recall:
+    """Ask a blocked worker to hand back the tasks it has not started."""
+
+    worker_id: bytes
+    task_ids: tuple
+
+
+@dataclass(frozen=True)
+class Spill:
+    task_id: bytes
+    payload: Any
+    reason: str
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    task_id: bytes
+    demand: ResourceSet
+    total: ResourceSet
+
+
+@dataclass(frozen=True)
+class FailTask:
+    task_id: bytes
+    payload: Any
+    kind: str  # "worker_crashed" | "cancelled"
+    detail: str
+
+
+@dataclass(frozen=True)
+class Interrupt:
+    """Cancel a running task without force: the worker raises KeyboardInterrupt in it."""
+
+    worker_id: bytes
+    task_id: bytes
+
+
+@dataclass(frozen=True)
+class KillWorker:
+    worker_id: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class DedicatedWorkerDied:
+    """The worker of an actor died: the actor manager decides on a restart."""
+
+    task_id: bytes
+    worker_id: bytes
+    detail: str
+
+
+# ---- the policy hook -------------------------------------------------------------------------
+
+#: (request, scheduler) -> a reason string to spill the task to the global scheduler, or None.
+SpillPolicy = Callable[[TaskRequest, "LocalScheduler"], Optional[str]]
+
+
+def spill_when_queue_long(threshold: int = 1000) -> SpillPolicy:
+    """The paper's rule: keep a task unless the local queue is past a threshold."""
+
+    def policy(request, scheduler):
+        if scheduler.queue_length() > threshold:
+            return f"local queue longer than {threshold}"
+        return None
+
+    return policy
+
+
+# ---- internal state ------------------------------------------------------------------------
+
+WAITING, READY, IN_FLIGHT = "waiting", "ready", "in_flight"
+IDLE, LEASED, BLOCKED, DEDICATED = "idle", "leased", "blocked", "dedicated"
+
+
+@dataclass
+class _Task:
+    request: TaskRequest
+    state: str
+    attempt: int = 0
+    worker_id: Optional[bytes] = None
+    cancelled: bool = False
+    warned_infeasible: bool = False
+
+
+@dataclass
+class _Worker:
+    worker_id: bytes
+    status: str = IDLE
+    lease: Optional[ResourceSet] = None
+    gpu_ids: tuple = ()
+    in_flight: "OrderedDict[bytes, None]" = field(default_factory=OrderedDict)
+    lent_cpu: ResourceSet = field(default_factory=ResourceSet)
+    actor_task_id: bytes = b""
+
+
+class LocalScheduler:
+    def __init__(self, total: ResourceSet, *, pipeline_depth: int = 1,
+                 max_workers: Optional[int] = None, can_spill: bool = False,
+                 spill_policy: Optional[SpillPolicy] = None):
+        if pipeline_depth < 1:
+            raise ValueError(f"pipeline_depth must be >= 1, got {pipeline_depth}")
+        self.resources = NodeResources(total)
+        self.pipeline_depth = pipeline_depth
+        cpus = total.units(CPU) // 10_000
+        self.base_workers = max_workers if max_workers is not None else max(1, cpus)
+        self.can_spill = can_spill
+        self.spill_policy = spill_policy
+        self.tasks: dict[bytes, _Task] = {}
+        self.workers: dict[bytes, _Worker] = {}
+        self.idle: list[bytes] = []  # LIFO: reuse the most recently used (warm) worker
+        self.starting = 0
+        self.local_objects: set = set()
+        self._missing: dict[bytes, set] = {}
+        self._waiters: dict[bytes, set] = {}
+        # ready tasks, one FIFO per scheduling class (its demand): scheduling scans classes,
+        # not tasks, so 10,000 queued tasks of one kind cost one check per event.
+        self._ready: "OrderedDict[tuple, deque]" = OrderedDict()
+
+    # ---- queries -----------------------------------------------------------------------
+
+    def queue_length(self) -> int:
+        return sum(len(q) for q in self._ready.values())
+
+    def blocked_workers(self) -> int:
+        return sum(1 for w in self.workers.values() if w.status == BLOCKED)
+
+    def worker_limit(self) -> int:
+        """Workers this node may run: its CPUs, plus one for each blocked worker (whose CPU
+        is lent out), plus dedicated actor workers (they hold their own resources)."""
+        dedicated = sum(1 for w in self.workers.values() if w.status == DEDICATED)
+        return self.base_workers + self.blocked_workers() + dedicated
+
+    # ---- events ------------------------------------------------------------------------
+
+    def submit(self, request: TaskRequest) -> list:
+        if request.task_id in self.tasks:
+            raise ValueError(f"task {request.task_id.hex()} submitted twice")
+        if self.can_spill:
+            reason = None if self.resources.can_ever_fit(request.demand) else \
+                "does not fit on this node"
+            if reason is None and self.spill_policy is not None:
+                reason = self.spill_policy(request, self)
+            if reason is not None:
+                return [Spill(request.task_id, request.payload, reason)]
+        task = _Task(request, WAITING)
+        self.tasks[request.task_id] = task
+        missing = {d for d in request.deps if d not in self.local_objects}
+        if missing:
+            self._missing[request.task_id] = missing
+            for oid in missing:
+                self._waiters.setdefault(oid, set()).add(request.task_id)
+        else:
+            self._make_ready(task)
+        return self._schedule()
+
+    def object_local(self, object_id: bytes) -> list:
+        self.local_objects.add(object_id)
+        woken = self._waiters.pop(object_id, ())
+        for task_id in woken:
+            missing = self._missing.get(task_id)
+            if missing is None:
+                continue
+            missing.discard(object_id)
+            if not missing:
+                del self._missing[task_id]
+                self._make_ready(self.tasks[task_id])
+        return self._schedule() if woken else []
+
+    def object_gone(self, object_id: bytes) -> list:
+        """The object left this node (evicted, lost): ready tasks that need it wait again."""
+        self.local_objects.discard(object_id)
+        return []
+
+    def worker_registered(self, worker_id: bytes) -> list:
+        if worker_id in self.workers:
+            return []
+        self.starting = max(0, self.starting - 1)
+        self.workers[worker_id] = _Worker(worker_id)
+        self.idle.append(worker_id)
+        return self._schedule()
+
+    def worker_start_failed(self) -> list:
+        self.starting = max(0, self.starting - 1)
+        return self._schedule()
+
+    def task_finished(self, task_id: bytes, worker_id: bytes) -> list:
+        """The worker finished the task (with a result or an application error)."""
+        task = self.tasks.get(task_id)
+        worker = self.workers.get(worker_id)
+        if task is None or worker is None or task.worker_id != worker_id:
+            return []  # stale report (e.g. the task was recalled or retried elsewhere)
+        worker.in_flight.pop(task_id, None)
+        del self.tasks[task_id]
+        if task.request.dedicated and not task.cancelled:
+            worker.status = DEDICATED  # the actor keeps its worker and its lease
+            worker.actor_task_id = task_id
+            return self._schedule()
+        return self._after_worker_progress(worker)
+
+    def tasks_returned(self, worker_id: bytes, task_ids) -> list:
+        """A worker handed back tasks it had not started (after a ``Recall``)."""
+        worker = self.workers.get(worker_id)
+        for task_id in reversed(tuple(task_ids)):  # pushed to the front: keep their order
+            task = self.tasks.get(task_id)
+            if task is None or task.worker_id != worker_id:
+                continue
+            if worker is not None:
+                worker.in_flight.pop(task_id, None)
+            task.worker_id = None
+            self._make_ready(task, front=True)
+        return self._after_worker_progress(worker) if worker else self._schedule()
+
+    def worker_blocked(self, worker_id: bytes) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.status != LEASED:
+            return []
+        worker.status = BLOCKED
+        lent = worker.lease.only([CPU])
+        worker.lent_cpu = lent
+        self.resources.release(lent)
+        out = []
+        queued = tuple(list(worker.in_flight)[1:])
+        if queued:
+            out.append(Recall(worker_id, queued))
+        return out + self._schedule()
+
+    def worker_unblocked(self, worker_id: bytes) -> list:
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.status != BLOCKED:
+            return []
+        self.resources.acquire(worker.lent_cpu, allow_overcommit=True)
+        worker.lent_cpu = ResourceSet()
+        worker.status = LEASED
+        return []
+
+    def worker_died(self, worker_id: bytes, detail: str) -> list:
+        worker = self.workers.pop(worker_id, None)
+        if worker is None:
+            self.starting = max(0, self.starting - 1)
+            return self._schedule()
+        if worker_id in self.idle:
+            self.idle.remove(worker_id)
+        out = []
+        if worker.status == DEDICATED:
+            self._end_lease(worker)
+            out.append(DedicatedWorkerDied(worker.actor_task_id, worker_id, detail))
+            return out + self._schedule()
+        for i, task_id in enumerate(list(worker.in_flight)):
+            task = self.tasks[task_id]
+            task.worker_id = None
+            started = i == 0  # only the first in-flight task can have been running
+            if task.cancelled:
+                del self.tasks[task_id]
+                out.append(FailTask(task_id, task.request.payload, "cancelled",
+                                    "the task was cancelled"))
+            elif started and task.attempt >= task.request.max_retries:
+                del self.tasks[task_id]
+                out.append(FailTask(task_id, task.request.payload, "worker_crashed", detail))
+            else:
+                if started:
+                    task.attempt += 1
+                self._make_ready(task, front=True)
+        worker.in_flight.clear()
+        if worker.status in (LEASED, BLOCKED):
+            self._end_lease(worker)
+        return out + self._schedule()
+
+    def release_dedicated(self, worker_id: bytes) -> list:
+        """The actor on this worker exited (killed, or its creation failed): the worker's
+        lease ends and it returns to the pool."""
+        worker = self.workers.get(worker_id)
+        if worker is None or worker.status != DEDICATED:
+            return []
+        self._end_lease(worker)
+        worker.status, worker.actor_task_id = IDLE, b""
+        self.idle.append(worker_id)
+        return self._schedule()
+
+    def cancel(self, task_id: bytes, force: bool = False) -> list:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return []
+        if task.state != IN_FLIGHT:
+            self._forget_queued(task)
+            return [FailTask(task_id, task.request.payload, "cancelled",
+                             "the task was cancelled before it ran")]
+        task.cancelled = True
+        worker = self.workers[task.worker_id]
+        if list(worker.in_flight)[0] != task_id:  # queued in the worker, not started
+            worker.in_flight.pop(task_id)
+            del self.tasks[task_id]
+            return [FailTask(task_id, task.request.payload, "cancelled",
+                             "the task was cancelled before it ran")] + \
+                self._after_worker_progress(worker)
+        if force:
+            return [KillWorker(worker.worker_id, f"force-cancel of task {task_id.hex()}")]
+        return [Interrupt(worker.worker_id, task_id)]
+
+    # ---- the scheduling step ------------------------------------------------------------
+
+    def _make_ready(self, task: _Task, front: bool = False) -> None:
+        task.state = READY
+        key = self._class_of(task.request)
+        queue = self._ready.get(key)
+        if queue is None:
+            queue = self._ready[key] = deque()
+        if front:
+            queue.appendleft(task.request.task_id)
+        else:
+            queue.append(task.request.task_id)
+
+    @staticmethod
+    def _class_of(request: TaskRequest) -> tuple:
+        return (request.demand, request.dedicated)
+
+    def _forget_queued(self, task: _Task) -> None:
+        task_id = task.request.task_id
+        del self.tasks[task_id]
+        for oid in self._missing.pop(task_id, ()):
+            waiters = self._waiters.get(oid)
+            if waiters is not None:
+                waiters.discard(task_id)
+                if not waiters:
+                    del self._waiters[oid]
+        for queue in self._ready.values():
+            try:
+                queue.remove(task_id)
+            except ValueError:
+                continue
+            break
+
+    def _end_lease(self, worker: _Worker) -> None:
+        if worker.lease is not None:
+            held = worker.lease - worker.lent_cpu
+            self.resources.release(held, list(worker.gpu_ids))
+        worker.lease, worker.gpu_ids, worker.lent_cpu = None, (), ResourceSet()
+
+    def _after_worker_progress(self, worker: _Worker) -> list:
+        """A worker has room again: feed it more of its class, or end its lease."""
+        if worker.status in (LEASED, BLOCKED) and not worker.in_flight:
+            if worker.status == BLOCKED:  # finished while blocked: its CPU is already lent
+                worker.status = LEASED
+            self._end_lease(worker)
+            worker.status = IDLE
+            self.idle.append(worker.worker_id)
+        return self._schedule()
+
+    def _schedule(self) -> list:
+        out = []
+        # 1. top up leased workers with tasks of their own class (pipelining)
+        if self.pipeline_depth > 1:
+            for worker in self.workers.values():
+                if worker.status != LEASED:
+                    continue
+                queue = self._ready.get((worker.lease, False))
+                while queue and len(worker.in_flight) < self.pipeline_depth:
+                    out.append(self._send(self.tasks[queue.popleft()], worker))
+        # 2. start new leases on idle workers, class by class in arrival order
+        wanted_workers = 0
+        for key in list(self._ready):
+            queue = self._ready[key]
+            demand = key[0]
+            while queue:
+                task = self.tasks[queue[0]]
+                if not self.resources.can_ever_fit(demand):
+                    if self.can_spill:
+                        queue.popleft()
+                        del self.tasks[task.request.task_id]
+                        out.append(Spill(task.request.task_id, task.request.payload,
+                                         "does not fit on this node"))
+                        continue
+                    if not task.warned_infeasible:
+                        task.warned_infeasible = True
+                        out.append(Infeasible(task.request.task_id, demand,
+                                              self.resources.total))
+                    break
+                if not self._under_totals() or not self.resources.can_fit_now(demand):
+                    break
+                if not self.idle:
+                    wanted_workers += 1
+                    break
+                worker = self.workers[self.idle.pop()]
+                worker.lease = demand
+                worker.gpu_ids = tuple(self.resources.acquire(demand))
+                worker.status = LEASED
+                depth = 1 if key[1] else self.pipeline_depth
+                while queue and len(worker.in_flight) < depth:
+                    out.append(self._send(self.tasks[queue.popleft()], worker))
+            if not queue:
+                del self._ready[key]
+        room = self.worker_limit() - len(self.workers) - self.starting
+        start = min(wanted_workers, room)
+        if start > 0:
+            self.starting += start
+            out.append(StartWorkers(start))
+        return out
+
+    def _under_totals(self) -> bool:
+        """False while unblocked workers over-commit the node (see 'Blocking' above)."""
+        avail = self.resources.available
+        return all(avail.units(n) >= 0 for n in avail.names())
+
+    def _send(self, task: _Task, worker: _Worker) -> Dispatch:
+        task.state = IN_FLIGHT
+        task.worker_id = worker.worker_id
+        worker.in_flight[task.request.task_id] = None
+        return Dispatch(task.request.task_id, worker.worker_id, worker.gpu_ids, task.attempt,
+                        task.request.payload)
+
+    # ---- invariants ----------------------------------------------------------------------
+
+    def check(self) -> list:
+        """Walk the state; return a list of violated invariants (empty when consistent)."""
+        problems = []
+        ready = [t for q in self._ready.values() for t in q]
+        if len(ready) != len(set(ready)):
+            problems.append("a task is queued twice")
+        in_flight = [t for w in self.workers.values() for t in w.in_flight]
+        if len(in_flight) != len(set(in_flight)):
+            problems.append("a task is in flight on two workers")
+        for task_id, task in self.tasks.items():
+            places = (task_id in self._missing) + (task_id in ready) + (task_id in in_flight)
+            if places != 1:
+                problems.append(f"task {task_id.hex()} is in {places} places ({task.state})")
+        held = ResourceSet()
+        for w in self.workers.values():
+            if w.status == IDLE and (w.lease is not None or w.in_flight):
+                problems.append(f"idle worker {w.worker_id.hex()} holds a lease or tasks")
+            if len(w.in_flight) > self.pipeline_depth:
+                problems.append(f"worker {w.worker_id.hex()} has too many tasks")
+            if w.lease is not None:
+                held = held + (w.lease - w.lent_cpu)
+        if self.resources.total - held != self.resources.available:
+            problems.append(f"resources: total {self.resources.total} - held {held} != "
+                            f"available {self.resources.available}")
+        if set(self.idle) != {w.worker_id for w in self.workers.values() if w.status == IDLE}:
+            problems.append("the idle list does not match the idle workers")
+        return problems

@@ -1,0 +1,73 @@
+"""Running one task's function in a worker and turning the outcome into return values or a
+``RayTaskError`` (the worker process's job; no I/O here, so it is tested in-process).
+
+Ray's rules, kept here:
+- ``num_returns=1``: the value is the one return; ``num_returns=0``: the function's result is
+  dropped; ``num_returns=n > 1``: the function must return an iterable of exactly n values.
+- An exception becomes a ``RayTaskError`` carrying the remote traceback (with zactor's own
+  frames cut off, so the user sees their code) and the original exception as ``cause``;
+  ``get`` raises it as an instance of the cause's class too.
+- ``KeyboardInterrupt`` raised into a task by a non-forced ``cancel`` becomes
+  ``TaskCancelledError``.
+"""
+
+from __future__ import annotations
+
+import os
+import traceback
+from typing import Any, Callable
+
+from zactor.exceptions import RayTaskError, TaskCancelledError
+
+
+def function_name(fn: Callable) -> str:
+    module = getattr(fn, "__module__", None) or "?"
+    return f"{module}.{getattr(fn, '__qualname__', getattr(fn, '__name__', repr(fn)))}"
+
+
+def split_returns(result: Any, num_returns: int, name: str) -> list:
+    """The list of return values for ``num_returns`` (raises ValueError naming the task)."""
+    if num_returns == 1:
+        return [result]
+    if num_returns == 0:
+        return []
+    try:
+        values = list(result)
+    except TypeError:
+        raise ValueError(f"Task {name} has num_returns={num_returns} but returned a "
+                         f"{type(result).__name__}, which is not iterable") from None
+    if len(values) != num_returns:
+        raise ValueError(f"Task {name} returned {len(values)} objects, but "
+                         f"num_returns={num_returns}.")
+    return values
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of ``exc`` without the frames of zactor's own execution machinery."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
+             *, task_id_hex: str = "", actor_repr: str | None = None) -> list:
+    """Call ``fn`` and return its list of return values.
+
+    Raises ``RayTaskError`` (the user's exception wrapped, traceback attached) or
+    ``TaskCancelledError``; any other exception escaping here is a bug in zactor.
+    """
+    name = function_name(fn)
+    try:
+        result = fn(*args, **kwargs)
+        return split_returns(result, num_returns, name)
+    except KeyboardInterrupt:
+        raise TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was "
+                                              f"cancelled") from None
+    except RayTaskError as nested:
+        # A task that failed because one it waited on failed: pass the original error on,
+        # as Ray does, rather than wrapping it once per level.
+        raise nested
+    except Exception as exc:  # noqa: BLE001 - the user's exception, reported to the caller
+        raise RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(),
+                           actor_repr=actor_repr) from exc

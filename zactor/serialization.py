@@ -1,0 +1,195 @@
+"""Values to bytes and back: cloudpickle, pickle protocol 5, out-of-band buffers.
+
+Used by every process that puts or gets values (drivers, workers) and by the runtime for
+small values that travel inline in messages. One format serves both, so an inline value can
+be written to the store unchanged. Its layout (integers little-endian)::
+
+    offset 0   magic  b"ZSV1"
+           4   u32    number of out-of-band buffers, n
+           8   u64    length of the pickle stream, p
+          16   n x (u64 offset, u64 length)   where each buffer lies, from offset 0
+    16+16n     the pickle stream (p bytes)
+               then each buffer, starting at a multiple of 64
+
+Large contiguous buffers (numpy arrays, bytes-like objects that support protocol 5) are not
+copied into the pickle stream: ``serialize`` keeps references to them and ``write_to`` copies
+each one exactly once into its final place (a store region), and ``deserialize`` hands the
+unpickler slices of the region it was given, so arrays come back without a copy (read-only
+when the region is, as a store object is).
+
+cloudpickle is used so lambdas, closures and classes defined in ``__main__`` work in other
+processes. A value that cannot be pickled raises ``TypeError`` naming the offending member
+(``value['weights'].lock: _thread.lock``), not only its type.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+
+import cloudpickle
+
+MAGIC = b"ZSV1"
+_HEAD = struct.Struct("<4sIQ")
+_SPAN = struct.Struct("<QQ")
+ALIGN = 64
+# Buffers smaller than this stay inside the pickle stream: a separate aligned region costs
+# more than the copy saves.
+OUT_OF_BAND_MIN_BYTES = 2048
+_CULPRIT_MAX_DEPTH = 6
+
+
+def _align(n: int) -> int:
+    return (n + ALIGN - 1) // ALIGN * ALIGN
+
+
+class SerializedValue:
+    """A value ready to be written: the pickle stream plus references to its big buffers.
+
+    ``total_size`` is the exact number of bytes ``write_to`` fills. Nothing is copied until
+    ``write_to``; the referenced buffers must not change before it.
+    """
+
+    __slots__ = ("pickled", "buffers", "offsets", "total_size")
+
+    def __init__(self, pickled: bytes, buffers: list):
+        self.pickled = pickled
+        self.buffers = buffers
+        pos = _HEAD.size + _SPAN.size * len(buffers) + len(pickled)
+        offsets = []
+        for buf in buffers:
+            pos = _align(pos)
+            offsets.append(pos)
+            pos += buf.nbytes
+        self.offsets = offsets
+        self.total_size = pos
+
+    def write_to(self, dst, copy=None) -> None:
+        """Fill ``dst`` (a writable buffer of at least ``total_size`` bytes).
+
+        ``copy(dst_offset, src)``, when given, copies one out-of-band buffer (the store passes
+        a memcpy that runs without the interpreter lock); otherwise slice assignment is used.
+        """
+        n = len(self.buffers)
+        _HEAD.pack_into(dst, 0, MAGIC, n, len(self.pickled))
+        pos = _HEAD.size
+        for off, buf in zip(self.offsets, self.buffers):
+            _SPAN.pack_into(dst, pos, off, buf.nbytes)
+            pos += _SPAN.size
+        dst[pos:pos + len(self.pickled)] = self.pickled
+        for off, buf in zip(self.offsets, self.buffers):
+            if copy is not None:
+                copy(off, buf)
+            else:
+                dst[off:off + buf.nbytes] = buf
+
+    def to_bytes(self) -> bytes:
+        out = bytearray(self.total_size)
+        self.write_to(out)
+        return bytes(out)
+
+
+def serialize(value) -> SerializedValue:
+    """Pickle ``value`` (cloudpickle, protocol 5); big contiguous buffers stay out of band.
+
+    Raises TypeError naming the member that cannot be pickled.
+    """
+    buffers = []
+
+    def keep(pb: pickle.PickleBuffer):
+        try:
+            raw = pb.raw()
+        except BufferError:  # not contiguous: let pickle copy it in band
+            return True
+        if raw.nbytes < OUT_OF_BAND_MIN_BYTES:
+            return True
+        buffers.append(raw)
+        return False
+
+    try:
+        pickled = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
+    except Exception as exc:
+        raise _unpicklable_error(value, exc) from exc
+    return SerializedValue(pickled, buffers)
+
+
+def dumps(value) -> bytes:
+    """``value`` as one bytes object in the format above (for values sent inline)."""
+    return serialize(value).to_bytes()
+
+
+def deserialize(data):
+    """Rebuild a value from a buffer in the format above, without copying its buffers.
+
+    ``data`` is any buffer (bytes, a store object's memoryview); the buffers of the value are
+    slices of it, so they keep it alive and share its memory and its read-only flag.
+    """
+    view = data if isinstance(data, memoryview) else memoryview(data)
+    if view.nbytes < _HEAD.size:
+        raise ValueError(f"serialized value too short ({view.nbytes} bytes)")
+    magic, n, plen = _HEAD.unpack_from(view, 0)
+    if magic != MAGIC:
+        raise ValueError(f"not a serialized zactor value (magic {bytes(magic)!r})")
+    pos = _HEAD.size
+    buffers = []
+    for _ in range(n):
+        off, length = _SPAN.unpack_from(view, pos)
+        pos += _SPAN.size
+        if off + length > view.nbytes:
+            raise ValueError("serialized value truncated: a buffer runs past its end")
+        buffers.append(view[off:off + length])
+    if pos + plen > view.nbytes:
+        raise ValueError("serialized value truncated: the pickle runs past its end")
+    return pickle.loads(view[pos:pos + plen], buffers=buffers)
+
+
+loads = deserialize
+
+
+def _pickles(obj) -> bool:
+    try:
+        cloudpickle.dumps(obj, protocol=5)
+        return True
+    except Exception:
+        return False
+
+
+def _children(obj):
+    """(path suffix, child) pairs worth blaming, for the common containers."""
+    if isinstance(obj, dict):
+        for k, v in list(obj.items())[:1000]:
+            yield f"[{k!r}]", v
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        for i, v in enumerate(list(obj)[:1000]):
+            yield f"[{i}]", v
+    else:
+        closure = getattr(obj, "__closure__", None)
+        code = getattr(obj, "__code__", None)
+        if closure and code is not None:
+            for name, cell in zip(code.co_freevars, closure):
+                try:
+                    yield f".<closure {name}>", cell.cell_contents
+                except ValueError:
+                    pass
+        attrs = getattr(obj, "__dict__", None)
+        if isinstance(attrs, dict):
+            for k, v in list(attrs.items())[:1000]:
+                yield f".{k}", v
+
+
+def _find_culprit(obj, path: str, depth: int):
+    """The deepest member of ``obj`` that fails to pickle (obj itself when none does)."""
+    if depth < _CULPRIT_MAX_DEPTH:
+        for suffix, child in _children(obj):
+            if not _pickles(child):
+                return _find_culprit(child, path + suffix, depth + 1)
+    return path, obj
+
+
+def _unpicklable_error(value, exc: Exception) -> TypeError:
+    try:
+        path, culprit = _find_culprit(value, "value", 0)
+    except Exception:  # blaming must never hide the original error
+        path, culprit = "value", value
+    kind = f"{type(culprit).__module__}.{type(culprit).__qualname__}"
+    return TypeError(f"cannot serialize {path} (of type {kind}): {exc}")

@@ -1,0 +1,350 @@
+"""The Python face of the C object store (csrc/zstore.h); the only module that touches ``lib``.
+
+Runs in every process of a node: the node manager creates the segment
+(``ObjectStore.create``) and later releases the pins of dead clients; drivers and workers
+``attach`` and put and get objects. C status codes become the exceptions of
+``zactor.exceptions``; every pin taken is released in a ``finally`` or by the garbage
+collector.
+
+Zero-copy reads: ``get_buffer`` pins the object and returns a ``StoreBuffer`` whose ``data``
+is a read-only memoryview of the segment. The pin belongs to a cffi ``ffi.gc`` handle that the
+memoryview (and every numpy array built on it) keeps alive, so the pin is released when the
+last Python reference to the object's memory dies -- or earlier with ``release()``, which
+refuses while arrays still use the memory.
+"""
+
+from __future__ import annotations
+
+import os
+
+from zactor import exceptions as exc
+from zactor import serialization
+from zactor.store._zstore import ffi, lib
+
+OBJECT_ID_SIZE = 28
+DEFAULT_FRACTION = 0.30  # of system memory, as Ray's default object store size
+_BIG_COPY_BYTES = 1 << 16  # above this, copies run in C without the interpreter lock
+
+_STATS_FIELDS = ("capacity", "total_size", "used_bytes", "data_bytes", "free_bytes",
+                 "evictable_bytes", "pinned_bytes", "object_count", "sealed_count",
+                 "pinned_count", "max_objects", "evictions", "recoveries", "high_water",
+                 "warm_end", "clients")
+
+
+def default_store_size() -> int:
+    """30% of the machine's memory, in bytes (Ray's default object store size)."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * DEFAULT_FRACTION) // 4096 * 4096
+
+
+def _shm_free_bytes(path: str) -> int:
+    st = os.statvfs(os.path.dirname(path) or ".")
+    return st.f_bavail * st.f_frsize
+
+
+def _check_id(oid) -> bytes:
+    if type(oid) is not bytes:
+        oid = bytes(oid)
+    if len(oid) != OBJECT_ID_SIZE:
+        raise ValueError(f"object ids are {OBJECT_ID_SIZE} bytes, got {len(oid)}")
+    return oid
+
+
+class StoreBuffer:
+    """A pinned, sealed object: ``data`` (read-only memoryview) and ``metadata`` (bytes).
+
+    The pin lasts while this object, ``data`` or anything built on ``data`` is alive, or
+    until ``release()``.
+    """
+
+    __slots__ = ("object_id", "data", "metadata", "_handle", "_store", "__weakref__")
+
+    def __init__(self, object_id: bytes, data: memoryview, metadata: bytes, handle, store):
+        self.object_id = object_id
+        self.data = data
+        self.metadata = metadata
+        self._handle = handle
+        self._store = store
+
+    def release(self) -> None:
+        """Drop the pin now. Raises ObjectStateError while views of ``data`` are in use."""
+        if self._handle is None:
+            return
+        try:
+            self.data.release()
+        except BufferError as e:
+            raise exc.ObjectStateError(
+                f"object {self.object_id.hex()} is still in use by views of its memory "
+                f"(numpy arrays...); drop them first") from e
+        handle, self._handle = self._handle, None
+        ffi.gc(handle, None)  # no second release from the collector
+        self._store._unpin(self.object_id)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.release()
+
+    def __len__(self):
+        return self.data.nbytes
+
+
+class ObjectStore:
+    """A handle on the node's store segment: create (manager) or attach (any process).
+
+    Object ids are 28-byte ``bytes`` (``zactor.ids.ObjectID.binary()``).
+    """
+
+    def __init__(self, handle, path: str, owner: bool):
+        self._s = handle
+        self.path = path
+        self.owner = owner
+        self.client_id = lib.zs_client_id(handle)
+        self._closed = False
+        self._base = lib.zs_base(handle)
+
+    # ---- life of the handle -------------------------------------------------------------
+
+    @classmethod
+    def create(cls, path: str, capacity_bytes: int | None = None, max_objects: int | None = None,
+               warm_bytes: int | None = None) -> ObjectStore:
+        """Create the segment at ``path`` (a /dev/shm file that must not exist) and own it.
+
+        ``capacity_bytes`` defaults to ``default_store_size()``; ``max_objects`` to one per
+        16 KB of capacity (at least 1024); ``warm_bytes`` is how far above the highest
+        allocation pages are kept populated (default max(256 MB, capacity / 4)).
+        """
+        if capacity_bytes is None:
+            capacity_bytes = default_store_size()
+        out = ffi.new("zs_store **")
+        rc = lib.zs_create(os.fsencode(path), int(capacity_bytes), int(max_objects or 0),
+                           int(warm_bytes or 0), out)
+        if rc == -14:
+            raise exc.StoreSegmentError(
+                f"cannot create a {capacity_bytes}-byte object store at {path}: its file system "
+                f"has {_shm_free_bytes(path)} bytes free (enlarge /dev/shm, e.g. docker "
+                f"--shm-size, or pass a smaller capacity)")
+        _raise_for(rc, f"create store at {path}")
+        return cls(ffi.gc(out[0], lib.zs_close), path, owner=True)
+
+    @classmethod
+    def attach(cls, path: str) -> ObjectStore:
+        """Map the existing segment at ``path`` as a new client (lowest free number)."""
+        out = ffi.new("zs_store **")
+        rc = lib.zs_attach(os.fsencode(path), out)
+        if rc == -3:
+            raise exc.StoreSegmentError(f"no object store at {path}")
+        _raise_for(rc, f"attach store at {path}")
+        return cls(ffi.gc(out[0], lib.zs_close), path, owner=False)
+
+    def close(self) -> None:
+        """Detach: release this client's pins and abort its unsealed objects.
+
+        The mapping itself stays until the last buffer obtained from this handle is gone,
+        so arrays still in use never point at unmapped memory. Idempotent.
+        """
+        if not self._closed:
+            self._closed = True
+            lib.zs_detach(self._s)
+
+    def destroy(self) -> None:
+        """Owner only: close and unlink the segment (mappings elsewhere stay valid)."""
+        self.close()
+        rc = lib.zs_unlink(os.fsencode(self.path))
+        if rc not in (0, -3):
+            _raise_for(rc, f"unlink {self.path}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        self.destroy() if self.owner else self.close()
+
+    # ---- objects ------------------------------------------------------------------------
+
+    def create_buffer(self, oid: bytes, data_size: int, metadata: bytes = b"",
+                      evictable: bool = True) -> memoryview:
+        """Reserve a writable region of ``data_size`` bytes for ``oid``; ``metadata`` (small)
+        is stored after it. Fill the region, then ``seal`` (or ``abort``). Objects created
+        with ``evictable=False`` (primary copies) are never evicted.
+
+        Raises ObjectExistsError, ObjectStoreFullError (with sizes), ValueError (bad size).
+        """
+        oid = _check_id(oid)
+        out = ffi.new("uint8_t **")
+        rc = lib.zs_create_object(self._s, oid, data_size, len(metadata),
+                                  0 if evictable else lib.ZS_OBJ_NOEVICT, out)
+        if rc:
+            if rc == -1:
+                raise exc.ObjectStoreFullError(self._full_message(oid, data_size + len(metadata)))
+            _raise_for(rc, f"create object {oid.hex()}")
+        if metadata:
+            ffi.memmove(out[0] + data_size, metadata, len(metadata))
+        return memoryview(ffi.buffer(out[0], data_size))
+
+    def seal(self, oid: bytes) -> None:
+        """Make the object immutable and visible to readers."""
+        _raise_for(lib.zs_seal(self._s, oid), f"seal {oid.hex()}")
+
+    def abort(self, oid: bytes) -> None:
+        """Free an object that was created but not sealed."""
+        _raise_for(lib.zs_abort(self._s, oid), f"abort {oid.hex()}")
+
+    def get_buffer(self, oid: bytes) -> StoreBuffer | None:
+        """Pin and return the sealed object ``oid``, or None if absent or not sealed yet."""
+        data_p = ffi.new("uint8_t **")
+        sizes = ffi.new("uint64_t[2]")
+        rc = lib.zs_get(self._s, oid, data_p, sizes, sizes + 1)
+        if rc:
+            if rc in (-3, -9):
+                return None
+            _raise_for(rc, f"get {_check_id(oid).hex()}")
+        handle = ffi.gc(data_p[0], self._make_unpin(oid))
+        data_size, meta_size = sizes[0], sizes[1]
+        data = memoryview(ffi.buffer(handle, data_size)).toreadonly()
+        metadata = ffi.buffer(data_p[0] + data_size, meta_size)[:] if meta_size else b""
+        return StoreBuffer(oid, data, metadata, handle, self)
+
+    def _make_unpin(self, oid):
+        def unpin(_ptr, oid=oid, store=self):
+            store._unpin(oid)
+        return unpin
+
+    def _unpin(self, oid: bytes) -> None:
+        if not self._closed:
+            lib.zs_release(self._s, oid)
+
+    def release(self, oid: bytes) -> None:
+        """Drop one pin this client holds on ``oid`` (for callers of the C-level API)."""
+        _raise_for(lib.zs_release(self._s, oid), f"release {oid.hex()}")
+
+    def contains(self, oid: bytes) -> bool:
+        """True if ``oid`` is sealed (and not deleted) in the store."""
+        rc = lib.zs_contains(self._s, oid)
+        if rc < 0:
+            _raise_for(rc, "contains")
+        return rc == 1
+
+    def delete(self, oid: bytes) -> None:
+        """Delete a sealed object; if pinned, it is hidden now and freed by its last release."""
+        _raise_for(lib.zs_delete(self._s, oid), f"delete {oid.hex()}")
+
+    def set_evictable(self, oid: bytes, evictable: bool) -> None:
+        _raise_for(lib.zs_set_evictable(self._s, oid, 1 if evictable else 0),
+                   f"set_evictable {oid.hex()}")
+
+    # ---- values -------------------------------------------------------------------------
+
+    def put(self, oid: bytes, value, metadata: bytes = b"", evictable: bool = True) -> int:
+        """Serialize ``value`` straight into a new object and seal it; returns its size.
+
+        Each out-of-band buffer (numpy array data...) is copied once, into the segment.
+        """
+        ser = serialization.serialize(value)
+        dst = self.create_buffer(oid, ser.total_size, metadata, evictable)
+        try:
+            base = ffi.from_buffer(dst)
+            ser.write_to(dst, copy=lambda off, src: self._copy(base, off, src))
+        except BaseException:
+            self.abort(oid)
+            raise
+        self.seal(oid)
+        return ser.total_size
+
+    @staticmethod
+    def _copy(base, off: int, src: memoryview) -> None:
+        n = src.nbytes
+        if n >= _BIG_COPY_BYTES:
+            lib.zs_copy(base + off, ffi.from_buffer(src), n)
+        else:
+            ffi.memmove(base + off, src, n)
+
+    def get(self, oid: bytes):
+        """The value of ``oid`` (arrays zero-copy and read-only); ObjectNotFoundError if
+        absent. The pin lasts as long as any part of the value uses the segment's memory."""
+        buf = self.get_buffer(oid)
+        if buf is None:
+            raise exc.ObjectNotFoundError(f"object {_check_id(oid).hex()} is not in the store "
+                                          f"at {self.path} (or not sealed yet)")
+        return serialization.deserialize(buf.data)
+
+    # ---- node manager and introspection -------------------------------------------------
+
+    def release_client(self, client_id: int) -> None:
+        """Drop every pin of client ``client_id`` (e.g. a dead worker), abort its unsealed
+        objects and free its number."""
+        _raise_for(lib.zs_release_client(self._s, int(client_id)), f"release_client {client_id}")
+
+    def clients(self) -> list:
+        """[{'client': n, 'pid': pid, 'pins': count}] of the attached clients."""
+        out = ffi.new("zs_client_info[]", lib.ZS_MAX_CLIENTS)
+        n = lib.zs_clients(self._s, out, lib.ZS_MAX_CLIENTS)
+        _raise_for(min(n, 0), "clients")
+        return [{"client": out[i].client, "pid": out[i].pid, "pins": out[i].pins}
+                for i in range(n)]
+
+    def stats(self) -> dict:
+        """Capacity, used/free/evictable/pinned bytes, object counts, evictions, recoveries."""
+        st = ffi.new("zs_stats *")
+        _raise_for(lib.zs_stats_get(self._s, st), "stats")
+        return {name: getattr(st, name) for name in _STATS_FIELDS}
+
+    def check(self) -> int:
+        """Walk every structure; the number of violated invariants (0 = healthy)."""
+        rc = lib.zs_check(self._s)
+        if rc == -16:
+            _raise_for(rc, "check")
+        return rc
+
+    def blocks(self) -> list:
+        """[(offset, size, is_free)] of the allocator's blocks in address order (tests)."""
+        n = self.stats()["capacity"] // 128 + 1
+        n = min(n, 1 << 20)
+        offs, sizes, free = ffi.new("uint64_t[]", n), ffi.new("uint64_t[]", n), ffi.new(
+            "uint8_t[]", n)
+        count = lib.zs_blocks(self._s, offs, sizes, free, n)
+        return [(offs[i], sizes[i], bool(free[i])) for i in range(count)]
+
+    def segment_view(self) -> memoryview:
+        """The whole mapping as a memoryview (tests: np.shares_memory against it)."""
+        return memoryview(ffi.buffer(self._base, lib.zs_map_size(self._s)))
+
+    def _full_message(self, oid: bytes, size: int) -> str:
+        st = self.stats()
+        return (f"object store full: cannot create object {oid.hex()} of {size} bytes "
+                f"(capacity {st['capacity']}, used {st['used_bytes']}, free {st['free_bytes']}, "
+                f"pinned {st['pinned_bytes']} bytes in {st['pinned_count']} objects, "
+                f"evictable {st['evictable_bytes']}); release or delete objects, or create a "
+                f"larger store")
+
+
+_ERRORS = {
+    -2: exc.ObjectExistsError,
+    -3: exc.ObjectNotFoundError,
+    -5: exc.ObjectStateError,
+    -9: exc.ObjectStateError,
+    -11: exc.StoreSegmentError,
+    -12: exc.StoreSegmentError,
+    -13: exc.StoreSegmentError,
+    -16: exc.ObjectStateError,
+}
+
+
+def _raise_for(rc: int, what: str) -> None:
+    """Turn a C status into the matching exception; no-op for ZS_OK."""
+    if rc >= 0:
+        return
+    msg = f"{what}: {ffi.string(lib.zs_strerror(rc)).decode()}"
+    if rc == -11 or rc == -12:
+        msg += f" (this zactor reads layout version {lib.ZS_LAYOUT_VERSION})"
+    if rc == -10:
+        err = ffi.errno
+        raise exc.StoreSegmentError(f"{msg}: {os.strerror(err)}") from OSError(err, os.strerror(err))
+    if rc == -1 or rc == -6 or rc == -8:
+        raise exc.ObjectStoreFullError(msg)
+    if rc == -4:
+        raise ValueError(msg)
+    if rc == -7:
+        raise exc.ObjectStoreError(msg)
+    raise _ERRORS.get(rc, exc.ObjectStoreError)(msg)

@@ -1,0 +1,371 @@
+"""The IO thread of ``GcsClient``: every socket, every resend, every deadline.
+
+Runs in a daemon thread of the process that made the client; only this thread touches the
+sockets. Requests move: client queues -> ``inflight`` (sent, awaiting a reply) -> finished.
+Ordering rule for writes: a shard's batches are (re)sent in request-id order, which is
+client-sequence order, so a head that applied batch k has applied every batch before it and
+the replicas' (cid, highest cseq) deduplication is exact.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+
+import zmq
+
+from zactor import protocol as P
+from zactor.control.pubsub import REPAIR_CHUNK, Feed
+from zactor.control.schema import topic
+from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
+from zactor.net.liveness import CLIENT_ATTEMPT_TIMEOUT_MS, POLL_INTERVAL_MS
+from zactor.net.sockets import make_socket
+
+log = logging.getLogger(__name__)
+RETRY_BACKOFF_S = 0.02
+CONFIG_REFRESH_S = 0.05
+_RETRYABLE = (P.ERR_NOT_HEAD, P.ERR_NOT_TAIL, P.ERR_NOT_READY)
+
+
+class ClientIO:
+    def __init__(self, client):
+        self.c = client
+        ctx = client._ctx
+        self.ident = b"c-" + client.cid.hex().encode()
+        self.coord = make_socket(ctx, zmq.DEALER, self.ident)
+        self.coord.connect(client.address)
+        self.coord_sub = make_socket(ctx, zmq.SUB)
+        self.coord_sub.setsockopt(zmq.SUBSCRIBE, b"config")
+        self.coord_pub = None
+        self.dealers: dict = {}                  # replica address -> DEALER
+        self.writes = collections.defaultdict(collections.OrderedDict)  # shard -> {req: batch}
+        self.write_shard: dict = {}              # req_id -> shard
+        self.calls: dict = {}                    # req_id -> read request
+        self.subsocks: dict = {}                 # shard -> (pub address, SUB)
+        self.feeds: dict = {}                    # (shard, table) -> Feed
+        self.next_req = 1
+        self.config_asked = 0.0
+        self.attempt_s = CLIENT_ATTEMPT_TIMEOUT_MS / 1000.0
+        self.sockets_changed = True
+
+    # ---- configuration ----------------------------------------------------------------------
+    def ask_config(self, now: float, force: bool = False) -> None:
+        if force or now - self.config_asked > CONFIG_REFRESH_S:
+            self.config_asked = now
+            self.coord.send_multipart(P.encode(P.GET_CONFIG, {}))
+
+    def _end(self, shard, which):
+        shards = self.c._shards
+        if shard >= len(shards) or not shards[shard][1]:
+            return None
+        return shards[shard][1][which]
+
+    def on_config(self, msg: P.Message, now: float) -> None:
+        new = msg["shards"]
+        old = self.c._shards
+        if msg["pub_addr"] and msg["pub_addr"] != self.coord_pub:
+            if self.coord_pub:
+                self.coord_sub.disconnect(self.coord_pub)
+            self.coord_pub = msg["pub_addr"]
+            self.coord_sub.connect(self.coord_pub)
+        merged = []
+        for s, shard in enumerate(new):
+            merged.append(old[s] if s < len(old) and old[s][0] > shard[0] else shard)
+        self.c._shards = merged
+        for s in range(len(merged)):
+            before = old[s] if s < len(old) else [0, []]
+            if before[1][:1] != merged[s][1][:1]:
+                self.resend_writes(s, now)
+            if before[1][-1:] != merged[s][1][-1:]:
+                for req in self.calls.values():
+                    if req.shard == s:
+                        self.send_call(req, now)
+                self.resubscribe(s, now)
+        live = {m[1] for _e, members in merged for m in members}
+        for addr in list(self.dealers):
+            if addr not in live:
+                self.dealers.pop(addr).close(0)
+                self.sockets_changed = True
+        self.c._have_config.set()
+
+    def dealer(self, addr: str) -> zmq.Socket:
+        sock = self.dealers.get(addr)
+        if sock is None:
+            sock = make_socket(self.c._ctx, zmq.DEALER, self.ident)
+            sock.connect(addr)
+            self.dealers[addr] = sock
+            self.sockets_changed = True
+        return sock
+
+    # ---- sending ----------------------------------------------------------------------------
+    def send_write(self, batch, now: float) -> None:
+        batch.retry_at = now + self.attempt_s
+        head = self._end(batch.shard, 0)
+        if head is None:
+            self.ask_config(now)
+            return
+        self.dealer(head[1]).send_multipart(P.encode(
+            P.WRITE, {"cid": self.c.cid, "ops": batch.ops}, batch.req_id))
+
+    def resend_writes(self, shard: int, now: float) -> None:
+        for batch in list(self.writes[shard].values()):
+            self.send_write(batch, now)
+
+    def send_call(self, req, now: float) -> None:
+        req.retry_at = now + self.attempt_s
+        tail = self._end(req.shard, -1)
+        if tail is None:
+            self.ask_config(now)
+            return
+        self.dealer(tail[1]).send_multipart(P.encode(req.mtype, req.body, req.req_id))
+
+    def new_call(self, req, now: float) -> None:
+        req.req_id = self.next_req
+        self.next_req += 1
+        self.calls[req.req_id] = req
+        self.send_call(req, now)
+
+    def take_work(self, now: float) -> None:
+        c = self.c
+        to_send = []
+        with c._lock:
+            calls, c._calls = c._calls, collections.deque()
+            for shard in set(c._open) | {s for s, q in c._queued.items() if q}:
+                inflight = self.writes[shard]
+                queued = c._queued[shard]
+                while len(inflight) < c.max_inflight:
+                    batch = queued.popleft() if queued else c._open.pop(shard, None)
+                    if batch is None:
+                        break
+                    batch.req_id = self.next_req
+                    self.next_req += 1
+                    inflight[batch.req_id] = batch
+                    self.write_shard[batch.req_id] = shard
+                    to_send.append(batch)
+        for batch in to_send:
+            self.send_write(batch, now)
+        for req in calls:
+            if isinstance(req, tuple):  # ("unsubscribe", sub)
+                for feed in self.feeds.values():
+                    if req[1] in feed.subs:
+                        feed.subs.remove(req[1])
+            else:
+                self.new_call(req, now)
+
+    def inflight_batches(self) -> list:  # called with the client's lock held
+        return [b for d in self.writes.values() for b in d.values()]
+
+    # ---- replies ----------------------------------------------------------------------------
+    def on_reply(self, msg: P.Message, now: float) -> None:
+        rid = msg.req_id
+        shard = self.write_shard.get(rid)
+        if shard is not None:
+            batch = self.writes[shard].get(rid)
+            if msg.name == "WRITE_ACK":
+                with self.c._lock:
+                    self.writes[shard].pop(rid, None)
+                del self.write_shard[rid]
+                batch.finish()
+            elif msg.name == "ERROR":
+                self.on_error(batch, msg, now, shard_retry=True)
+            return
+        req = self.calls.get(rid)
+        if req is None:
+            return  # a late answer to a request already finished
+        if msg.name == "READ_REPLY":
+            del self.calls[rid]
+            req.finish(msg.body)
+            if req.on_result is not None:
+                req.on_result(msg.body, None)
+        elif msg.name == "ERROR":
+            self.on_error(req, msg, now)
+
+    def on_error(self, req, msg, now, shard_retry=False) -> None:
+        if msg["code"] in _RETRYABLE:
+            req.retry_at = now + RETRY_BACKOFF_S
+            self.ask_config(now)
+            return
+        err = ControlStoreError(f"control store refused the request: {msg['code']}: "
+                                f"{msg['message']}")
+        self.fail(req, err)
+
+    def fail(self, req, err) -> None:
+        if req.ops is not None:
+            with self.c._lock:
+                self.writes[req.shard].pop(req.req_id, None)
+            self.write_shard.pop(req.req_id, None)
+        else:
+            self.calls.pop(req.req_id, None)
+            if req.on_result is not None:
+                req.on_result(None, err)
+        req.finish(error=err)
+
+    # ---- timers -----------------------------------------------------------------------------
+    def on_timers(self, now: float) -> None:
+        for shard, inflight in self.writes.items():
+            due = False
+            for batch in list(inflight.values()):
+                if now > batch.deadline:
+                    self.fail(batch, ControlStoreUnavailableError(
+                        "no acknowledgement from the control store before the deadline"))
+                elif now >= batch.retry_at:
+                    due = True
+            if due:  # resend the whole shard window, in order
+                self.ask_config(now)
+                self.resend_writes(shard, now)
+        for req in list(self.calls.values()):
+            if now > req.deadline:
+                self.fail(req, ControlStoreUnavailableError(
+                    f"no answer to {req.mtype.name} from the control store before the deadline"))
+            elif now >= req.retry_at:
+                self.ask_config(now)
+                self.send_call(req, now)
+
+    # ---- subscriptions ----------------------------------------------------------------------
+    def add_subscription(self, shard: int, sub, tseq: int) -> None:
+        feed = self.feeds.get((shard, sub.table))
+        if feed is None:
+            feed = self.feeds[(shard, sub.table)] = Feed(shard, sub.table)
+            feed.last = tseq
+            self.resubscribe(shard, time.monotonic(), repair=False)
+        feed.subs.append(sub)
+
+    def resubscribe(self, shard: int, now: float, repair: bool = True) -> None:
+        """(Re)connect the shard's SUB to its tail; with ``repair``, re-read what may be lost."""
+        tables = [t for (s, t) in self.feeds if s == shard]
+        if not tables:
+            return
+        tail = self._end(shard, -1)
+        current = self.subsocks.get(shard)
+        if tail is not None and (current is None or current[0] != tail[2]):
+            if current is not None:
+                current[1].close(0)
+            sock = make_socket(self.c._ctx, zmq.SUB, hwm=1_000_000)
+            sock.connect(tail[2])
+            self.subsocks[shard] = (tail[2], sock)
+            self.sockets_changed = True
+        if shard in self.subsocks:
+            for table in tables:
+                self.subsocks[shard][1].setsockopt(zmq.SUBSCRIBE, topic(table))
+        if repair:
+            for table in tables:
+                self.repair(self.feeds[(shard, table)], now)
+
+    def repair(self, feed: Feed, now: float) -> None:
+        if feed.repairing or feed.last is None:
+            return
+        feed.repairing = True
+        feed.repairs += 1
+
+        def on_rows(reply, error):
+            if error is not None:
+                feed.repairing = False
+                if P.ERR_LOG_TRUNCATED in str(error):
+                    self.resync(feed, time.monotonic())
+                return
+            more = feed.on_log_rows(reply["rows"], REPAIR_CHUNK)
+            feed.repairing = False
+            if more:
+                self.repair(feed, time.monotonic())
+
+        self.internal_call(feed.shard, P.LOG_READ, {"table": feed.table, "after": feed.last,
+                                                    "limit": REPAIR_CHUNK}, on_rows, now)
+
+    def resync(self, feed: Feed, now: float) -> None:
+        feed.repairing = True
+
+        def on_rows(reply, error):
+            feed.repairing = False
+            if error is None:
+                feed.on_resync(reply["rows"], reply["tseq"])
+
+        self.internal_call(feed.shard, P.SCAN, {"table": feed.table, "prefix": b"", "limit": 0},
+                           on_rows, now)
+
+    def internal_call(self, shard, mtype, body, on_result, now) -> None:
+        from zactor.control.client import _Request
+        self.new_call(_Request(shard, now + self.c.timeout_s, mtype=mtype, body=body,
+                               on_result=on_result), now)
+
+    def on_published(self, shard: int, frames: list, now: float) -> None:
+        try:
+            msg = P.decode(frames[1:])
+            feed = self.feeds.get((shard, msg["table"]))
+            if feed is None:
+                return
+            if msg.name == "UPDATE":
+                gap = feed.on_update(msg["tseq"], msg["op"], msg["key"], msg["value"])
+            else:
+                gap = feed.on_beacon(msg["tseq"])
+        except (P.ProtocolError, KeyError, TypeError) as exc:
+            log.warning("dropping a bad notification: %s", exc)
+            return
+        if gap:
+            self.repair(feed, now)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def run(self) -> None:
+        c = self.c
+        poller = None
+        self.ask_config(time.monotonic(), force=True)
+        while not c._closed:
+            if self.sockets_changed or poller is None:
+                poller = zmq.Poller()
+                for sock in [c._wake_rx, self.coord, self.coord_sub, *self.dealers.values(),
+                             *(s for _a, s in self.subsocks.values())]:
+                    poller.register(sock, zmq.POLLIN)
+                self.sockets_changed = False
+            ready = dict(poller.poll(POLL_INTERVAL_MS))
+            now = time.monotonic()
+            if c._wake_rx in ready:
+                while c._wake_rx.poll(0):
+                    c._wake_rx.recv()
+            for sock in (self.coord, self.coord_sub):
+                if sock in ready:
+                    for frames in _drain(sock):
+                        try:
+                            msg = P.decode(frames[1:] if sock is self.coord_sub else frames)
+                        except P.ProtocolError as exc:
+                            log.warning("bad frame from the coordinator: %s", exc)
+                            continue
+                        if msg.name == "CONFIG":
+                            self.on_config(msg, now)
+            for sock in list(self.dealers.values()):
+                if sock in ready:
+                    for frames in _drain(sock):
+                        try:
+                            self.on_reply(P.decode(frames), now)
+                        except P.ProtocolError as exc:
+                            log.warning("bad reply from a replica: %s", exc)
+            for shard, (_addr, sock) in list(self.subsocks.items()):
+                if sock in ready:
+                    for frames in _drain(sock, 20_000):
+                        self.on_published(shard, frames, now)
+            if c._have_config.is_set():
+                self.take_work(now)
+            self.on_timers(now)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        err = ControlStoreError("the GcsClient was closed")
+        c = self.c
+        with c._lock:
+            pending = list(c._open.values()) + [b for q in c._queued.values() for b in q]
+            pending += [r for r in c._calls if not isinstance(r, tuple)]
+            c._open.clear()
+            c._queued.clear()
+        pending += self.inflight_batches() + list(self.calls.values())
+        for req in pending:
+            req.finish(error=err)
+        for sock in [self.coord, self.coord_sub, *self.dealers.values(),
+                     *(s for _a, s in self.subsocks.values())]:
+            sock.close(0)
+
+
+def _drain(sock, limit: int = 5000):
+    for _ in range(limit):
+        try:
+            yield sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return

@@ -1,0 +1,341 @@
+"""One chain replica as a sans-IO state machine: ``handle(event) -> [instruction, ...]``.
+
+Run inside each replica process (``replica.py`` is the thin ZeroMQ loop around it) and, with an
+in-memory store, by the property tests. No sockets, no clocks: events come in, instructions
+(messages to send, notifications to publish) come out, and the only side effect is on the
+store it is given (``SqliteLogStore`` or ``MemoryLogStore``, same interface).
+
+Chain replication (van Renesse & Schneider, OSDI 2004), as done here:
+
+* The head gives each write a sequence number ``seq`` (and a per-table ``tseq`` for
+  subscribers), logs it (one store transaction per client batch), and forwards it to its
+  successor; each replica logs and forwards in turn. The tail, having logged, sends ``ACK upto``
+  back up the chain; the head answers the client once ``acked >= seq``. So an acknowledged write
+  is logged at every replica, and every replica's log is a prefix of its predecessor's.
+* Idempotence: each write carries (cid, cseq); ``dedup`` keeps a client's highest cseq and the
+  seq it got. A retried write with cseq <= that is not applied again; it is answered once the
+  original is acknowledged.
+* Reconfiguration (from the coordinator, with a larger ``epoch``): a replica with a new
+  predecessor sends it ``NEED_FROM(last_seq)``; the predecessor resends its log after that seq
+  (or a snapshot when the log was compacted that far) and only then forwards new writes. This
+  one rule covers a removed middle (the successor may lack what the dead one had), a new tail
+  (a joiner copies state) and a restarted chain. A replica that becomes the tail acknowledges
+  everything it has. Messages tagged with a future epoch are kept until that epoch's
+  configuration arrives; messages of an old epoch are dropped.
+* Reads are served by the tail, once it has caught up (a joiner answers ``not_ready`` until
+  then).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from zactor import protocol as P
+from zactor.control.log_store import OP_ARCHIVE, LogTruncated
+from zactor.control.schema import OP_DELETE, OP_PUT, TABLES
+
+CATCHUP_CHUNK = 5000  # log entries per FORWARD while a successor catches up
+
+
+# ---- events (each carries who caused it: a client routing id + request id, or a replica) -----
+@dataclass
+class ClientWrite:
+    client: bytes
+    req_id: int
+    cid: bytes
+    ops: list  # [[cseq, op, table, key, value], ...]
+
+
+@dataclass
+class ClientRead:
+    client: bytes
+    req_id: int
+    msg: P.Message  # READ, SCAN or LOG_READ
+
+
+@dataclass
+class PeerMessage:
+    sender: str  # replica id
+    msg: P.Message  # FORWARD, ACK, NEED_FROM or SNAPSHOT
+
+
+@dataclass
+class Configure:
+    epoch: int
+    chain: list  # replica ids, head first
+
+
+# ---- instructions --------------------------------------------------------------------------
+@dataclass
+class Send:
+    to: str
+    mtype: P.MessageType
+    body: dict
+
+
+@dataclass
+class Reply:
+    client: bytes
+    req_id: int
+    mtype: P.MessageType
+    body: dict
+
+
+@dataclass
+class Publish:
+    entries: list = field(default_factory=list)
+
+
+def _valid_op(op) -> bool:
+    return (isinstance(op, list) and len(op) == 5 and isinstance(op[0], int)
+            and op[1] in (OP_PUT, OP_DELETE, OP_ARCHIVE) and op[2] in TABLES
+            and isinstance(op[3], bytes) and (op[4] is None or isinstance(op[4], bytes)))
+
+
+class ChainReplica:
+    """The replica state machine. ``store`` is its log store; ``me`` its replica id."""
+
+    def __init__(self, me: str, store):
+        self.me = me
+        self.store = store
+        self.epoch = 0
+        self.chain: list = []
+        self.pred = self.succ = None
+        self.acked = 0              # every entry <= acked is logged at the tail
+        self.succ_synced = False    # the successor told us where to resume (NEED_FROM)
+        self.ready = False          # caught up: may serve reads as tail
+        self.catchup_target = None
+        self.pending_replies: list = []  # [(seq, client, req_id, upto_cseq)], seq ascending
+        self._dedup_cache: dict = {}
+        self._early: list = []      # peer messages of a future epoch
+
+    @property
+    def is_head(self) -> bool:
+        return bool(self.chain) and self.chain[0] == self.me
+
+    @property
+    def is_tail(self) -> bool:
+        return bool(self.chain) and self.chain[-1] == self.me
+
+    def handle(self, event) -> list:
+        if isinstance(event, ClientWrite):
+            return self._on_write(event)
+        if isinstance(event, ClientRead):
+            return self._on_read(event)
+        if isinstance(event, PeerMessage):
+            return self._on_peer(event)
+        if isinstance(event, Configure):
+            return self._on_configure(event)
+        raise TypeError(f"unknown event {event!r}")
+
+    # ---- configuration ----------------------------------------------------------------------
+    def _on_configure(self, ev: Configure) -> list:
+        if ev.epoch <= self.epoch:
+            return []
+        out: list = []
+        old_pred, was_member = self.pred, self.me in self.chain
+        self.epoch, self.chain = ev.epoch, list(ev.chain)
+        self._dedup_cache.clear()
+        if self.me not in self.chain:
+            self.pred = self.succ = None
+            self.pending_replies.clear()
+            return out
+        i = self.chain.index(self.me)
+        self.pred = self.chain[i - 1] if i > 0 else None
+        self.succ = self.chain[i + 1] if i + 1 < len(self.chain) else None
+        self.succ_synced = False
+        if self.pred is None:
+            self.ready = True  # a head needs nobody's state
+        elif not was_member:
+            self.ready = False
+        if self.pred is not None:
+            out.append(Send(self.pred, P.NEED_FROM,
+                            {"epoch": self.epoch, "last_seq": self.store.last_seq}))
+        if self.succ is None:
+            self.acked = self.store.last_seq
+            out += self._ack_upward()
+        if old_pred is not None and self.pred is None:
+            self.pending_replies.clear()  # a new head: clients retry at it
+        early, self._early = self._early, []
+        for msg in early:
+            if msg.msg["epoch"] == self.epoch:
+                out += self._on_peer(msg)
+            elif msg.msg["epoch"] > self.epoch:
+                self._early.append(msg)
+        return out
+
+    # ---- writes -----------------------------------------------------------------------------
+    def _dedup(self, cid: bytes):
+        hit = self._dedup_cache.get(cid)
+        if hit is None:
+            hit = self.store.dedup(cid) or (0, 0)
+            self._dedup_cache[cid] = hit
+        return hit
+
+    def _on_write(self, ev: ClientWrite) -> list:
+        if not self.is_head:
+            return [Reply(ev.client, ev.req_id, P.ERROR,
+                          {"code": P.ERR_NOT_HEAD, "message": f"{self.me} is not the head",
+                           "epoch": self.epoch})]
+        if not isinstance(ev.cid, bytes) or not isinstance(ev.ops, list) or not all(
+                _valid_op(op) for op in ev.ops):
+            return [Reply(ev.client, ev.req_id, P.ERROR,
+                          {"code": P.ERR_MALFORMED, "message": "bad WRITE ops"})]
+        seq = self.store.last_seq
+        tseqs = dict(self.store.tseqs)
+        entries = []
+        reply_seq = 0
+        upto = 0
+        cseq_seen, seq_seen = self._dedup(ev.cid)
+        for cseq, op, table, key, value in ev.ops:
+            upto = max(upto, cseq)
+            if cseq <= cseq_seen:
+                reply_seq = max(reply_seq, seq_seen)  # a retry: answered with the original
+                continue
+            seq += 1
+            tseqs[table] += 1
+            entries.append([seq, ev.cid, cseq, op, table, key, value, tseqs[table]])
+            cseq_seen, seq_seen = cseq, seq
+            reply_seq = seq
+        self._dedup_cache[ev.cid] = (cseq_seen, seq_seen)
+        out = self._log_and_pass(entries)
+        if reply_seq <= self.acked:
+            out.append(Reply(ev.client, ev.req_id, P.WRITE_ACK, {"upto": upto}))
+        else:
+            self.pending_replies.append((reply_seq, ev.client, ev.req_id, upto))
+        return out
+
+    def _log_and_pass(self, entries: list) -> list:
+        """Log entries (contiguous after last_seq), then forward them or, at the tail, ack."""
+        if not entries:
+            return []
+        self.store.append(entries)
+        if self.succ is None:
+            self.acked = self.store.last_seq
+            return [Publish(entries)] + self._ack_upward()
+        if self.succ_synced:
+            return [Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": entries})]
+        return []  # sent from the log once the successor says where it stands
+
+    def _ack_upward(self) -> list:
+        if self.pred is not None:
+            return [Send(self.pred, P.ACK, {"epoch": self.epoch, "upto": self.acked})]
+        out = []
+        keep = []
+        for item in self.pending_replies:
+            if item[0] <= self.acked:
+                out.append(Reply(item[1], item[2], P.WRITE_ACK, {"upto": item[3]}))
+            else:
+                keep.append(item)
+        self.pending_replies = keep
+        return out
+
+    # ---- peers ------------------------------------------------------------------------------
+    def _on_peer(self, ev: PeerMessage) -> list:
+        msg = ev.msg
+        epoch = msg.get("epoch")
+        if not isinstance(epoch, int) or epoch < self.epoch:
+            return []
+        if epoch > self.epoch:
+            self._early.append(ev)
+            return []
+        name = msg.name
+        if name == "FORWARD" and ev.sender == self.pred:
+            return self._on_forward(msg)
+        if name == "ACK" and ev.sender == self.succ:
+            upto = msg["upto"]
+            if isinstance(upto, int) and upto > self.acked:
+                self.acked = min(upto, self.store.last_seq)
+                return self._ack_upward()
+            return []
+        if name == "NEED_FROM" and ev.sender == self.succ:
+            return self._on_need_from(msg["last_seq"])
+        if name == "SNAPSHOT" and ev.sender == self.pred:
+            self.store.install_snapshot(msg.body)
+            self._dedup_cache.clear()
+            return self._check_ready()
+        return []
+
+    def _on_forward(self, msg: P.Message) -> list:
+        sync = msg.get("sync")
+        if isinstance(sync, int):
+            self.catchup_target = sync
+        last = self.store.last_seq
+        entries = [e for e in msg["entries"] if e[0] > last]
+        out: list = []
+        if entries and entries[0][0] == last + 1:
+            out = self._log_and_pass(entries)
+        elif entries:  # a hole: should not happen on a FIFO link; ask again
+            out = [Send(self.pred, P.NEED_FROM, {"epoch": self.epoch, "last_seq": last})]
+        return out + self._check_ready()
+
+    def _check_ready(self) -> list:
+        if not self.ready and self.catchup_target is not None and \
+                self.store.last_seq >= self.catchup_target:
+            self.ready = True
+            if self.succ is None:  # caught up as tail: acknowledge it all
+                self.acked = self.store.last_seq
+                return self._ack_upward()
+        return []
+
+    def _on_need_from(self, last_seq) -> list:
+        if not isinstance(last_seq, int):
+            return []
+        out: list = []
+        mine = self.store.last_seq
+        try:
+            after = last_seq
+            while True:
+                chunk = self.store.read_log(after, CATCHUP_CHUNK)
+                if not chunk:
+                    break
+                out.append(Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": chunk}))
+                after = chunk[-1][0]
+        except LogTruncated:
+            snap = self.store.snapshot()
+            out = [Send(self.succ, P.SNAPSHOT, dict(snap, epoch=self.epoch))]
+        out.append(Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": [],
+                                               "sync": mine}))
+        self.succ_synced = True
+        return out
+
+    # ---- reads ------------------------------------------------------------------------------
+    def _on_read(self, ev: ClientRead) -> list:
+        def error(code, text):
+            return [Reply(ev.client, ev.req_id, P.ERROR,
+                          {"code": code, "message": text, "epoch": self.epoch})]
+
+        if not self.is_tail:
+            return error(P.ERR_NOT_TAIL, f"{self.me} is not the tail")
+        if not self.ready:
+            return error(P.ERR_NOT_READY, f"{self.me} is still copying state")
+        msg = ev.msg
+        table = msg["table"]
+        if table not in TABLES:
+            return error(P.ERR_MALFORMED, f"unknown table {table!r}")
+        tseq = self.store.tseqs[table]
+        try:
+            if msg.name == "READ":
+                if not isinstance(msg["key"], bytes):
+                    return error(P.ERR_MALFORMED, "key must be bytes")
+                value = self.store.get(table, msg["key"])
+                body = {"value": value, "found": value is not None, "tseq": tseq}
+            elif msg.name == "SCAN":
+                prefix, limit = msg["prefix"], msg["limit"]
+                if not isinstance(prefix, bytes) or not isinstance(limit, int):
+                    return error(P.ERR_MALFORMED, "prefix must be bytes, limit an int")
+                body = {"rows": self.store.scan(table, prefix, limit), "tseq": tseq}
+            else:
+                after, limit = msg["after"], msg["limit"]
+                if not isinstance(after, int) or not isinstance(limit, int):
+                    return error(P.ERR_MALFORMED, "after and limit must be ints")
+                rows = self.store.read_table_log(table, after, limit) if limit > 0 else []
+                body = {"rows": rows, "tseq": tseq}
+        except LogTruncated:
+            return error(P.ERR_LOG_TRUNCATED, "the log was compacted past that point")
+        return [Reply(ev.client, ev.req_id, P.READ_REPLY, body)]
+
+    def compaction_bound(self, keep_entries: int) -> int:
+        """The highest seq that may be compacted away: acknowledged everywhere (so no
+        successor can need it) and older than the newest ``keep_entries``."""
+        return min(self.acked, self.store.last_seq - keep_entries)

@@ -1,0 +1,110 @@
+"""Subscriber side of the control store's pub-sub: gap detection and repair (the Clone pattern).
+
+Runs inside ``GcsClient``'s IO thread. The tail publishes every committed update with its
+per-table, per-shard sequence number ``tseq``, and a BEACON with each table's latest tseq every
+heartbeat. ZeroMQ PUB/SUB may drop messages (a slow subscriber past its high-water mark, a
+reconnect to a new tail), so delivery is never trusted: a ``Feed`` (one per shard and table)
+delivers tseq ``last + 1`` only; any larger tseq, or a beacon ahead of ``last``, starts a
+repair that re-reads the missing updates from the tail's log (LOG_READ); if the log was
+compacted past that point, the table is re-read whole (SCAN) and delivered as ``resync`` puts.
+So every update is delivered exactly once, in order, per shard and table.
+"""
+
+from __future__ import annotations
+
+import queue
+from typing import Any, NamedTuple
+
+from zactor import protocol as P
+from zactor.control.log_store import OP_ARCHIVE
+from zactor.control.schema import OP_DELETE, OP_PUT
+
+OP_NAMES = {OP_PUT: "put", OP_DELETE: "delete", OP_ARCHIVE: "archive"}
+REPAIR_CHUNK = 10_000
+
+
+class Update(NamedTuple):
+    table: str
+    key: bytes
+    value: Any      # the stored value (None for delete)
+    op: str         # "put", "delete", "archive", or "resync" (a row re-read after a gap)
+    shard: int
+    tseq: int
+
+
+class Subscription:
+    """Updates of one table (optionally only keys starting with ``prefix``).
+
+    With a ``callback`` each update is passed to it from the client's IO thread (keep it
+    short); without one they are put on ``self.queue`` (a ``queue.Queue`` of ``Update``).
+    """
+
+    def __init__(self, client, table: str, prefix: bytes, callback=None):
+        self._client = client
+        self.table = table
+        self.prefix = prefix
+        self.callback = callback
+        self.queue: queue.Queue = queue.Queue()
+        self.closed = False
+
+    def deliver(self, update: Update) -> None:
+        if self.closed or not update.key.startswith(self.prefix):
+            return
+        if self.callback is not None:
+            self.callback(update)
+        else:
+            self.queue.put(update)
+
+    def get(self, timeout_s: float | None = None) -> Update:
+        """The next update; raises ``queue.Empty`` after ``timeout_s``."""
+        return self.queue.get(timeout=timeout_s)
+
+    def close(self) -> None:
+        self.closed = True
+        self._client._unsubscribe(self)
+
+
+class Feed:
+    """Ordering state of one (shard, table): what was delivered, whether a repair runs."""
+
+    def __init__(self, shard: int, table: str):
+        self.shard = shard
+        self.table = table
+        self.last: int | None = None   # None until the starting tseq is known
+        self.repairing = False
+        self.subs: list = []
+        self.delivered = 0
+        self.repairs = 0
+
+    def _deliver(self, tseq, op_name, key, raw) -> None:
+        value = None if raw is None else P.unpack_value(raw)
+        update = Update(self.table, key, value, op_name, self.shard, tseq)
+        self.delivered += 1
+        for sub in self.subs:
+            sub.deliver(update)
+
+    def on_update(self, tseq: int, op: int, key: bytes, raw) -> bool:
+        """An UPDATE arrived; returns True when a repair should start."""
+        if self.last is None or self.repairing or tseq <= self.last:
+            return False
+        if tseq != self.last + 1:
+            return True
+        self.last = tseq
+        self._deliver(tseq, OP_NAMES.get(op, "put"), key, raw)
+        return False
+
+    def on_beacon(self, tseq: int) -> bool:
+        return self.last is not None and not self.repairing and tseq > self.last
+
+    def on_log_rows(self, rows: list, limit: int) -> bool:
+        """Rows from LOG_READ; returns True when more must be read."""
+        for tseq, op, key, raw in rows:
+            if tseq == self.last + 1:
+                self.last = tseq
+                self._deliver(tseq, OP_NAMES.get(op, "put"), key, raw)
+        return len(rows) >= limit
+
+    def on_resync(self, rows: list, tseq: int) -> None:
+        for key, raw in rows:
+            self._deliver(tseq, "resync", key, raw)
+        self.last = tseq

@@ -1,0 +1,1 @@
+"""Small networking helpers shared by every zactor process: sockets, liveness constants."""

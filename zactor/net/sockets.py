@@ -1,0 +1,88 @@
+"""Socket helpers: every zactor socket is made here so that linger 0 is never forgotten.
+
+Runs in every process. ``monitored`` wraps pyzmq's socket monitor so a poll loop can learn
+within milliseconds that a peer's connection closed (EVENT_DISCONNECTED), without waiting for
+missed heartbeats.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import zmq
+from zmq.utils.monitor import parse_monitor_message
+
+DEFAULT_COORDINATOR_PORT = 6380
+LOOPBACK = "127.0.0.1"
+
+
+def make_socket(ctx: zmq.Context, kind: int, identity: bytes | None = None,
+                hwm: int = 100_000) -> zmq.Socket:
+    """A socket with linger 0 (closing never blocks) and high-water marks that fit bursts."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if identity is not None:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    if kind == zmq.ROUTER:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)  # unroutable replies are dropped, not raised
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)   # a restarted peer takes its identity back
+    return sock
+
+
+def bind_free(sock: zmq.Socket, host: str = LOOPBACK, port: int = 0) -> str:
+    """Bind to ``host:port`` (0: a free port); returns the ``tcp://host:port`` bound."""
+    if port:
+        addr = f"tcp://{host}:{port}"
+        sock.bind(addr)
+        return addr
+    port = sock.bind_to_random_port(f"tcp://{host}")
+    return f"tcp://{host}:{port}"
+
+
+def tcp_address(host_port: str) -> str:
+    """``host:port`` or ``tcp://host:port`` -> ``tcp://host:port``."""
+    return host_port if host_port.startswith("tcp://") else f"tcp://{host_port}"
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """A port free right now (a race is possible; prefer ``bind_free`` where one can)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class MonitoredPeer:
+    """A DEALER connected to one peer plus its monitor socket; ``poll_events`` returns True
+    once the peer's connection has closed after having been up."""
+
+    def __init__(self, ctx: zmq.Context, addr: str, identity: bytes | None = None):
+        self.addr = addr
+        self.sock = make_socket(ctx, zmq.DEALER, identity)
+        self.monitor = self.sock.get_monitor_socket(
+            zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
+        self.sock.connect(addr)
+        self.was_connected = False
+
+    def poll_events(self) -> bool:
+        """Drain monitor events; True when a disconnect followed a connection."""
+        lost = False
+        while True:
+            try:
+                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return lost
+            event = parse_monitor_message(frames)["event"]
+            if event == zmq.EVENT_CONNECTED:
+                self.was_connected = True
+            elif event == zmq.EVENT_DISCONNECTED and self.was_connected:
+                lost = True
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(0)

@@ -1,0 +1,227 @@
+"""zactor's wire protocol: every message any two zactor processes exchange, in one module.
+
+Run by every process. A message is a list of ZeroMQ frames (after any ROUTER identity frames):
+
+    frame 0  header, 10 bytes:  version (u8) | message type (u8) | request id (u64, big endian)
+    frame 1  body: a msgpack map (str keys), the type's fields; bytes stay bytes
+    frame 2+ optional raw payload frames (bulk bytes that should not be copied into msgpack)
+
+A PUB/SUB notification carries one more frame in front: the topic (raw bytes the subscriber
+filters on), so ``frames[0]`` is the topic and ``frames[1:]`` the message above.
+
+Why this shape: the header is fixed-size and parsed without msgpack, so a peer that sends a
+well-formed header but a broken body still gets an ``ERROR`` reply naming its request id
+(``decode_header`` succeeds, ``decode`` fails). Anything that fails before that is logged and
+dropped by the receiver. Bodies are msgpack, never pickle: a hostile frame must not run code.
+``decode`` raises ``ProtocolError`` and nothing else, whatever bytes it is given.
+
+Adding a message type (later subsystems add theirs here):
+
+    MY_MSG = define(0x40, "MY_MSG", required=("task_id", "spec"), optional={"retries": 0})
+
+codes 0x01-0x0F are generic, 0x10-0x3F belong to the control store, 0x40-0x7F to the runtime
+(tasks, actors, scheduling), 0x80-0xBF to object transfer. ``define`` refuses a reused code or
+name, so two subsystems cannot collide silently. Bumping ``PROTOCOL_VERSION`` is needed only
+when an existing type changes meaning; new types and new optional fields are compatible.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+
+from zactor.exceptions import ProtocolError
+
+PROTOCOL_VERSION = 1
+_HEADER = struct.Struct(">BBQ")
+HEADER_SIZE = _HEADER.size
+MAX_BODY_BYTES = 256 * 1024 * 1024  # a body larger than this is refused, not parsed
+
+
+@dataclass(frozen=True)
+class MessageType:
+    code: int
+    name: str
+    required: tuple = ()
+    optional: dict = field(default_factory=dict)
+
+
+_BY_CODE: dict[int, MessageType] = {}
+_BY_NAME: dict[str, MessageType] = {}
+
+
+def define(code: int, name: str, required=(), optional=None) -> MessageType:
+    """Register a message type; returns it (use its ``code`` when building messages)."""
+    if not 0 < code < 256:
+        raise ValueError(f"message code {code} out of range 1..255")
+    if code in _BY_CODE or name in _BY_NAME:
+        raise ValueError(f"message type {name} / code {code:#x} already defined")
+    mtype = MessageType(code, name, tuple(required), dict(optional or {}))
+    _BY_CODE[code] = mtype
+    _BY_NAME[name] = mtype
+    return mtype
+
+
+def message_type(code_or_name) -> MessageType:
+    try:
+        return _BY_CODE[code_or_name] if isinstance(code_or_name, int) else _BY_NAME[code_or_name]
+    except KeyError:
+        raise ProtocolError(f"unknown message type {code_or_name!r}") from None
+
+
+@dataclass
+class Message:
+    """A decoded message: ``mtype`` (a MessageType), ``req_id``, ``body`` (dict), ``payload``."""
+
+    mtype: MessageType
+    req_id: int
+    body: dict
+    payload: list = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.mtype.name
+
+    def __getitem__(self, key):
+        return self.body[key]
+
+    def get(self, key, default=None):
+        return self.body.get(key, default)
+
+
+_req_ids = itertools.count(1)
+
+
+def next_request_id() -> int:
+    """A process-unique request id (the caller adds its own identity if ids must be global)."""
+    return next(_req_ids) & 0xFFFF_FFFF_FFFF_FFFF
+
+
+def encode(mtype: MessageType, body: dict | None = None, req_id: int = 0,
+           payload=()) -> list:
+    """Frames for one message. Missing required fields raise ``ProtocolError`` (a caller bug
+    caught at the sender, not at the receiver)."""
+    body = body or {}
+    for name in mtype.required:
+        if name not in body:
+            raise ProtocolError(f"{mtype.name}: missing field {name!r}")
+    try:
+        packed = msgpack.packb(body, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ProtocolError(f"{mtype.name}: body cannot be encoded: {exc}") from exc
+    return [_HEADER.pack(PROTOCOL_VERSION, mtype.code, req_id), packed, *payload]
+
+
+def decode_header(frame) -> tuple[MessageType, int]:
+    """Parse frame 0 alone: (type, request id). Raises ``ProtocolError``."""
+    try:
+        raw = bytes(frame)
+    except TypeError as exc:
+        raise ProtocolError("header frame is not bytes") from exc
+    if len(raw) != HEADER_SIZE:
+        raise ProtocolError(f"header frame is {len(raw)} bytes, expected {HEADER_SIZE}")
+    version, code, req_id = _HEADER.unpack(raw)
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version}, expected {PROTOCOL_VERSION}")
+    mtype = _BY_CODE.get(code)
+    if mtype is None:
+        raise ProtocolError(f"unknown message type code {code:#x}")
+    return mtype, req_id
+
+
+def decode(frames) -> Message:
+    """Parse a whole message (frames after any identity frames). Raises only ``ProtocolError``."""
+    if not isinstance(frames, (list, tuple)) or len(frames) < 2:
+        raise ProtocolError("a message needs a header frame and a body frame")
+    mtype, req_id = decode_header(frames[0])
+    try:
+        raw = bytes(frames[1])
+    except TypeError as exc:
+        raise ProtocolError("body frame is not bytes") from exc
+    if len(raw) > MAX_BODY_BYTES:
+        raise ProtocolError(f"{mtype.name}: body of {len(raw)} bytes is too large")
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=True,
+                               max_bin_len=MAX_BODY_BYTES, max_str_len=MAX_BODY_BYTES)
+    except Exception as exc:  # msgpack raises many types on garbage; all mean the same here
+        raise ProtocolError(f"{mtype.name}: body is not msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError(f"{mtype.name}: body is {type(body).__name__}, expected a map")
+    for name in mtype.required:
+        if name not in body:
+            raise ProtocolError(f"{mtype.name}: missing field {name!r}")
+    for name, default in mtype.optional.items():
+        body.setdefault(name, default)
+    return Message(mtype, req_id, body, [bytes(f) for f in frames[2:]])
+
+
+def pack_value(value: Any) -> bytes:
+    """msgpack for stored values (bytes stay bytes)."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack_value(raw: bytes) -> Any:
+    return msgpack.unpackb(raw, raw=False)
+
+
+# ---- generic (0x01-0x0F) ---------------------------------------------------------------------
+# ERROR answers any request whose header parsed. ``code`` is one of the ERR_* strings.
+ERROR = define(0x01, "ERROR", required=("code", "message"), optional={"epoch": 0})
+PING = define(0x02, "PING", optional={"sender": ""})
+PONG = define(0x03, "PONG", optional={"sender": ""})
+OK = define(0x04, "OK", optional={"value": None})
+
+ERR_MALFORMED = "malformed"      # the body did not parse or lacks fields
+ERR_NOT_HEAD = "not_head"        # a write reached a replica that is not its chain's head
+ERR_NOT_TAIL = "not_tail"        # a read reached a replica that is not its chain's tail
+ERR_NOT_READY = "not_ready"      # the replica is still copying state
+ERR_UNKNOWN_TYPE = "unexpected"  # a valid type this process does not serve
+ERR_LOG_TRUNCATED = "truncated"  # the log no longer reaches back that far: re-read the table
+
+# ---- control store (0x10-0x3F) ---------------------------------------------------------------
+# Client -> head. ``ops``: [[client_seq, op, table, key, value-bytes-or-None], ...] where op is
+# OP_PUT / OP_DELETE; one WRITE is one SQLite transaction at every replica.
+WRITE = define(0x10, "WRITE", required=("cid", "ops"))
+# Head -> client once the tail has logged every op: ``upto`` the highest client_seq covered.
+WRITE_ACK = define(0x11, "WRITE_ACK", required=("upto",))
+# Client -> tail. READ: one key; SCAN: keys of ``table`` starting with ``prefix``.
+READ = define(0x12, "READ", required=("table", "key"))
+SCAN = define(0x13, "SCAN", required=("table",), optional={"prefix": b"", "limit": 0})
+# Client -> tail: the committed updates of ``table`` with table-seq > ``after`` (gap repair).
+LOG_READ = define(0x14, "LOG_READ", required=("table", "after"), optional={"limit": 10000})
+# Reply to READ / SCAN / LOG_READ: ``value`` (READ), ``rows`` (SCAN: [[key, value]...];
+# LOG_READ: [[tseq, op, key, value]...]), ``tseq`` the table's latest table-seq.
+READ_REPLY = define(0x15, "READ_REPLY", optional={"value": None, "found": False, "rows": [],
+                                                  "tseq": 0})
+# Replica -> successor: log entries [[seq, cid, cseq, op, table, key, value, tseq], ...].
+FORWARD = define(0x16, "FORWARD", required=("epoch", "entries"))
+# Successor -> predecessor: the tail has logged every entry up to ``upto``.
+ACK = define(0x17, "ACK", required=("epoch", "upto"))
+# Successor -> predecessor after a configuration change: "I have everything up to last_seq".
+NEED_FROM = define(0x18, "NEED_FROM", required=("epoch", "last_seq"))
+# Predecessor -> successor when the log no longer reaches back: the whole state.
+SNAPSHOT = define(0x19, "SNAPSHOT", required=("epoch", "seq", "rows", "dedup", "tseqs"))
+# Tail -> subscribers (PUB, topic = table + b"\0" + key): one committed update.
+UPDATE = define(0x1A, "UPDATE", required=("table", "tseq", "op", "key"), optional={"value": None})
+# Tail -> subscribers (PUB, topic = table + b"\0"): "table's latest tseq", every heartbeat.
+BEACON = define(0x1B, "BEACON", required=("table", "tseq"))
+
+# Replica -> coordinator.
+REGISTER = define(0x20, "REGISTER", required=("replica_id", "addr", "pub_addr"),
+                  optional={"incarnation": "", "last_seq": 0})
+HEARTBEAT = define(0x21, "HEARTBEAT", required=("replica_id",), optional={"epoch": 0})
+# Anyone -> coordinator: "replica_id looks dead to me".
+REPORT_FAILURE = define(0x22, "REPORT_FAILURE", required=("replica_id",),
+                        optional={"reason": ""})
+# Anyone -> coordinator: the current configuration, answered with CONFIG.
+GET_CONFIG = define(0x23, "GET_CONFIG")
+# Coordinator -> everyone (reply, push to replicas, PUB to clients):
+#   shards: [[epoch, [[replica_id, addr, pub_addr], ...head to tail]], ...]
+#   ``assign``: an answer to REGISTER (or to a heartbeat of a non-member): ``shard`` is the
+#   replica's shard (-1: register again later), ``wipe`` whether to drop its state and copy it.
+CONFIG = define(0x24, "CONFIG", required=("shards",),
+                optional={"pub_addr": "", "assign": False, "shard": -1, "wipe": False})

@@ -57,7 +57,7 @@ int zs_create_object(zs_store *s, const uint8_t *id, uint64_t data_size, uint64_
     uint64_t off;
     LOCK_OR_RETURN(s, OP_CREATE);
     zs_header *h = s->h;
-    if (data_size > h->capacity || meta_size > h->capacity) {
+    if (data_size > (1ull << 62) || meta_size > (1ull << 62)) {
         rc = ZS_ERR_BAD_SIZE;
         goto out;
     }

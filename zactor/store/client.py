@@ -9,8 +9,8 @@ collector.
 Zero-copy reads: ``get_buffer`` pins the object and returns a ``StoreBuffer`` whose ``data``
 is a read-only memoryview of the segment. The pin belongs to a cffi ``ffi.gc`` handle that the
 memoryview (and every numpy array built on it) keeps alive, so the pin is released when the
-last Python reference to the object's memory dies -- or earlier with ``release()``, which
-refuses while arrays still use the memory.
+last Python reference to the object's memory dies (``release()`` gives up the buffer's own
+references early; memory still used by an array is never unpinned).
 """
 
 from __future__ import annotations
@@ -53,32 +53,26 @@ def _check_id(oid) -> bytes:
 class StoreBuffer:
     """A pinned, sealed object: ``data`` (read-only memoryview) and ``metadata`` (bytes).
 
-    The pin lasts while this object, ``data`` or anything built on ``data`` is alive, or
-    until ``release()``.
+    The pin lasts while this object, ``data`` or anything built on ``data`` is alive; after
+    ``release()`` only while views built on ``data`` are.
     """
 
-    __slots__ = ("object_id", "data", "metadata", "_handle", "_store", "__weakref__")
+    __slots__ = ("object_id", "data", "metadata", "_handle", "__weakref__")
 
-    def __init__(self, object_id: bytes, data: memoryview, metadata: bytes, handle, store):
+    def __init__(self, object_id: bytes, data: memoryview, metadata: bytes, handle):
         self.object_id = object_id
         self.data = data
         self.metadata = metadata
         self._handle = handle
-        self._store = store
 
     def release(self) -> None:
-        """Drop the pin now. Raises ObjectStateError while views of ``data`` are in use."""
-        if self._handle is None:
-            return
-        try:
+        """Give up this buffer: the pin is dropped at once if nothing else uses the memory,
+        else when the last array or view built on ``data`` dies (never earlier: memory
+        still referenced is never unpinned). Idempotent."""
+        if self._handle is not None:
             self.data.release()
-        except BufferError as e:
-            raise exc.ObjectStateError(
-                f"object {self.object_id.hex()} is still in use by views of its memory "
-                f"(numpy arrays...); drop them first") from e
-        handle, self._handle = self._handle, None
-        ffi.gc(handle, None)  # no second release from the collector
-        self._store._unpin(self.object_id)
+            self.data = None
+            self._handle = None
 
     def __enter__(self):
         return self
@@ -172,6 +166,8 @@ class ObjectStore:
         Raises ObjectExistsError, ObjectStoreFullError (with sizes), ValueError (bad size).
         """
         oid = _check_id(oid)
+        if data_size < 0:
+            raise ValueError(f"data_size must be >= 0, got {data_size}")
         out = ffi.new("uint8_t **")
         rc = lib.zs_create_object(self._s, oid, data_size, len(metadata),
                                   0 if evictable else lib.ZS_OBJ_NOEVICT, out)
@@ -204,7 +200,7 @@ class ObjectStore:
         data_size, meta_size = sizes[0], sizes[1]
         data = memoryview(ffi.buffer(handle, data_size)).toreadonly()
         metadata = ffi.buffer(data_p[0] + data_size, meta_size)[:] if meta_size else b""
-        return StoreBuffer(oid, data, metadata, handle, self)
+        return StoreBuffer(oid, data, metadata, handle)
 
     def _make_unpin(self, oid):
         def unpin(_ptr, oid=oid, store=self):
@@ -312,6 +308,9 @@ class ObjectStore:
 
     def _full_message(self, oid: bytes, size: int) -> str:
         st = self.stats()
+        if size > st["capacity"]:
+            return (f"object store full: object {oid.hex()} of {size} bytes is larger than the "
+                    f"store's capacity of {st['capacity']} bytes; create a larger store")
         return (f"object store full: cannot create object {oid.hex()} of {size} bytes "
                 f"(capacity {st['capacity']}, used {st['used_bytes']}, free {st['free_bytes']}, "
                 f"pinned {st['pinned_bytes']} bytes in {st['pinned_count']} objects, "

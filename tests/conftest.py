@@ -25,6 +25,15 @@ def _children():
     return {p.pid for p in psutil.Process().children(recursive=True)}
 
 
+def _started_by_fixture(pid, before) -> bool:
+    """True for a process under one that existed before the test (a module-scoped cluster's
+    workers come and go as it needs them; the fixture that owns the cluster checks it)."""
+    try:
+        return any(parent.pid in before for parent in psutil.Process(pid).parents())
+    except psutil.NoSuchProcess:
+        return True
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail a test that leaves child processes or /dev/shm/zactor* segments behind."""
@@ -35,6 +44,8 @@ def no_leaks():
     while True:
         alive = []
         for pid in _children() - children_before:
+            if _started_by_fixture(pid, children_before):
+                continue
             try:
                 p = psutil.Process(pid)
                 if p.status() != psutil.STATUS_ZOMBIE:
@@ -46,6 +57,8 @@ def no_leaks():
             return
         if time.monotonic() > deadline:
             for pid in _children() - children_before:
+                if _started_by_fixture(pid, children_before):
+                    continue
                 try:
                     psutil.Process(pid).kill()
                 except psutil.NoSuchProcess:
@@ -68,3 +81,28 @@ def shm_path(tmp_path):
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def assert_no_cluster_left(timeout_s: float = LEAK_GRACE_S) -> None:
+    """Wait (polling) until no child process and no zactor segment of ours remains."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        alive = [p for p in psutil.Process().children(recursive=True)
+                 if p.status() != psutil.STATUS_ZOMBIE]
+        if not alive:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"cluster processes still running: "
+                                 f"{[' '.join(p.cmdline())[:100] for p in alive]}")
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A 2-CPU local cluster shared by a test module; checked to be gone afterwards."""
+    import zactor
+
+    zactor.init(num_cpus=2, object_store_memory=256 << 20)
+    yield zactor
+    zactor.shutdown()
+    assert_no_cluster_left()

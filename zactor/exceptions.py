@@ -64,9 +64,9 @@ class RayTaskError(RayError):
         return "\n".join(lines)
 
     def __reduce__(self):
-        return (RayTaskError, (self.function_name, self.traceback_str, self.cause,
-                               self.proctitle, self.pid, self.ip, self.actor_repr,
-                               self.actor_id))
+        return (RayTaskError, (self.function_name, self.traceback_str,
+                               _PortableException(self.cause), self.proctitle, self.pid,
+                               self.ip, self.actor_repr, self.actor_id))
 
     def as_instanceof_cause(self):
         """Return an error that is also an instance of the cause's class (Ray's behaviour).
@@ -96,6 +96,36 @@ class RayTaskError(RayError):
 
 
 _dual_classes: dict = {}
+
+
+class _PortableException:
+    """Pickles an exception without calling its ``__init__`` on the way back, so exception
+    classes whose constructor takes other arguments than ``args`` (a common cause of "remote
+    exceptions lose their type" in Ray) keep their class and their attributes."""
+
+    def __init__(self, exc):
+        self.exc = exc
+
+    def __reduce__(self):
+        exc = self.exc
+        if not isinstance(exc, BaseException):
+            return (_identity, (exc,))
+        state = dict(getattr(exc, "__dict__", {}))
+        return (_rebuild_exception, (type(exc), exc.args, state, str(exc)))
+
+
+def _identity(x):
+    return x
+
+
+def _rebuild_exception(cls, args, state, text):
+    try:
+        exc = cls.__new__(cls, *args)
+        exc.args = args
+        exc.__dict__.update(state)
+        return exc
+    except Exception:  # noqa: BLE001 - a class that cannot be rebuilt: keep its words
+        return RaySystemError(f"{cls.__module__}.{cls.__qualname__}: {text}")
 
 
 def _dual_class(cause_cls):

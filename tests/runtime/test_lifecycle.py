@@ -1,0 +1,120 @@
+"""Starting and stopping clusters: init/shutdown, a driver killed with SIGKILL, worker output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import zactor
+from tests.conftest import assert_no_cluster_left
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def run_driver(code: str, timeout_s: float = 60, **kw) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout_s, env=env, **kw)
+
+
+def test_init_shutdown_and_reinit():
+    zactor.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        with pytest.raises(RuntimeError, match="ignore_reinit_error"):
+            zactor.init(num_cpus=1, object_store_memory=64 << 20)
+        zactor.init(ignore_reinit_error=True)
+
+        @zactor.remote
+        def f():
+            return os.getpid()
+
+        assert zactor.get(f.remote()) != os.getpid()
+    finally:
+        zactor.shutdown()
+    assert not zactor.is_initialized()
+    assert_no_cluster_left()
+    zactor.shutdown()  # a second shutdown is harmless
+
+
+def test_store_larger_than_dev_shm_is_refused_with_advice():
+    free = os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize
+    with pytest.raises(ValueError, match="does not fit in /dev/shm.*shm-size"):
+        zactor.init(num_cpus=1, object_store_memory=free * 2)
+    assert not zactor.is_initialized()
+
+
+def test_worker_output_reaches_the_driver_with_a_prefix():
+    out = run_driver("""
+        import zactor
+        zactor.init(num_cpus=1, object_store_memory=64 << 20)
+        @zactor.remote
+        def hello(x):
+            print("hello from a task", x)
+            return x
+        assert zactor.get(hello.remote(7)) == 7
+        zactor.shutdown()
+        print("done")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "(hello pid=" in out.stdout and "hello from a task 7" in out.stdout
+    assert out.stdout.strip().endswith("done")
+
+
+def test_driver_killed_with_sigkill_takes_its_cluster_down():
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent("""
+            import time, zactor
+            zactor.init(num_cpus=2, object_store_memory=64 << 20)
+            @zactor.remote
+            def sleeper():
+                time.sleep(60)
+            refs = [sleeper.remote() for _ in range(2)]
+            print("RUNNING", flush=True)
+            time.sleep(60)
+        """)], stdout=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=REPO))
+    try:
+        assert proc.stdout.readline().strip() == "RUNNING"
+        tree = psutil.Process(proc.pid).children(recursive=True)
+        assert len(tree) >= 3  # node manager, zygote, workers
+        segments = {n for n in os.listdir("/dev/shm") if n.startswith("zactor-session")}
+        assert segments
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+            left = segments & set(os.listdir("/dev/shm"))
+            if not alive and not left:
+                break
+            time.sleep(0.05)
+        assert not alive, f"left running: {[p.cmdline() for p in alive]}"
+        assert not left, f"segments left: {left}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.mark.skipif(psutil.virtual_memory().available < 8 << 30,
+                    reason="needs ~8 GB of free memory")
+def test_one_gigabyte_array_to_a_task():
+    out = run_driver("""
+        import numpy as np, zactor
+        zactor.init(num_cpus=1, object_store_memory=2600 << 20)
+        @zactor.remote
+        def check(a):
+            return float(a[::4096].sum()), a.nbytes, a.flags.writeable
+        arr = np.ones(1 << 27)  # 1 GiB of float64
+        print(zactor.get(check.remote(arr)))
+        zactor.shutdown()
+    """, timeout_s=110)
+    assert out.returncode == 0, out.stderr
+    assert f"({float((1 << 27) // 4096)}, {1 << 30}, False)" in out.stdout

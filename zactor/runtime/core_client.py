@@ -1,0 +1,331 @@
+"""The core client: one per process (the driver, each worker), its link to the node manager.
+
+It submits tasks, creates objects (``put``), resolves ObjectRefs (``get``/``wait``) and keeps
+the process's reference counts. It owns one DEALER socket and no thread: every call runs in the
+caller's thread under one lock, and messages that arrive meanwhile wait in ZeroMQ's queue until
+the next call reads them (so no thread hand-off sits on the per-task path).
+
+Reference counting. Each ObjectRef created or destroyed in this process appends an event to a
+list (safe from ``__del__`` in any thread, under the GIL, without a lock). Before any message is
+sent, the events are folded into per-object counts and the 0 -> 1 and 1 -> 0 transitions go to
+the node manager as one REF_DELTA, so the node manager always learns of a reference before it
+learns of anything that depends on it (ordering on the one socket).
+
+Results of tasks this process submitted are pushed to it by the node manager; objects it only
+borrowed (refs that arrived inside values or arguments) are asked for with SUBSCRIBE.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import zmq
+
+from zactor import protocol
+from zactor import serialization as ser
+from zactor.exceptions import (
+    GetTimeoutError,
+    LocalRayletDiedError,
+    ObjectLostError,
+    RaySystemError,
+    RayTaskError,
+)
+from zactor.ids import JobID, ObjectID, TaskID
+from zactor.net.sockets import make_socket
+from zactor.object_ref import ObjectRef, collecting_refs
+from zactor.runtime import messages as m
+from zactor.store import ObjectStore
+
+#: values serialized to at most this many bytes travel inline in messages
+DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
+CONNECT_TIMEOUT_S = 30.0
+_POLL_SLICE_MS = 50
+
+
+class CoreClient:
+    def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
+                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S):
+        self.kind = kind
+        self.worker_id = worker_id
+        self._lock = threading.RLock()
+        self._ctx = zmq.Context()
+        self._sock = make_socket(self._ctx, zmq.DEALER, hwm=0)
+        self._sock.connect(node_address)
+        self._ref_events: list = []
+        self._refs: dict = {}
+        self._results: dict = {}
+        self._expected: set = set()
+        self._subscribed: set = set()
+        self._functions_sent: set = set()
+        self._put_counter = 0
+        self._closed = False
+        #: messages that are not for the client itself (EXECUTE, RECALL... in a worker)
+        self.on_message = None
+        self.blocked_hook = None
+        self._send(m.HELLO, {"kind": kind, "pid": os.getpid(), "worker_id": worker_id,
+                             "job_id": job_id})
+        welcome = self._recv_one(timeout_s)
+        if welcome is None or welcome.mtype is not m.WELCOME:
+            self._close_sockets()
+            if welcome is None:
+                raise RaySystemError(f"the node manager at {node_address} did not answer "
+                                     f"within {timeout_s:.0f} s")
+            raise RaySystemError(f"the node manager at {node_address} answered HELLO with "
+                                 f"{welcome.name} {welcome.body}")
+        self.node_id = welcome["node_id"]
+        self.job_id = JobID.from_int(welcome["job_id"])
+        self.session_dir = welcome["session_dir"]
+        self.config = welcome["config"]
+        self.inline_threshold = self.config.get("inline_threshold",
+                                                DEFAULT_INLINE_THRESHOLD_BYTES)
+        self.store = ObjectStore.attach(welcome["store_path"])
+        self.driver_task_id = TaskID.for_driver(self.job_id).binary()
+
+    # ---- sockets ----------------------------------------------------------------------
+
+    def _send(self, mtype, body=None) -> None:
+        self._sock.send_multipart(protocol.encode(mtype, body))
+
+    def _recv_one(self, timeout_s):
+        if self._sock.poll(int(timeout_s * 1000)):
+            return protocol.decode(self._sock.recv_multipart(copy=True))
+        return None
+
+    def _pump(self, timeout_ms: int) -> bool:
+        """Read every message waiting (up to ``timeout_ms`` for the first); True if any."""
+        got = False
+        if not self._sock.poll(timeout_ms):
+            return False
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            got = True
+            msg = protocol.decode(frames)
+            if msg.mtype is m.OBJECTS:
+                self._store_results(msg["objects"])
+            elif msg.mtype is m.SHUTDOWN:
+                self._closed = True
+                raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
+            elif self.on_message is not None:
+                self.on_message(msg)
+
+    def _store_results(self, objects) -> None:
+        self.flush_refs()  # so that _refs says exactly which objects are still wanted
+        for oid, state, data in objects:
+            self._expected.discard(oid)
+            self._subscribed.discard(oid)
+            if oid in self._refs:
+                self._results[oid] = (state, data)
+
+    # ---- reference counting -------------------------------------------------------------
+
+    def add_local_ref(self, oid: bytes) -> None:
+        self._ref_events.append((oid, 1))
+
+    def remove_local_ref(self, oid: bytes) -> None:
+        self._ref_events.append((oid, -1))
+
+    def note_borrowed(self, oid: bytes) -> None:
+        """A ref that arrived from elsewhere: its value must be asked for."""
+
+    def flush_refs(self) -> None:
+        """Fold ref events into counts; tell the node manager about 0<->1 transitions."""
+        events = self._ref_events
+        if not events:
+            return
+        self._ref_events = []
+        counts = self._refs
+        deltas = []
+        for oid, d in events:
+            before = counts.get(oid, 0)
+            after = before + d
+            if after > 0:
+                counts[oid] = after
+            else:
+                counts.pop(oid, None)
+                self._results.pop(oid, None)
+            if before == 0 and after > 0:
+                deltas.append([oid, 1])
+            elif before > 0 and after <= 0:
+                deltas.append([oid, -1])
+        if deltas:
+            self._send(m.REF_DELTA, {"deltas": deltas})
+
+    # ---- values -------------------------------------------------------------------------
+
+    def encode_value(self, value, oid: bytes, *, store_if_large=True):
+        """[state, data, contained refs] for ``value``; large values go to the store as ``oid``."""
+        with collecting_refs() as c:
+            s = ser.serialize(value)
+        if s.total_size <= self.inline_threshold or not store_if_large:
+            return m.OBJ_INLINE, s.to_bytes(), c.refs
+        self._write_to_store(oid, s)
+        return m.OBJ_STORE, s.total_size, c.refs
+
+    def _write_to_store(self, oid: bytes, s) -> None:
+        # primary copies are not evictable: the node manager deletes them when unreferenced
+        dst = self.store.create_buffer(oid, s.total_size, b"", False)
+        try:
+            s.write_to(dst)
+        except BaseException:
+            self.store.abort(oid)
+            raise
+        self.store.seal(oid)
+
+    def decode_value(self, oid: bytes, state: int, data):
+        if state == m.OBJ_INLINE:
+            return ser.deserialize(data)
+        if state == m.OBJ_STORE:
+            try:
+                return self.store.get(oid)
+            except KeyError:
+                raise ObjectLostError(oid.hex(), reason="it is no longer in the node's "
+                                      "object store") from None
+        err = ser.deserialize(data)
+        if isinstance(err, RayTaskError):
+            raise err.as_instanceof_cause()
+        raise err
+
+    def next_put_id(self, task_id: bytes) -> bytes:
+        self._put_counter += 1
+        return ObjectID.for_put(TaskID(task_id), self._put_counter).binary()
+
+    def put(self, value, task_id: bytes) -> ObjectRef:
+        if isinstance(value, ObjectRef):
+            raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really "
+                            "want to do this, you can wrap the ObjectRef in a list and call "
+                            "'put' on it.")
+        with self._lock:
+            oid = self.next_put_id(task_id)
+            state, data, contained = self.encode_value(value, oid)
+            ref = ObjectRef(oid, _client=self)
+            self.flush_refs()
+            self._send(m.PUT, {"objects": [[oid, state, data, contained]]})
+            self._results[oid] = (state, data)
+            return ref
+
+    # ---- tasks --------------------------------------------------------------------------
+
+    def submit(self, spec: dict, function_blob=None) -> None:
+        with self._lock:
+            body = {"tasks": [spec]}
+            fid = spec["fid"]
+            if fid not in self._functions_sent:
+                body["functions"] = [[fid, function_blob()]]
+                self._functions_sent.add(fid)
+            for i in range(1, spec["nret"] + 1):
+                self._expected.add(spec["id"] + i.to_bytes(4, "little"))
+            self.flush_refs()
+            self._send(m.SUBMIT, body)
+
+    def put_arg(self, oid: bytes, state: int, data, contained) -> None:
+        """Announce an object made for one task's argument (held by that task only)."""
+        self._send(m.PUT, {"objects": [[oid, state, data, contained]]})
+
+    def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
+        with self._lock:
+            self.flush_refs()
+            self._send(m.CANCEL, {"task_id": task_id, "force": force, "recursive": recursive})
+
+    # ---- get / wait ---------------------------------------------------------------------
+
+    def _ask_for(self, oids) -> None:
+        missing = [o for o in oids if o not in self._results and o not in self._expected
+                   and o not in self._subscribed]
+        if missing:
+            self._subscribed.update(missing)
+            self._send(m.SUBSCRIBE, {"oids": missing})
+
+    def wait_ready(self, oids, num_ready: int, timeout_s) -> None:
+        """Block until ``num_ready`` of ``oids`` have results here, or the deadline passes."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        blocked = False
+        try:
+            while True:
+                with self._lock:
+                    self.flush_refs()
+                    self._pump(0)
+                    if sum(1 for o in oids if o in self._results) >= num_ready:
+                        return
+                    self._ask_for(oids)
+                    if not blocked and self.blocked_hook is not None:
+                        blocked = True
+                        self.blocked_hook(True)
+                    remaining_ms = _POLL_SLICE_MS if deadline is None else max(
+                        0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+                    self._pump(remaining_ms)
+                    if sum(1 for o in oids if o in self._results) >= num_ready:
+                        return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+        finally:
+            if blocked:
+                with self._lock:
+                    self.blocked_hook(False)
+
+    def get(self, oids, timeout_s=None) -> list:
+        self.wait_ready(oids, len(set(oids)), timeout_s)
+        with self._lock:
+            missing = [o for o in oids if o not in self._results]
+            if missing:
+                raise GetTimeoutError(f"Get timed out: {len(missing)} of {len(oids)} objects "
+                                      f"were not ready after {timeout_s} s (first: "
+                                      f"{missing[0].hex()})")
+            results = [self._results[o] for o in oids]
+        return [self.decode_value(o, state, data) for o, (state, data) in zip(oids, results)]
+
+    def ready(self, oid: bytes) -> bool:
+        return oid in self._results
+
+    def request(self, mtype, body, reply_type, timeout_s=10.0):
+        """A request answered by one message of ``reply_type`` (others are dispatched)."""
+        with self._lock:
+            self.flush_refs()
+            self._send(mtype, body)
+            deadline = time.monotonic() + timeout_s
+            saved = self.on_message
+            box = []
+
+            def catch(msg):
+                if msg.mtype is reply_type and not box:
+                    box.append(msg)
+                elif saved is not None:
+                    saved(msg)
+
+            self.on_message = catch
+            try:
+                while not box:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise GetTimeoutError(f"no {reply_type.name} from the node manager "
+                                              f"within {timeout_s} s")
+                    self._pump(int(left * 1000))
+            finally:
+                self.on_message = saved
+            return box[0]
+
+    # ---- shutdown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                try:
+                    self._send(m.BYE)
+                except zmq.ZMQError:
+                    pass
+            self._closed = True
+            self._refs.clear()
+            self._results.clear()
+            try:
+                self.store.close()
+            except Exception:  # noqa: BLE001 - best effort at exit
+                pass
+            self._close_sockets()
+
+    def _close_sockets(self) -> None:
+        self._sock.close(0)
+        self._ctx.term()

@@ -1,0 +1,64 @@
+"""The runtime's message types (codes 0x40-0x7F of zactor.protocol), and the object states
+that travel in them.
+
+Clients (the driver and workers) talk to their node manager over one DEALER each; the node
+manager's ROUTER answers. Every body is msgpack; task specs and values travel as bytes that
+only cluster processes produce (cloudpickle inside, see docs/security.md).
+
+Object state triples ``[object_id, state, data]``, wherever an object's outcome travels:
+    OBJ_INLINE  data = the serialized value (small values)
+    OBJ_STORE   data = size in bytes; the value is in this node's shared-memory store
+    OBJ_ERROR   data = a serialized exception (RayTaskError, WorkerCrashedError, ...)
+"""
+
+from __future__ import annotations
+
+from zactor.protocol import define
+
+OBJ_INLINE, OBJ_STORE, OBJ_ERROR = 0, 1, 2
+
+# client -> node manager: first message of a connection; answered with WELCOME.
+#   kind: "driver" | "worker"; worker_id (workers); job_id (drivers, 0: assign one)
+HELLO = define(0x40, "HELLO", required=("kind", "pid"), optional={"worker_id": b"",
+                                                                  "job_id": 0})
+#   node_id, store_path, job_id, session_dir, config (dict)
+WELCOME = define(0x41, "WELCOME", required=("node_id", "store_path", "job_id"),
+                 optional={"session_dir": "", "config": {}, "resources": {}})
+# client -> NM: tasks to run. tasks: [spec bytes...]; functions: [[fid, blob]...] not yet sent
+SUBMIT = define(0x42, "SUBMIT", required=("tasks",), optional={"functions": []})
+# client -> NM: objects this client created (put, or a large task argument).
+#   objects: [[oid, state, data, contained_oids, held]] held: the client keeps a reference
+PUT = define(0x43, "PUT", required=("objects",))
+# client -> NM: "tell me when these objects are ready" (answered by OBJECTS as they are)
+SUBSCRIBE = define(0x44, "SUBSCRIBE", required=("oids",))
+# NM -> client: objects ready: [[oid, state, data]...]
+OBJECTS = define(0x45, "OBJECTS", required=("objects",))
+# client -> NM: reference count changes [[oid, delta]...] (a client reports 0->1 and 1->0)
+REF_DELTA = define(0x46, "REF_DELTA", required=("deltas",))
+# NM -> worker: tasks to run: [[spec bytes, [[oid, state, data]...] resolved args]...]
+#   functions: [[fid, blob]...] the worker has not been sent before
+EXECUTE = define(0x47, "EXECUTE", required=("tasks",), optional={"functions": []})
+# worker -> NM: tasks done: [[task_id, [[oid, state, data]...], flags]...]
+#   flags: TASK_RETRYABLE (an exception that retry_exceptions covers), TASK_CANCELLED
+TASK_DONE = define(0x48, "TASK_DONE", required=("done",))
+TASK_RETRYABLE, TASK_CANCELLED = 1, 2
+# worker -> NM: the running task waits in get()/wait() (its CPU can be lent) / resumes
+BLOCKED = define(0x49, "BLOCKED")
+UNBLOCKED = define(0x4A, "UNBLOCKED")
+# NM -> worker: hand back the tasks not started (answered by RETURNED task_ids)
+RECALL = define(0x4B, "RECALL", required=("task_ids",))
+RETURNED = define(0x4C, "RETURNED", required=("task_ids",))
+# client -> NM: cancel a task (force: kill its worker)
+CANCEL = define(0x4D, "CANCEL", required=("task_id",), optional={"force": False,
+                                                                 "recursive": True})
+# NM -> worker: raise KeyboardInterrupt in the running task if it is task_id
+INTERRUPT = define(0x4E, "INTERRUPT", required=("task_id",))
+# client -> NM: cluster information; answered with INFO_REPLY {value}
+#   what: "nodes" | "total" | "available"
+INFO = define(0x4F, "INFO", required=("what",))
+INFO_REPLY = define(0x50, "INFO_REPLY", required=("value",))
+# client -> NM: a function's pickled bytes, when a worker asks for one it lacks (rare)
+# NM -> any client: the node is shutting down
+SHUTDOWN = define(0x51, "SHUTDOWN", optional={"reason": ""})
+# client -> NM: goodbye; the NM drops the client's references
+BYE = define(0x52, "BYE")

@@ -1,0 +1,568 @@
+"""The node manager: one process per node that owns the node's object store segment, its
+local scheduler and its worker pool, and routes every message of the node's clients.
+
+    driver / workers --DEALER--> [ROUTER] node manager --pipe--> zygote --fork--> workers
+
+Its poll loop reads every waiting message, feeds the events to the LocalScheduler and the
+ObjectTable (both sans-IO), carries out their instructions, then sends the replies gathered
+for each client as one message (so a burst of tiny tasks costs one OBJECTS message per client
+per loop turn, not one per task).
+
+It stops when its driver says BYE, when its parent process (the driver that started it) dies,
+or on SIGTERM: it then tells clients, makes the zygote kill every worker, and removes the
+store segment and the session directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+
+import zmq
+
+from zactor import protocol
+from zactor import serialization as ser
+from zactor.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
+from zactor.ids import NodeID
+from zactor.net.sockets import make_socket
+from zactor.runtime import messages as m
+from zactor.runtime import zygote
+from zactor.runtime.object_table import ObjectTable
+from zactor.scheduling import local_scheduler as ls
+from zactor.scheduling.resources import ResourceSet
+
+PARENT_CHECK_INTERVAL_S = 0.1
+LOOP_POLL_MS = 100
+
+
+class Client:
+    __slots__ = ("identity", "kind", "pid", "worker_id", "refs", "functions")
+
+    def __init__(self, identity, kind, pid, worker_id):
+        self.identity, self.kind, self.pid, self.worker_id = identity, kind, pid, worker_id
+        self.refs: dict = {}
+        self.functions: set = set()
+
+
+class Task:
+    __slots__ = ("spec", "submitter", "returns", "deps", "held", "attempt", "cancelled")
+
+    def __init__(self, spec, submitter):
+        self.spec = spec
+        self.submitter = submitter
+        n = spec["nret"]
+        self.returns = [spec["id"] + i.to_bytes(4, "little") for i in range(1, n + 1)]
+        self.deps = [a[1] for a in spec["args"] if a[0] == 1] + \
+            [a[2] for a in spec["kwargs"] if a[1] == 1]
+        self.held = spec.get("held", [])
+        self.attempt = 0
+        self.cancelled = False
+
+
+class NodeManager:
+    def __init__(self, session_dir: str, store, resources: ResourceSet, *, node_id: bytes,
+                 zygote_pid: int, zygote_cmd_fd: int, zygote_report_fd: int,
+                 config: dict, initial_workers: int):
+        self.session_dir = session_dir
+        self.store = store
+        self.node_id = node_id
+        self.config = config
+        self.resources = resources
+        self.scheduler = ls.LocalScheduler(resources, pipeline_depth=config.get(
+            "pipeline_depth", 1))
+        self.objects = ObjectTable()
+        self.tasks: dict[bytes, Task] = {}
+        self.children_of: dict[bytes, list] = {}
+        self.clients: dict[bytes, Client] = {}
+        self.worker_identity: dict[bytes, bytes] = {}
+        self.worker_pid: dict[bytes, int] = {}
+        self.pid_worker: dict[int, bytes] = {}
+        self.functions: dict[bytes, bytes] = {}
+        self.outbox: dict[bytes, list] = {}
+        self.next_job = 1
+        self.zygote_pid = zygote_pid
+        self.zygote_cmd_fd = zygote_cmd_fd
+        self.zygote_report_fd = zygote_report_fd
+        self._zygote_buf = b""
+        self.ctx = zmq.Context()
+        self.sock = make_socket(self.ctx, zmq.ROUTER, hwm=0)
+        self.address = f"ipc://{os.path.join(session_dir, 'node.sock')}"
+        self.sock.bind(self.address)
+        self.parent_pid = os.getppid()
+        self.running = True
+        self.stop_reason = ""
+        if initial_workers:
+            self._start_workers(initial_workers)
+            self.scheduler.starting += initial_workers
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self.sock, zmq.POLLIN)
+        poller.register(self.zygote_report_fd, zmq.POLLIN)
+        next_parent_check = 0.0
+        while self.running:
+            events = dict(poller.poll(LOOP_POLL_MS))
+            if self.sock in events:
+                for _ in range(10_000):  # bounded: timers and the zygote get their turn
+                    try:
+                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._on_frames(frames)
+            if self.zygote_report_fd in events:
+                self._on_zygote_reports()
+            self._flush_outbox()
+            now = time.monotonic()
+            if now >= next_parent_check:
+                next_parent_check = now + PARENT_CHECK_INTERVAL_S
+                if os.getppid() != self.parent_pid:
+                    self.stop("the driver process died")
+        self._shutdown()
+
+    def stop(self, reason: str) -> None:
+        self.running = False
+        self.stop_reason = reason
+
+    def _send(self, identity: bytes, mtype, body) -> None:
+        self.sock.send_multipart([identity, *protocol.encode(mtype, body)])
+
+    def _notify(self, identity: bytes, triple) -> None:
+        self.outbox.setdefault(identity, []).append(triple)
+
+    def _flush_outbox(self) -> None:
+        if not self.outbox:
+            return
+        outbox, self.outbox = self.outbox, {}
+        for identity, objects in outbox.items():
+            if identity in self.clients:
+                self._send(identity, m.OBJECTS, {"objects": objects})
+
+    def _on_frames(self, frames) -> None:
+        identity = frames[0]
+        try:
+            msg = protocol.decode(frames[1:])
+        except Exception as exc:  # noqa: BLE001 - a garbage frame never stops the node
+            self._reply_error(identity, frames[1:], exc)
+            return
+        handler = self.HANDLERS.get(msg.mtype.name)
+        if handler is None:
+            self._send(identity, protocol.ERROR, {"code": protocol.ERR_UNKNOWN_TYPE,
+                                                  "message": f"unexpected {msg.name}"})
+            return
+        try:
+            handler(self, identity, msg)
+        except Exception as exc:  # noqa: BLE001 - a bad request must not kill the node
+            import traceback
+
+            traceback.print_exc()
+            self._send(identity, protocol.ERROR, {"code": protocol.ERR_MALFORMED,
+                                                  "message": f"{msg.name}: {exc}"})
+
+    def _reply_error(self, identity, frames, exc) -> None:
+        try:
+            protocol.decode_header(frames[0])
+        except Exception:  # noqa: BLE001 - not even a header: log and drop
+            print(f"zactor node manager: dropped a garbage message ({exc})", file=sys.stderr)
+            return
+        self._send(identity, protocol.ERROR, {"code": protocol.ERR_MALFORMED,
+                                              "message": str(exc)})
+
+    # ---- clients ------------------------------------------------------------------------
+
+    def on_hello(self, identity, msg) -> None:
+        kind = msg["kind"]
+        job_id = msg["job_id"]
+        if kind == "driver" and not job_id:
+            job_id, self.next_job = self.next_job, self.next_job + 1
+        client = Client(identity, kind, msg["pid"], msg["worker_id"])
+        self.clients[identity] = client
+        self._send(identity, m.WELCOME, {
+            "node_id": self.node_id, "store_path": self.store.path, "job_id": job_id,
+            "session_dir": self.session_dir, "config": self.config,
+            "resources": self.resources.to_dict()})
+        if kind == "worker":  # after WELCOME: the worker's first task must not precede it
+            wid = msg["worker_id"]
+            self.worker_identity[wid] = identity
+            self._apply(self.scheduler.worker_registered(wid))
+
+    def on_bye(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        if client is not None and client.kind == "driver":
+            self._drop_client(identity)
+            self.stop("the driver disconnected")
+
+    def _drop_client(self, identity) -> None:
+        client = self.clients.pop(identity, None)
+        if client is None:
+            return
+        for oid, count in list(client.refs.items()):
+            self._free(self.objects.remove_ref(oid, count))
+        for e in self.objects.entries.values():
+            e.waiters.discard(identity)
+
+    def on_ref_delta(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        if client is None:
+            return
+        for oid, delta in msg["deltas"]:
+            if delta > 0:
+                client.refs[oid] = client.refs.get(oid, 0) + 1
+                self.objects.add_ref(oid)
+            else:
+                left = client.refs.get(oid, 0) - 1
+                if left < 0:
+                    continue  # a release this client never took: ignore it
+                if left:
+                    client.refs[oid] = left
+                else:
+                    del client.refs[oid]
+                self._free(self.objects.remove_ref(oid))
+
+    def on_subscribe(self, identity, msg) -> None:
+        for oid in msg["oids"]:
+            e = self.objects.entries.get(oid)
+            if e is not None and e.state is not None:
+                self._notify(identity, [oid, e.state, e.data])
+            elif e is None and self.objects.was_freed(oid):
+                self._notify(identity, self._lost(oid, "it was freed: no reference to it "
+                                                       "was left"))
+            else:
+                self.objects.entry(oid).waiters.add(identity)
+
+    def _lost(self, oid, reason):
+        return [oid, m.OBJ_ERROR, ser.dumps(ObjectLostError(oid.hex(), reason=reason))]
+
+    def on_put(self, identity, msg) -> None:
+        # Not collected when unreferenced: an object made for a task's argument is held
+        # only by that task, whose SUBMIT follows this message.
+        for oid, state, data, contained in msg["objects"]:
+            self._set_value(oid, state, data, contained, collect=False)
+
+    def on_info(self, identity, msg) -> None:
+        what = msg["what"]
+        if what == "total":
+            value = self.resources.to_dict()
+        elif what == "available":
+            value = {k: v for k, v in self.scheduler.resources.available.to_dict().items()
+                     if v > 0}
+        else:
+            value = [{"NodeID": self.node_id.hex(), "Alive": True,
+                      "NodeManagerAddress": "127.0.0.1", "Resources": self.resources.to_dict(),
+                      "alive": True, "ObjectStoreSocketName": self.store.path,
+                      "NodeManagerHostname": os.uname().nodename}]
+        self._send(identity, m.INFO_REPLY, {"value": value})
+
+    # ---- objects --------------------------------------------------------------------------
+
+    def _set_value(self, oid, state, data, contained=(), collect=True) -> None:
+        e, _ = self.objects.set_value(oid, state, data, contained)
+        if e.data is not data:
+            return  # already had a value
+        for identity in e.waiters:
+            self._notify(identity, [oid, state, data])
+        e.waiters.clear()
+        self._apply(self.scheduler.object_local(oid))
+        if collect:
+            self._free(self.objects.collect_unreferenced(oid))
+
+    def _free(self, freed) -> None:
+        for oid, e in freed:
+            self.scheduler.object_gone(oid)
+            if e.state == m.OBJ_STORE:
+                try:
+                    self.store.delete(oid)
+                except Exception:  # noqa: BLE001 - already gone (a dead writer's abort)
+                    pass
+
+    # ---- tasks --------------------------------------------------------------------------
+
+    def on_submit(self, identity, msg) -> None:
+        for fid, blob in msg["functions"]:
+            self.functions[fid] = blob
+        for spec in msg["tasks"]:
+            self._submit(Task(spec, identity))
+
+    def _submit(self, task: Task) -> None:
+        spec = task.spec
+        self.tasks[spec["id"]] = task
+        parent = spec.get("parent")
+        if parent:
+            self.children_of.setdefault(parent, []).append(spec["id"])
+        for oid in task.returns:
+            e = self.objects.entry(oid)
+            e.producer = spec["id"]
+            e.waiters.add(task.submitter)
+        for oid in task.deps:
+            self.objects.add_ref(oid)
+        for oid in task.held:
+            self.objects.add_ref(oid)
+        self._schedule_task(task)
+
+    def _schedule_task(self, task: Task) -> None:
+        spec = task.spec
+        res = spec["res"]
+        demand = ResourceSet.of(num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
+                                memory=res.get("memory", 0),
+                                resources={k: v for k, v in res.items()
+                                           if k not in ("CPU", "GPU", "memory")})
+        retries = spec["retries"]
+        self._apply(self.scheduler.submit(ls.TaskRequest(
+            spec["id"], demand, frozenset(task.deps),
+            max_retries=(1 << 30) if retries < 0 else max(0, retries - task.attempt),
+            payload=spec["id"])))
+
+    def _finish_task(self, task_id: bytes, results) -> None:
+        task = self.tasks.pop(task_id, None)
+        if task is None:
+            return
+        for oid, state, data, *contained in results:
+            self._set_value(oid, state, data, contained[0] if contained else ())
+        for oid in task.deps:
+            self._free(self.objects.remove_ref(oid))
+        for oid in task.held:
+            self._free(self.objects.remove_ref(oid))
+        self.children_of.pop(task_id, None)
+
+    def _fail_task(self, task_id: bytes, error: BaseException) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        data = ser.dumps(error)
+        self._finish_task(task_id, [[oid, m.OBJ_ERROR, data] for oid in task.returns])
+
+    def on_task_done(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        wid = client.worker_id if client else b""
+        for task_id, results, flags in msg["done"]:
+            task = self.tasks.get(task_id)
+            if task is None:
+                continue
+            self._apply(self.scheduler.task_finished(task_id, wid))
+            retries = task.spec["retries"]
+            if flags & m.TASK_CANCELLED and not task.cancelled:
+                # the interrupt meant for the task before it reached this one: run it again
+                self._schedule_task(task)
+                continue
+            if flags & m.TASK_RETRYABLE and (retries < 0 or task.attempt < retries):
+                task.attempt += 1
+                self._schedule_task(task)
+                continue
+            self._finish_task(task_id, results)
+
+    def on_blocked(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        if client is not None and client.kind == "worker":
+            self._apply(self.scheduler.worker_blocked(client.worker_id))
+
+    def on_unblocked(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        if client is not None and client.kind == "worker":
+            self._apply(self.scheduler.worker_unblocked(client.worker_id))
+
+    def on_returned(self, identity, msg) -> None:
+        client = self.clients.get(identity)
+        if client is not None:
+            self._apply(self.scheduler.tasks_returned(client.worker_id, msg["task_ids"]))
+
+    def on_cancel(self, identity, msg) -> None:
+        self._cancel(msg["task_id"], msg["force"], msg["recursive"])
+
+    def _cancel(self, task_id, force, recursive) -> None:
+        task = self.tasks.get(task_id)
+        if task is None:
+            return
+        task.cancelled = True
+        if recursive:
+            for child in self.children_of.get(task_id, ()):
+                self._cancel(child, force, recursive)
+        self._apply(self.scheduler.cancel(task_id, force))
+
+    # ---- scheduler instructions -------------------------------------------------------------
+
+    def _apply(self, instructions) -> None:
+        for ins in instructions:
+            kind = type(ins)
+            if kind is ls.Dispatch:
+                self._dispatch(ins)
+            elif kind is ls.StartWorkers:
+                self._start_workers(ins.count)
+            elif kind is ls.FailTask:
+                if ins.kind == "cancelled":
+                    err = TaskCancelledError(ins.task_id.hex())
+                else:
+                    err = WorkerCrashedError(
+                        f"The worker running this task died ({ins.detail}) and the task's "
+                        f"retries are spent (max_retries="
+                        f"{self.tasks[ins.task_id].spec['retries']}).")
+                self._fail_task(ins.task_id, err)
+            elif kind is ls.Recall:
+                self._send(self.worker_identity[ins.worker_id], m.RECALL,
+                           {"task_ids": list(ins.task_ids)})
+            elif kind is ls.Interrupt:
+                self._interrupt(ins.worker_id, ins.task_id)
+            elif kind is ls.KillWorker:
+                pid = self.worker_pid.get(ins.worker_id)
+                if pid:
+                    _kill(pid, signal.SIGKILL)
+            elif kind is ls.Infeasible:
+                print(f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
+                      f" but this node has {ins.total.to_dict()}; it waits for a node that "
+                      f"fits (infeasible here)", file=sys.stderr)
+
+    def _dispatch(self, ins: ls.Dispatch) -> None:
+        task = self.tasks[ins.task_id]
+        resolved = []
+        for oid in task.deps:
+            e = self.objects.entries.get(oid)
+            if e is None or e.state is None:
+                self._apply(self.scheduler.task_finished(ins.task_id, ins.worker_id))
+                self._finish_task(ins.task_id, [self._lost(o, "an argument of the task was "
+                                                              "lost") for o in task.returns])
+                return
+            if e.state == m.OBJ_ERROR:  # a failed argument fails the task, as in Ray
+                self._apply(self.scheduler.task_finished(ins.task_id, ins.worker_id))
+                self._finish_task(ins.task_id, [[o, m.OBJ_ERROR, e.data]
+                                                for o in task.returns])
+                return
+            resolved.append([oid, e.state, e.data])
+        identity = self.worker_identity[ins.worker_id]
+        client = self.clients[identity]
+        functions = []
+        fid = task.spec["fid"]
+        if fid not in client.functions:
+            client.functions.add(fid)
+            functions.append([fid, self.functions[fid]])
+        self._send(identity, m.EXECUTE, {
+            "tasks": [[task.spec, resolved, list(ins.gpu_ids), ins.attempt]],
+            "functions": functions})
+
+    def _interrupt(self, worker_id, task_id) -> None:
+        identity = self.worker_identity.get(worker_id)
+        if identity is not None:
+            self._send(identity, m.INTERRUPT, {"task_id": task_id})
+        pid = self.worker_pid.get(worker_id)
+        if pid:
+            _kill(pid, signal.SIGUSR1)
+
+    # ---- workers ------------------------------------------------------------------------------
+
+    def _start_workers(self, count: int) -> None:
+        for _ in range(count):
+            wid = os.urandom(28)
+            os.write(self.zygote_cmd_fd, f"SPAWN {wid.hex()}\n".encode())
+
+    def _on_zygote_reports(self) -> None:
+        chunk = os.read(self.zygote_report_fd, 65536)
+        if not chunk:
+            self.stop("the worker factory (zygote) died")
+            return
+        self._zygote_buf += chunk
+        while b"\n" in self._zygote_buf:
+            line, self._zygote_buf = self._zygote_buf.split(b"\n", 1)
+            parts = line.decode().split()
+            if parts[0] == "STARTED":
+                wid, pid = bytes.fromhex(parts[1]), int(parts[2])
+                self.worker_pid[wid] = pid
+                self.pid_worker[pid] = wid
+            elif parts[0] == "EXIT":
+                self._worker_exited(int(parts[1]), int(parts[2]))
+
+    def _worker_exited(self, pid: int, status: int) -> None:
+        wid = self.pid_worker.pop(pid, None)
+        if wid is None:
+            return
+        self.worker_pid.pop(wid, None)
+        detail = f"worker pid {pid}: {zygote.describe_status(status)}"
+        identity = self.worker_identity.pop(wid, None)
+        for c in self.store.clients():
+            if c["pid"] == pid:
+                self.store.release_client(c["client"])
+        if identity is not None:
+            self._drop_client(identity)
+        self._apply(self.scheduler.worker_died(wid, detail))
+
+    # ---- shutdown -----------------------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        for identity in list(self.clients):
+            try:
+                self._send(identity, m.SHUTDOWN, {"reason": self.stop_reason})
+            except zmq.ZMQError:
+                pass
+        os.close(self.zygote_cmd_fd)  # the zygote kills every worker when this closes
+        try:
+            os.waitpid(self.zygote_pid, 0)
+        except ChildProcessError:
+            pass
+        self.sock.close(0)
+        self.ctx.term()
+        self.store.destroy()
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+    HANDLERS = {
+        "HELLO": on_hello, "BYE": on_bye, "REF_DELTA": on_ref_delta,
+        "SUBSCRIBE": on_subscribe, "PUT": on_put, "SUBMIT": on_submit,
+        "TASK_DONE": on_task_done, "BLOCKED": on_blocked, "UNBLOCKED": on_unblocked,
+        "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
+    }
+
+
+def _kill(pid, sig) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="zactor-node-manager")
+    parser.add_argument("--session-dir", required=True)
+    parser.add_argument("--store-bytes", type=int, required=True)
+    parser.add_argument("--resources", default="{}", help="JSON: {'CPU': 2, 'GPU': 0, ...}")
+    parser.add_argument("--config", default="{}", help="JSON runtime settings")
+    parser.add_argument("--workers", type=int, default=0, help="workers to start at once")
+    parser.add_argument("--ready-fd", type=int, default=1,
+                        help="file descriptor to write 'READY <address>' to")
+    args = parser.parse_args(argv)
+    config = json.loads(args.config)
+
+    from zactor.runtime import worker  # imported before the fork: workers start warm
+
+    node_address = f"ipc://{os.path.join(args.session_dir, 'node.sock')}"
+    zpid, cmd_fd, report_fd = zygote.start(
+        lambda wid: worker.main(node_address, wid, config),
+        close_in_child=[args.ready_fd] if args.ready_fd > 2 else [])
+
+    from zactor.store import ObjectStore
+
+    res = json.loads(args.resources)
+    resources = ResourceSet.of(num_cpus=res.pop("CPU", 1), num_gpus=res.pop("GPU", 0),
+                               memory=res.pop("memory", 0), resources=res)
+    store_path = os.path.join("/dev/shm", f"zactor-{os.path.basename(args.session_dir)}")
+    store = ObjectStore.create(store_path, args.store_bytes)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; it sends BYE
+    nm = NodeManager(args.session_dir, store, resources, node_id=NodeID.from_random().binary(),
+                     zygote_pid=zpid, zygote_cmd_fd=cmd_fd, zygote_report_fd=report_fd,
+                     config=config, initial_workers=args.workers)
+    signal.signal(signal.SIGTERM, lambda *_: nm.stop("SIGTERM"))
+    os.write(args.ready_fd, f"READY {nm.address}\n".encode())
+    if args.ready_fd != 1:
+        os.close(args.ready_fd)
+    try:
+        nm.serve()
+    except BaseException:
+        nm.running = False
+        nm._shutdown()
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

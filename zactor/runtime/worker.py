@@ -1,0 +1,209 @@
+"""The worker process: runs tasks the node manager sends it, one after another.
+
+Forked by the zygote (zactor/runtime/zygote.py). It connects to the node manager with its own
+CoreClient (so tasks can submit tasks and ``get`` their results), then loops: receive EXECUTE,
+load the function (cached by id), turn the arguments into values (inline bytes, or zero-copy
+reads of the store), run it (zactor/runtime/execution.py), store the returns (small ones inline
+in the reply, large ones in the store), report TASK_DONE.
+
+While a task waits in ``get`` the worker tells the node manager it is blocked (its CPU is lent
+to other tasks) and answers RECALL by handing back the tasks queued behind the running one.
+A non-forced ``cancel`` arrives as SIGUSR1: if user code is running, KeyboardInterrupt is raised
+in it; a stray interrupt that hits the next task instead is reported as such and that task is
+run again by the node manager.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from collections import deque
+
+from zactor import serialization as ser
+from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
+from zactor.runtime import context, execution
+from zactor.runtime import messages as m
+from zactor.runtime.core_client import CoreClient
+
+PARENT_CHECK_EVERY_MS = 1000
+
+
+class _PrefixedStream:
+    """Prefix each line a task prints with ``(function pid=N)`` as Ray's log_to_driver does."""
+
+    def __init__(self, stream, pid):
+        self._stream = stream
+        self._pid = pid
+        self._at_line_start = True
+
+    def write(self, text):
+        if not text:
+            return 0
+        name = context.current_task_name() or "worker"
+        prefix = f"({name} pid={self._pid}) "
+        out = []
+        for piece in text.splitlines(keepends=True):
+            if self._at_line_start:
+                out.append(prefix)
+            out.append(piece)
+            self._at_line_start = piece.endswith("\n")
+        self._stream.write("".join(out))
+        return len(text)
+
+    def flush(self):
+        self._stream.flush()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
+class Worker:
+    def __init__(self, node_address: str, worker_id: bytes, config: dict):
+        self.worker_id = worker_id
+        self.config = config
+        self.client = CoreClient(node_address, "worker", worker_id=worker_id)
+        self.client.on_message = self._on_message
+        self.client.blocked_hook = self._blocked
+        self.functions: dict = {}
+        self.blobs: dict = {}
+        self.queue: deque = deque()
+        self.in_user_code = False
+        self.current_task = None
+        self.parent = os.getppid()
+        context.set_client(self.client, "worker")
+        signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
+        if config.get("log_to_driver", True):
+            sys.stdout = _PrefixedStream(sys.stdout, os.getpid())
+            sys.stderr = _PrefixedStream(sys.stderr, os.getpid())
+
+    # ---- messages -------------------------------------------------------------------------
+
+    def _on_message(self, msg) -> None:
+        if msg.mtype is m.EXECUTE:
+            for fid, blob in msg["functions"]:
+                self.blobs[fid] = blob
+            self.queue.extend(msg["tasks"])
+        elif msg.mtype is m.RECALL:
+            wanted = set(msg["task_ids"])
+            keep, back = deque(), []
+            for t in self.queue:
+                (back if t[0]["id"] in wanted else keep).append(t)
+            self.queue = keep
+            self.client._send(m.RETURNED, {"task_ids": [t[0]["id"] for t in back]})
+
+    def _blocked(self, blocked: bool) -> None:
+        if self.current_task is not None:
+            self.client._send(m.BLOCKED if blocked else m.UNBLOCKED)
+
+    def _on_interrupt_signal(self, signum, frame) -> None:
+        if self.in_user_code:
+            raise KeyboardInterrupt
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def run(self) -> None:
+        client = self.client
+        idle_ms = 0
+        while True:
+            while self.queue:
+                self._execute(*self.queue.popleft())
+            with client._lock:
+                client.flush_refs()
+                got = client._pump(100)
+            if got:
+                idle_ms = 0
+                continue
+            idle_ms += 100
+            if idle_ms >= PARENT_CHECK_EVERY_MS:
+                idle_ms = 0
+                if os.getppid() != self.parent:
+                    os._exit(0)  # the zygote (and so the node) is gone
+
+    def _function(self, fid: bytes):
+        fn = self.functions.get(fid)
+        if fn is None:
+            fn = self.functions[fid] = ser.deserialize(self.blobs.pop(fid))
+        return fn
+
+    def _execute(self, spec, resolved, gpu_ids, attempt) -> None:
+        task_id = spec["id"]
+        name = spec["name"]
+        flags = 0
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+        values = {oid: (state, data) for oid, state, data in resolved}
+        self.current_task = task_id
+        context.set_current_task(task_id, name.rsplit(".", 1)[-1])
+        try:
+            try:
+                fn = self._function(spec["fid"])
+                args = [self._arg(kind, data, values) for kind, data in spec["args"]]
+                kwargs = {k: self._arg(kind, data, values) for k, kind, data in spec["kwargs"]}
+            except Exception as exc:  # noqa: BLE001 - reported as the task's error
+                raise RayTaskError(name, execution.user_traceback(exc), exc) from exc
+            self.in_user_code = True
+            try:
+                returns = execution.run_task(fn, args, kwargs, spec["nret"],
+                                             task_id_hex=task_id.hex())
+            finally:
+                self.in_user_code = False
+            del args, kwargs
+            results = []
+            try:
+                for i, value in enumerate(returns, start=1):
+                    oid = task_id + i.to_bytes(4, "little")
+                    state, data, contained = self.client.encode_value(value, oid)
+                    results.append([oid, state, data, contained])
+            except Exception as exc:  # noqa: BLE001 - unpicklable value, store full...
+                raise RayTaskError(name, execution.user_traceback(exc), exc) from exc
+        except (RayTaskError, TaskCancelledError) as err:
+            if isinstance(err, TaskCancelledError):
+                flags |= m.TASK_CANCELLED
+            elif isinstance(err, RayTaskError) and _retryable(spec, err.cause):
+                flags |= m.TASK_RETRYABLE
+            data = ser.dumps(err)
+            results = [[task_id + i.to_bytes(4, "little"), m.OBJ_ERROR, data]
+                       for i in range(1, spec["nret"] + 1)]
+        finally:
+            self.current_task = None
+            context.set_current_task(None)
+        with self.client._lock:
+            self.client.flush_refs()
+            self.client._send(m.TASK_DONE, {"done": [[task_id, results, flags]]})
+
+    def _arg(self, kind, data, values):
+        if kind == 0:
+            return ser.deserialize(data)
+        state, payload = values[data]
+        return self.client.decode_value(data, state, payload)
+
+
+def _retryable(spec, cause) -> bool:
+    rule = spec.get("retry_exc")
+    if not rule:
+        return False
+    if rule is True:
+        return True
+    classes = ser.deserialize(rule)
+    return isinstance(cause, tuple(classes))
+
+
+def main(node_address: str, worker_id: bytes, config: dict) -> None:
+    """Entry point in a freshly forked worker; never returns."""
+    code = 0
+    try:
+        Worker(node_address, worker_id, config).run()
+    except LocalRayletDiedError:
+        pass  # the node is shutting down: leave quietly
+    except BaseException:  # noqa: BLE001 - say why the worker died, then die
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)

@@ -36,7 +36,7 @@
 #endif
 
 #define ZS_SYNC_WARM (32ull << 20)   /* populated before zs_create returns */
-#define ZS_WARM_CHUNK (64ull << 20)  /* the warming thread's step */
+#define ZS_WARM_CHUNK (4ull << 20)   /* the warming thread's step: short holds of mmap_lock */
 #define ZS_WARM_POLL_NS 2000000L     /* the thread's idle poll of high_water: 2 ms */
 
 void zs_recover(zs_store *s); /* zs_store.c */

@@ -84,6 +84,8 @@ class SerializedValue:
                 dst[off:off + buf.nbytes] = buf
 
     def to_bytes(self) -> bytes:
+        if not self.buffers:  # the common small case: one concatenation
+            return _HEAD.pack(MAGIC, 0, len(self.pickled)) + self.pickled
         out = bytearray(self.total_size)
         self.write_to(out)
         return bytes(out)

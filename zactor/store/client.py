@@ -24,6 +24,9 @@ from zactor.store._zstore import ffi, lib
 OBJECT_ID_SIZE = 28
 DEFAULT_FRACTION = 0.30  # of system memory, as Ray's default object store size
 _BIG_COPY_BYTES = 1 << 16  # above this, copies run in C without the interpreter lock
+# get() copies values up to this size out and unpins at once: cheaper than a gc'd pin, and
+# such a value has no out-of-band buffer to share (serialization.OUT_OF_BAND_MIN_BYTES).
+SMALL_COPY_BYTES = 1024
 
 _STATS_FIELDS = ("capacity", "total_size", "used_bytes", "data_bytes", "free_bytes",
                  "evictable_bytes", "pinned_bytes", "object_count", "sealed_count",
@@ -40,6 +43,13 @@ def default_store_size() -> int:
 def _shm_free_bytes(path: str) -> int:
     st = os.statvfs(os.path.dirname(path) or ".")
     return st.f_bavail * st.f_frsize
+
+
+def _id(oid) -> bytes:
+    """``oid`` as 28 bytes (the C side reads exactly 28), or ValueError/TypeError."""
+    if type(oid) is bytes and len(oid) == OBJECT_ID_SIZE:
+        return oid
+    return _check_id(oid)
 
 
 def _check_id(oid) -> bytes:
@@ -165,41 +175,62 @@ class ObjectStore:
 
         Raises ObjectExistsError, ObjectStoreFullError (with sizes), ValueError (bad size).
         """
-        oid = _check_id(oid)
+        return memoryview(ffi.buffer(self._create(oid, data_size, metadata, evictable),
+                                     data_size))
+
+    def _create(self, oid, data_size: int, metadata: bytes, evictable: bool):
+        """zs_create_object; returns the data pointer (cdata)."""
+        oid = _id(oid)
+        out = ffi.new("uint8_t **")
         if data_size < 0:
             raise ValueError(f"data_size must be >= 0, got {data_size}")
-        out = ffi.new("uint8_t **")
         rc = lib.zs_create_object(self._s, oid, data_size, len(metadata),
                                   0 if evictable else lib.ZS_OBJ_NOEVICT, out)
         if rc:
+            oid = _check_id(oid)
             if rc == -1:
                 raise exc.ObjectStoreFullError(self._full_message(oid, data_size + len(metadata)))
             _raise_for(rc, f"create object {oid.hex()}")
         if metadata:
             ffi.memmove(out[0] + data_size, metadata, len(metadata))
-        return memoryview(ffi.buffer(out[0], data_size))
+        return out[0]
 
     def seal(self, oid: bytes) -> None:
         """Make the object immutable and visible to readers."""
-        _raise_for(lib.zs_seal(self._s, oid), f"seal {oid.hex()}")
+        oid = _id(oid)
+        rc = lib.zs_seal(self._s, oid)
+        if rc:
+            _raise_for(rc, f"seal {oid.hex()}")
 
     def abort(self, oid: bytes) -> None:
         """Free an object that was created but not sealed."""
-        _raise_for(lib.zs_abort(self._s, oid), f"abort {oid.hex()}")
+        oid = _id(oid)
+        rc = lib.zs_abort(self._s, oid)
+        if rc:
+            _raise_for(rc, f"abort {oid.hex()}")
 
     def get_buffer(self, oid: bytes) -> StoreBuffer | None:
         """Pin and return the sealed object ``oid``, or None if absent or not sealed yet."""
+        oid = _id(oid)
         data_p = ffi.new("uint8_t **")
         sizes = ffi.new("uint64_t[2]")
+        if not self._pin(oid, data_p, sizes):
+            return None
+        return self._wrap(oid, data_p[0], sizes[0], sizes[1])
+
+    def _pin(self, oid, data_p, sizes) -> bool:
         rc = lib.zs_get(self._s, oid, data_p, sizes, sizes + 1)
         if rc:
             if rc in (-3, -9):
-                return None
+                return False
             _raise_for(rc, f"get {_check_id(oid).hex()}")
-        handle = ffi.gc(data_p[0], self._make_unpin(oid))
-        data_size, meta_size = sizes[0], sizes[1]
+        return True
+
+    def _wrap(self, oid, ptr, data_size: int, meta_size: int) -> StoreBuffer:
+        """Hand the pin to a gc'd handle that the returned buffer's memory keeps alive."""
+        handle = ffi.gc(ptr, self._make_unpin(oid))
         data = memoryview(ffi.buffer(handle, data_size)).toreadonly()
-        metadata = ffi.buffer(data_p[0] + data_size, meta_size)[:] if meta_size else b""
+        metadata = ffi.buffer(ptr + data_size, meta_size)[:] if meta_size else b""
         return StoreBuffer(oid, data, metadata, handle)
 
     def _make_unpin(self, oid):
@@ -213,10 +244,14 @@ class ObjectStore:
 
     def release(self, oid: bytes) -> None:
         """Drop one pin this client holds on ``oid`` (for callers of the C-level API)."""
-        _raise_for(lib.zs_release(self._s, oid), f"release {oid.hex()}")
+        oid = _id(oid)
+        rc = lib.zs_release(self._s, oid)
+        if rc:
+            _raise_for(rc, f"release {oid.hex()}")
 
     def contains(self, oid: bytes) -> bool:
         """True if ``oid`` is sealed (and not deleted) in the store."""
+        oid = _id(oid)
         rc = lib.zs_contains(self._s, oid)
         if rc < 0:
             _raise_for(rc, "contains")
@@ -224,9 +259,13 @@ class ObjectStore:
 
     def delete(self, oid: bytes) -> None:
         """Delete a sealed object; if pinned, it is hidden now and freed by its last release."""
-        _raise_for(lib.zs_delete(self._s, oid), f"delete {oid.hex()}")
+        oid = _id(oid)
+        rc = lib.zs_delete(self._s, oid)
+        if rc:
+            _raise_for(rc, f"delete {oid.hex()}")
 
     def set_evictable(self, oid: bytes, evictable: bool) -> None:
+        oid = _id(oid)
         _raise_for(lib.zs_set_evictable(self._s, oid, 1 if evictable else 0),
                    f"set_evictable {oid.hex()}")
 
@@ -238,10 +277,16 @@ class ObjectStore:
         Each out-of-band buffer (numpy array data...) is copied once, into the segment.
         """
         ser = serialization.serialize(value)
-        dst = self.create_buffer(oid, ser.total_size, metadata, evictable)
+        if not ser.buffers:  # small: the header and the pickle in one memmove
+            blob = ser.to_bytes()
+            ptr = self._create(oid, len(blob), metadata, evictable)
+            ffi.memmove(ptr, blob, len(blob))
+            self.seal(oid)
+            return len(blob)
+        dst = self._create(oid, ser.total_size, metadata, evictable)
         try:
-            base = ffi.from_buffer(dst)
-            ser.write_to(dst, copy=lambda off, src: self._copy(base, off, src))
+            ser.write_to(ffi.buffer(dst, ser.total_size),
+                         copy=lambda off, src: self._copy(dst, off, src))
         except BaseException:
             self.abort(oid)
             raise
@@ -258,19 +303,31 @@ class ObjectStore:
 
     def get(self, oid: bytes):
         """The value of ``oid`` (arrays zero-copy and read-only); ObjectNotFoundError if
-        absent. The pin lasts as long as any part of the value uses the segment's memory."""
-        buf = self.get_buffer(oid)
-        if buf is None:
+        absent. The pin lasts as long as any part of the value uses the segment's memory;
+        values of at most SMALL_COPY_BYTES are copied out and unpinned at once."""
+        oid = _id(oid)
+        data_p = ffi.new("uint8_t **")
+        sizes = ffi.new("uint64_t[2]")
+        if not self._pin(oid, data_p, sizes):
             raise exc.ObjectNotFoundError(f"object {_check_id(oid).hex()} is not in the store "
                                           f"at {self.path} (or not sealed yet)")
-        return serialization.deserialize(buf.data)
+        size = sizes[0]
+        if size <= SMALL_COPY_BYTES:
+            try:
+                raw = ffi.buffer(data_p[0], size)[:]
+            finally:
+                lib.zs_release(self._s, oid)
+            return serialization.deserialize(raw)
+        return serialization.deserialize(self._wrap(oid, data_p[0], size, sizes[1]).data)
 
     # ---- node manager and introspection -------------------------------------------------
 
     def release_client(self, client_id: int) -> None:
         """Drop every pin of client ``client_id`` (e.g. a dead worker), abort its unsealed
         objects and free its number."""
-        _raise_for(lib.zs_release_client(self._s, int(client_id)), f"release_client {client_id}")
+        rc = lib.zs_release_client(self._s, int(client_id))
+        if rc:
+            _raise_for(rc, f"release_client {client_id}")
 
     def clients(self) -> list:
         """[{'client': n, 'pid': pid, 'pins': count}] of the attached clients."""

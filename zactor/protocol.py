@@ -179,6 +179,7 @@ ERR_MALFORMED = "malformed"      # the body did not parse or lacks fields
 ERR_NOT_HEAD = "not_head"        # a write reached a replica that is not its chain's head
 ERR_NOT_TAIL = "not_tail"        # a read reached a replica that is not its chain's tail
 ERR_NOT_READY = "not_ready"      # the replica is still copying state
+ERR_OUT_OF_ORDER = "out_of_order"  # a client's write skips client seqs not yet applied: resend
 ERR_UNKNOWN_TYPE = "unexpected"  # a valid type this process does not serve
 ERR_LOG_TRUNCATED = "truncated"  # the log no longer reaches back that far: re-read the table
 
@@ -213,7 +214,9 @@ BEACON = define(0x1B, "BEACON", required=("table", "tseq"))
 # Replica -> coordinator.
 REGISTER = define(0x20, "REGISTER", required=("replica_id", "addr", "pub_addr"),
                   optional={"incarnation": "", "last_seq": 0})
-HEARTBEAT = define(0x21, "HEARTBEAT", required=("replica_id",), optional={"epoch": 0})
+# ``ready``: the replica holds everything its chain acknowledged (a joiner: once caught up).
+HEARTBEAT = define(0x21, "HEARTBEAT", required=("replica_id",),
+                   optional={"epoch": 0, "ready": False})
 # Anyone -> coordinator: "replica_id looks dead to me".
 REPORT_FAILURE = define(0x22, "REPORT_FAILURE", required=("replica_id",),
                         optional={"reason": ""})

@@ -25,7 +25,7 @@ from zactor.net.sockets import make_socket
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.02
 CONFIG_REFRESH_S = 0.05
-_RETRYABLE = (P.ERR_NOT_HEAD, P.ERR_NOT_TAIL, P.ERR_NOT_READY)
+_RETRYABLE = (P.ERR_NOT_HEAD, P.ERR_NOT_TAIL, P.ERR_NOT_READY, P.ERR_OUT_OF_ORDER)
 
 
 class ClientIO:
@@ -207,9 +207,12 @@ class ClientIO:
             due = False
             for batch in list(inflight.values()):
                 if now > batch.deadline:
-                    self.fail(batch, ControlStoreUnavailableError(
+                    # The caller hears of the timeout, but the batch stays in the window and
+                    # is still resent: later batches' client seqs follow it, and a head
+                    # applies a client's seqs only in order.
+                    batch.finish(error=ControlStoreUnavailableError(
                         "no acknowledgement from the control store before the deadline"))
-                elif now >= batch.retry_at:
+                if now >= batch.retry_at:
                     due = True
             if due:  # resend the whole shard window, in order
                 self.ask_config(now)

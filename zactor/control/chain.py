@@ -12,9 +12,11 @@ Chain replication (van Renesse & Schneider, OSDI 2004), as done here:
   successor; each replica logs and forwards in turn. The tail, having logged, sends ``ACK upto``
   back up the chain; the head answers the client once ``acked >= seq``. So an acknowledged write
   is logged at every replica, and every replica's log is a prefix of its predecessor's.
-* Idempotence: each write carries (cid, cseq); ``dedup`` keeps a client's highest cseq and the
-  seq it got. A retried write with cseq <= that is not applied again; it is answered once the
-  original is acknowledged.
+* Idempotence: each write carries (cid, cseq), cseqs numbered 1, 2, ... per client and shard;
+  ``dedup`` keeps a client's highest cseq and the seq it got. The head applies a client's
+  cseqs only in order (a batch that would skip one is refused with ``out_of_order`` and the
+  client resends its window), so the applied set is exactly 1..highest and a retried write
+  with cseq <= highest is known applied: it is answered once the original is acknowledged.
 * Reconfiguration (from the coordinator, with a larger ``epoch``): a replica with a new
   predecessor sends it ``NEED_FROM(last_seq)``; the predecessor resends its log after that seq
   (or a snapshot when the log was compacted that far) and only then forwards new writes. This
@@ -181,12 +183,21 @@ class ChainReplica:
                 _valid_op(op) for op in ev.ops):
             return [Reply(ev.client, ev.req_id, P.ERROR,
                           {"code": P.ERR_MALFORMED, "message": "bad WRITE ops"})]
+        cseq_seen, seq_seen = self._dedup(ev.cid)
+        fresh = [op[0] for op in ev.ops if op[0] > cseq_seen]
+        if fresh and (fresh[0] != cseq_seen + 1 or fresh != list(range(fresh[0],
+                                                                     fresh[-1] + 1))):
+            # A client's applied seqs are always exactly 1..cseq_seen, so "seen" means
+            # "applied"; a batch that would leave a hole (an earlier batch refused or lost
+            # on the way) is refused whole, and the client resends its window in order.
+            return [Reply(ev.client, ev.req_id, P.ERROR,
+                          {"code": P.ERR_OUT_OF_ORDER, "epoch": self.epoch,
+                           "message": f"expected client seq {cseq_seen + 1}"})]
         seq = self.store.last_seq
         tseqs = dict(self.store.tseqs)
         entries = []
         reply_seq = 0
         upto = 0
-        cseq_seen, seq_seen = self._dedup(ev.cid)
         for cseq, op, table, key, value in ev.ops:
             upto = max(upto, cseq)
             if cseq <= cseq_seen:
@@ -253,7 +264,14 @@ class ChainReplica:
         if name == "SNAPSHOT" and ev.sender == self.pred:
             self.store.install_snapshot(msg.body)
             self._dedup_cache.clear()
-            return self._check_ready()
+            out = []
+            if self.succ is None:
+                self.acked = self.store.last_seq
+                out += self._ack_upward()
+            elif self.succ_synced:  # our state changed wholesale: so must the successor's
+                out.append(Send(self.succ, P.SNAPSHOT,
+                                dict(self.store.snapshot(), epoch=self.epoch)))
+            return out + self._check_ready()
         return []
 
     def _on_forward(self, msg: P.Message) -> list:
@@ -276,6 +294,9 @@ class ChainReplica:
             if self.succ is None:  # caught up as tail: acknowledge it all
                 self.acked = self.store.last_seq
                 return self._ack_upward()
+            if self.succ_synced:  # the successor may now count itself caught up too
+                return [Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": [],
+                                                    "sync": self.store.last_seq})]
         return []
 
     def _on_need_from(self, last_seq) -> list:
@@ -294,8 +315,9 @@ class ChainReplica:
         except LogTruncated:
             snap = self.store.snapshot()
             out = [Send(self.succ, P.SNAPSHOT, dict(snap, epoch=self.epoch))]
-        out.append(Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": [],
-                                               "sync": mine}))
+        if self.ready:  # a successor is caught up when it has what a caught-up replica has
+            out.append(Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": [],
+                                                   "sync": mine}))
         self.succ_synced = True
         return out
 

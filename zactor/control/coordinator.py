@@ -60,10 +60,15 @@ class CoordinatorState:
         self.last_members = saved.get("last_members", [[] for _ in range(num_shards)])
         self.replicas = saved.get("replicas", {})  # id -> [addr, pub_addr, shard]
         self.last_seen: dict = {}
+        # Members known to hold every acknowledged write of their chain: those that started
+        # it, and joiners once they report being caught up. A chain whose last such member
+        # dies has lost its data (until a former member restarts with it).
+        self.ready = set(saved.get("ready", ()))
 
     def saved(self) -> dict:
         return {"epochs": self.epochs, "chains": self.chains, "last_members": self.last_members,
                 "replicas": self.replicas, "num_shards": self.num_shards,
+                "ready": sorted(self.ready),
                 "replicas_per_shard": self.replicas_per_shard}
 
     def config(self) -> list:
@@ -102,6 +107,10 @@ class CoordinatorState:
             return out + [Tell(rid, {"shards": self.config(), "shard": -1, "assign": True})]
         wipe = bool(chain) or not self.last_members[shard]
         self.replicas[rid] = [addr, pub_addr, shard, incarnation]
+        if chain:
+            self.ready.discard(rid)
+        else:
+            self.ready.add(rid)  # it starts the chain: what it has is the chain's state
         chain.append(rid)
         self.last_seen[rid] = now_ms
         changed = self._changed(shard)
@@ -109,19 +118,30 @@ class CoordinatorState:
         return out + [Tell(rid, {"shards": self.config(), "shard": shard, "wipe": wipe,
                                  "assign": True})] + changed
 
-    def heartbeat(self, rid: str, now_ms: float) -> list:
+    def heartbeat(self, rid: str, now_ms: float, ready: bool = False) -> list:
         if any(rid in c for c in self.chains):
             self.last_seen[rid] = now_ms
+            if ready and rid not in self.ready:
+                self.ready.add(rid)
+                return [Announce(self.config())]  # persist it
             return []
         return [Tell(rid, {"shards": self.config(), "shard": -1, "assign": True})]
 
     def remove(self, rid: str) -> list:
         for s, chain in enumerate(self.chains):
             if rid in chain:
-                self.last_members[s] = list(chain)
+                self.last_members[s] = [r for r in chain if r in self.ready]
                 chain.remove(rid)
                 self.last_seen.pop(rid, None)
-                return self._changed(s)
+                self.ready.discard(rid)
+                if chain and not any(r in self.ready for r in chain):
+                    log.error("shard %d lost its last caught-up replica %s: it waits for a "
+                              "former member to restart", s, rid)
+                    for r in chain:
+                        self.last_seen.pop(r, None)
+                    chain.clear()
+                self.epochs[s] += 1
+                return [Announce(self.config())]
         return []
 
     def tick(self, now_ms: float) -> list:
@@ -220,7 +240,8 @@ class CoordinatorProcess:
                 self._run_instructions(self.state.register(
                     rid, str(msg["addr"]), str(msg["pub_addr"]), now, str(msg["incarnation"])))
             elif name == "HEARTBEAT":
-                self._run_instructions(self.state.heartbeat(str(msg["replica_id"]), now))
+                self._run_instructions(self.state.heartbeat(str(msg["replica_id"]), now,
+                                                            bool(msg["ready"])))
             elif name == "GET_CONFIG":
                 self.router.send_multipart([ident] + P.encode(P.CONFIG, self._config_body(),
                                                               req_id))

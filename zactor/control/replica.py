@@ -247,7 +247,8 @@ class ReplicaProcess:
                 next_hb = now + HEARTBEAT_INTERVAL_MS
                 if self.registered:
                     self.coord.send_multipart(P.encode(P.HEARTBEAT, {
-                        "replica_id": self.rid, "epoch": self.machine.epoch}))
+                        "replica_id": self.rid, "epoch": self.machine.epoch,
+                        "ready": self.machine.ready}))
                 self._beacon()
                 if self.parent_pid and os.getppid() != self.parent_pid:
                     log.warning("parent %d is gone: exiting", self.parent_pid)

@@ -1,0 +1,136 @@
+/* zstore_test.c -- a C driver of the store for AddressSanitizer/UBSan builds.
+ *
+ * Built and run by tests/store/test_c_asan.py:
+ *   gcc -fsanitize=address,undefined -g -Icsrc csrc/zs_(all).c csrc/tests/zstore_test.c -lpthread
+ *   ./a.out /dev/shm/zactor-test-...
+ * Random operations with zs_check after each, then a child process SIGKILLed inside the lock
+ * (the crash_in_lock fault point) and the recovery of the parent. Prints "ok" and exits 0.
+ */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "zstore.h"
+
+#define FAIL(...) do { fprintf(stderr, __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
+#define NIDS 40
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void make_id(uint8_t *id, uint32_t n)
+{
+    memset(id, 0x5a, ZS_ID_SIZE);
+    memcpy(id + 24, &n, 4);
+}
+
+static void check(zs_store *s, const char *after)
+{
+    int bad = zs_check(s);
+    if (bad)
+        FAIL("%d invariants violated after %s", bad, after);
+}
+
+static void random_ops(zs_store *s, int steps)
+{
+    static const uint64_t sizes[] = {0, 1, 64, 100, 4096, 70000, 300000};
+    int pinned[NIDS] = {0};
+    uint8_t id[ZS_ID_SIZE];
+    for (int i = 0; i < steps; i++) {
+        uint32_t n = (uint32_t)(next_rand() % NIDS);
+        make_id(id, n);
+        uint8_t *data;
+        const uint8_t *rdata;
+        uint64_t dsize, msize;
+        switch (next_rand() % 7) {
+        case 0:
+        case 1: {
+            uint64_t size = sizes[next_rand() % 7];
+            if (zs_create_object(s, id, size, 3, (uint32_t)(next_rand() % 4 == 0), &data) ==
+                ZS_OK) {
+                memset(data, (int)n, size + 3);
+                if (next_rand() % 5)
+                    zs_seal(s, id);
+            }
+            break;
+        }
+        case 2:
+            if (zs_get(s, id, &rdata, &dsize, &msize) == ZS_OK) {
+                for (uint64_t k = 0; k < dsize; k += 997)
+                    if (rdata[k] != (uint8_t)n)
+                        FAIL("object %u: wrong byte at %llu", n, (unsigned long long)k);
+                pinned[n]++;
+            }
+            break;
+        case 3:
+            if (pinned[n] && zs_release(s, id) == ZS_OK)
+                pinned[n]--;
+            break;
+        case 4:
+            zs_delete(s, id);
+            break;
+        case 5:
+            zs_abort(s, id);
+            break;
+        case 6:
+            zs_set_evictable(s, id, (int)(next_rand() % 2));
+            break;
+        }
+        check(s, "a random operation");
+    }
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 2)
+        FAIL("usage: %s SHM_PATH", argv[0]);
+    const char *path = argv[1];
+    zs_store *s, *other;
+    uint8_t id[ZS_ID_SIZE], *data;
+    zs_stats st;
+
+    if (zs_create(path, 2u << 20, 32, 0, &s) != ZS_OK)
+        FAIL("create failed");
+    if (zs_attach(path, &other) != ZS_OK)
+        FAIL("attach failed");
+    random_ops(s, 3000);
+    random_ops(other, 1000);
+    zs_release_client(s, zs_client_id(other));
+    check(s, "release_client");
+
+    /* A child dies inside the lock; the next locker recovers. */
+    pid_t pid = fork();
+    if (pid == 0) {
+        zs_store *c;
+        setenv("ZACTOR_STORE_FAULT", "crash_in_lock", 1);
+        if (zs_attach(path, &c) != ZS_OK)
+            _exit(2);
+        make_id(id, 1000);
+        zs_create_object(c, id, 1000, 0, 0, &data);
+        _exit(3); /* not reached: the fault point kills us */
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+        FAIL("the child was not killed by its fault point (status %d)", status);
+    check(s, "recovery");
+    zs_stats_get(s, &st);
+    if (st.recoveries != 1)
+        FAIL("expected one recovery, got %llu", (unsigned long long)st.recoveries);
+    random_ops(s, 500);
+
+    zs_close(other);
+    zs_close(s);
+    zs_unlink(path);
+    puts("ok");
+    return 0;
+}

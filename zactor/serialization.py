@@ -36,6 +36,12 @@ ALIGN = 64
 # Buffers smaller than this stay inside the pickle stream: a separate aligned region costs
 # more than the copy saves.
 OUT_OF_BAND_MIN_BYTES = 2048
+# Copies of at least this size are placed (``place``) so that the destination is not a
+# little above the source modulo 4096: glibc's large memcpy then suffers 4K aliasing and
+# runs at a third of its speed (measured: 3.4 against 10.6 GB/s with the destination 64
+# bytes above the source). Each such buffer reserves this much slack to move in.
+ALIAS_MIN_BYTES = 1 << 20
+_ALIAS_SLACK = 4096
 _CULPRIT_MAX_DEPTH = 6
 
 
@@ -55,14 +61,30 @@ class SerializedValue:
     def __init__(self, pickled: bytes, buffers: list):
         self.pickled = pickled
         self.buffers = buffers
-        pos = _HEAD.size + _SPAN.size * len(buffers) + len(pickled)
-        offsets = []
+        self.offsets = []
+        pos = self._table_end()
         for buf in buffers:
             pos = _align(pos)
-            offsets.append(pos)
-            pos += buf.nbytes
-        self.offsets = offsets
+            self.offsets.append(pos)
+            pos += buf.nbytes + (_ALIAS_SLACK if buf.nbytes >= ALIAS_MIN_BYTES else 0)
         self.total_size = pos
+
+    def _table_end(self) -> int:
+        return _HEAD.size + _SPAN.size * len(self.buffers) + len(self.pickled)
+
+    def place(self, dst_address: int, src_addresses: list) -> None:
+        """Move big buffers within their slack so that no copy runs with its destination
+        just above its source modulo 4096 (see ALIAS_MIN_BYTES). Call before ``write_to``
+        with the addresses the copies will use; ``total_size`` does not change."""
+        pos = self._table_end()
+        for i, (buf, src) in enumerate(zip(self.buffers, src_addresses)):
+            pos = _align(pos)
+            if buf.nbytes >= ALIAS_MIN_BYTES:
+                delta = (dst_address + pos - src) % 4096
+                if not 1024 <= delta <= 3072:
+                    pos += (2048 - delta) % 4096 // ALIGN * ALIGN  # lands in [1985, 2048]
+            self.offsets[i] = pos
+            pos += buf.nbytes
 
     def write_to(self, dst, copy=None) -> None:
         """Fill ``dst`` (a writable buffer of at least ``total_size`` bytes).

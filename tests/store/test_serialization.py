@@ -90,3 +90,21 @@ def test_same_format_inline_and_in_store():
     value = {"x": 1, "y": "small"}
     assert ser.dumps(value) == ser.serialize(value).to_bytes()
     assert pickle.loads(ser.dumps(value)[16:]) == value
+
+
+@pytest.mark.parametrize("dst_address", [0, 64, 4096 + 192, 8192 - 64])
+def test_place_avoids_4k_aliasing(dst_address):
+    arr = np.arange(ser.ALIAS_MIN_BYTES // 8 + 3, dtype=np.int64)
+    s = ser.serialize([arr, arr[::-1].copy()])
+    size = s.total_size
+    srcs = [16, 4096 + 80]
+    s.place(dst_address, srcs)
+    assert s.total_size == size
+    for off, src, buf in zip(s.offsets, srcs, s.buffers):
+        assert off % 64 == 0 and off + buf.nbytes <= size
+        assert 1024 <= (dst_address + off - src) % 4096 <= 3072
+    assert s.offsets[0] + s.buffers[0].nbytes <= s.offsets[1]
+    out = bytearray(size)
+    s.write_to(out)
+    got = ser.loads(bytes(out))
+    assert np.array_equal(got[0], arr) and np.array_equal(got[1], arr[::-1])

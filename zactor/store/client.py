@@ -52,6 +52,10 @@ def _id(oid) -> bytes:
     return _check_id(oid)
 
 
+def _addr(ptr) -> int:
+    return int(ffi.cast("uintptr_t", ptr))
+
+
 def _check_id(oid) -> bytes:
     if type(oid) is not bytes:
         oid = bytes(oid)
@@ -285,6 +289,8 @@ class ObjectStore:
             return len(blob)
         dst = self._create(oid, ser.total_size, metadata, evictable)
         try:
+            srcs = [ffi.from_buffer(b) for b in ser.buffers]
+            ser.place(_addr(dst), [_addr(p) for p in srcs])
             ser.write_to(ffi.buffer(dst, ser.total_size),
                          copy=lambda off, src: self._copy(dst, off, src))
         except BaseException:

@@ -223,7 +223,7 @@ REPORT_FAILURE = define(0x22, "REPORT_FAILURE", required=("replica_id",),
 # Anyone -> coordinator: the current configuration, answered with CONFIG.
 GET_CONFIG = define(0x23, "GET_CONFIG")
 # Coordinator -> everyone (reply, push to replicas, PUB to clients):
-#   shards: [[epoch, [[replica_id, addr, pub_addr], ...head to tail]], ...]
+#   shards: [[epoch, [[replica_id, addr, pub_addr, ready], ...head to tail]], ...]
 #   ``assign``: an answer to REGISTER (or to a heartbeat of a non-member): ``shard`` is the
 #   replica's shard (-1: register again later), ``wipe`` whether to drop its state and copy it.
 CONFIG = define(0x24, "CONFIG", required=("shards",),

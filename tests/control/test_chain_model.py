@@ -56,7 +56,7 @@ class ChainModel(RuleBasedStateMachine):
         for ins in out:
             if isinstance(ins, Announce):
                 epoch, members = ins.shards[0]
-                for rid, _addr, _pub in members:
+                for rid, *_rest in members:
                     self.links[("coord", rid)].append(C.Configure(epoch, [m[0] for m in members]))
             elif isinstance(ins, Tell) and ins.body.get("shard", -1) >= 0:
                 epoch, members = ins.body["shards"][0]

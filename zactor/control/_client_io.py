@@ -74,10 +74,11 @@ class ClientIO:
             merged.append(old[s] if s < len(old) and old[s][0] > shard[0] else shard)
         self.c._shards = merged
         for s in range(len(merged)):
-            before = old[s] if s < len(old) else [0, []]
-            if before[1][:1] != merged[s][1][:1]:
+            before = [m[:3] for m in (old[s][1] if s < len(old) else [])]
+            after = [m[:3] for m in merged[s][1]]
+            if before[:1] != after[:1]:
                 self.resend_writes(s, now)
-            if before[1][-1:] != merged[s][1][-1:]:
+            if before[-1:] != after[-1:]:
                 for req in self.calls.values():
                     if req.shard == s:
                         self.send_call(req, now)

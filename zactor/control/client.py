@@ -107,7 +107,7 @@ class GcsClient:
     def connect(cls, address: str, timeout_s: float = CLIENT_DEFAULT_TIMEOUT_S,
                 **kwargs) -> "GcsClient":
         """A client whose coordinator answered within ``timeout_s``."""
-        client = cls(address, **kwargs)
+        client = cls(address, timeout_s=timeout_s, **kwargs)
         if not client._have_config.wait(timeout_s):
             client.close()
             raise ControlStoreUnavailableError(

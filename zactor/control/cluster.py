@@ -103,7 +103,8 @@ class LocalControlStore:
             self.start_coordinator(timeout_s)
             for _ in range(self.shards * self.replicas_per_shard):
                 self.start_replica(deadline - time.monotonic())
-            self.wait_for(lambda cfg: all(len(m) == self.replicas_per_shard for _e, m in cfg),
+            self.wait_for(lambda cfg: all(len(m) == self.replicas_per_shard and
+                                          all(member[3] for member in m) for _e, m in cfg),
                           deadline - time.monotonic())
         except BaseException:
             self.stop()

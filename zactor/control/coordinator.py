@@ -72,7 +72,8 @@ class CoordinatorState:
                 "replicas_per_shard": self.replicas_per_shard}
 
     def config(self) -> list:
-        return [[self.epochs[s], [[r, *self.replicas[r][:2]] for r in self.chains[s]]]
+        return [[self.epochs[s], [[r, *self.replicas[r][:2], r in self.ready]
+                                  for r in self.chains[s]]]
                 for s in range(self.num_shards)]
 
     def _changed(self, shard: int) -> list:
@@ -118,12 +119,16 @@ class CoordinatorState:
         return out + [Tell(rid, {"shards": self.config(), "shard": shard, "wipe": wipe,
                                  "assign": True})] + changed
 
-    def heartbeat(self, rid: str, now_ms: float, ready: bool = False) -> list:
-        if any(rid in c for c in self.chains):
+    def heartbeat(self, rid: str, now_ms: float, ready: bool = False, epoch: int = -1) -> list:
+        shard = next((s for s, c in enumerate(self.chains) if rid in c), None)
+        if shard is not None:
             self.last_seen[rid] = now_ms
             if ready and rid not in self.ready:
                 self.ready.add(rid)
                 return [Announce(self.config())]  # persist it
+            if 0 <= epoch < self.epochs[shard]:
+                # It missed a push (pushes to a replica not yet reconnected are dropped).
+                return [Tell(rid, {"shards": self.config()})]
             return []
         return [Tell(rid, {"shards": self.config(), "shard": -1, "assign": True})]
 
@@ -175,7 +180,14 @@ class CoordinatorProcess:
         self.router = make_socket(self.ctx, zmq.ROUTER)
         self.addr = bind_free(self.router, host, port)
         self.pub = make_socket(self.ctx, zmq.PUB)
-        self.pub_addr = bind_free(self.pub, host, 0)
+        # Rebind the PUB port of a previous run so subscribed clients reconnect by themselves.
+        row = self.db.execute("SELECT value FROM state WHERE name='pub_port'").fetchone()
+        try:
+            self.pub_addr = bind_free(self.pub, host, int(row[0]) if row else 0)
+        except zmq.ZMQError:
+            self.pub_addr = bind_free(self.pub, host, 0)
+        self.db.execute("INSERT OR REPLACE INTO state VALUES ('pub_port', ?)",
+                        (int(self.pub_addr.rsplit(":", 1)[1]),))
         self.peers: dict = {}  # replica id -> MonitoredPeer (death detection)
         self.running = True
 
@@ -240,8 +252,8 @@ class CoordinatorProcess:
                 self._run_instructions(self.state.register(
                     rid, str(msg["addr"]), str(msg["pub_addr"]), now, str(msg["incarnation"])))
             elif name == "HEARTBEAT":
-                self._run_instructions(self.state.heartbeat(str(msg["replica_id"]), now,
-                                                            bool(msg["ready"])))
+                self._run_instructions(self.state.heartbeat(
+                    str(msg["replica_id"]), now, bool(msg["ready"]), int(msg["epoch"])))
             elif name == "GET_CONFIG":
                 self.router.send_multipart([ident] + P.encode(P.CONFIG, self._config_body(),
                                                               req_id))
@@ -278,7 +290,8 @@ class CoordinatorProcess:
                         break
                     self._on_message(frames[0], frames[1:])
             for rid, peer in list(self.peers.items()):
-                if peer.poll_events():
+                # A removal closes the peers of the members it removes: skip those.
+                if self.peers.get(rid) is peer and peer.poll_events():
                     log.warning("replica %s disconnected: removing it", rid)
                     self._run_instructions(self.state.remove(rid))
             now = self._now_ms()

@@ -101,11 +101,12 @@ class ReplicaProcess:
         if epoch <= self.machine.epoch:
             return
         ids = [m[0] for m in members]
-        for rid, addr, _pub in members:
-            self.addrs[rid] = addr
+        for member in members:
+            self.addrs[member[0]] = member[1]
         if self.rid not in ids and self.machine.chain:
             log.warning("%s was removed from shard %d: registering again", self.rid, self.shard)
             self.registered = False
+        log.debug("%s: epoch %d chain %s", self.rid, epoch, ids)
         self._run(self.machine.handle(C.Configure(epoch, ids)))
         self._sync_peers()
 
@@ -239,7 +240,7 @@ class ReplicaProcess:
                 for event in self._events(batch):
                     self._handle(event)
             for rid, peer in list(self.peers.items()):
-                if peer.poll_events():
+                if self.peers.get(rid) is peer and peer.poll_events():
                     self.coord.send_multipart(P.encode(P.REPORT_FAILURE, {
                         "replica_id": rid, "reason": f"connection from {self.rid} closed"}))
             now = time.monotonic() * 1000
@@ -256,7 +257,10 @@ class ReplicaProcess:
             if not self.registered and now >= next_register:
                 next_register = now + REREGISTER_MS
                 self._register()
-            if now >= next_compact:
+            # Compact when the log holds twice what is kept, or on a slow timer: bounded
+            # work (one DELETE and a WAL checkpoint) at most once per keep_log_entries writes.
+            if now >= next_compact or \
+                    self.store.last_seq - self.store.first_seq >= 2 * self.keep_log_entries:
                 next_compact = now + COMPACT_EVERY_MS
                 bound = self.machine.compaction_bound(self.keep_log_entries)
                 if bound - self.store.first_seq >= self.keep_log_entries // 2:

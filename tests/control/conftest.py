@@ -1,0 +1,49 @@
+"""Fixtures for the control-store tests: a control store started as child processes and
+always stopped, and a client always closed."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from zactor.control import GcsClient, LocalControlStore
+
+
+@pytest.fixture
+def control_store(tmp_path):
+    """``control_store(shards=1, replicas=1, **kw)`` -> a started LocalControlStore."""
+    started = []
+
+    def start(shards=1, replicas=1, **kwargs):
+        store = LocalControlStore(str(tmp_path / f"gcs{len(started)}"), shards, replicas,
+                                  **kwargs)
+        started.append(store)
+        return store.start()
+
+    yield start
+    for store in started:
+        store.stop()
+
+
+@pytest.fixture
+def gcs_client():
+    clients = []
+
+    def connect(address, **kwargs):
+        client = GcsClient.connect(address, **kwargs)
+        clients.append(client)
+        return client
+
+    yield connect
+    for client in clients:
+        client.close()
+
+
+def log_rows(data_dir):
+    """(cid, cseq) of every log entry of a stopped replica."""
+    conn = sqlite3.connect(f"file:{data_dir}/gcs.sqlite?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT cid, cseq FROM log").fetchall()
+    finally:
+        conn.close()

@@ -123,6 +123,7 @@ struct zs_store {
     int client;          /* -1 once detached */
     int fault;
     int owner;           /* this handle created the segment */
+    pid_t pid;           /* the process that made this handle (a forked child is not it) */
     pthread_t warm_thread;
     int warm_running;
     volatile int warm_stop;

@@ -141,10 +141,11 @@ int zs_create(const char *path, uint64_t capacity, uint64_t max_objects, uint64_
 /* Map an existing segment and take the lowest free client number. On error nothing is
  * modified: ZS_ERR_BAD_MAGIC, ZS_ERR_BAD_VERSION, ZS_ERR_CORRUPT, ZS_ERR_CLIENTS_FULL. */
 int zs_attach(const char *path, zs_store **out);
-/* Release this client's pins, abort its unsealed objects, free its client number. The
- * mapping stays until zs_close. Idempotent. */
+/* Stop the warming thread (creator), release this client's pins, abort its unsealed objects,
+ * free its client number. The mapping stays until zs_close. Idempotent; in a forked child it
+ * only disowns the handle (the client number is the parent's). */
 int zs_detach(zs_store *s);
-/* zs_detach if needed, stop the warming thread, unmap, free the handle. */
+/* zs_detach if needed, unmap, free the handle. */
 void zs_close(zs_store *s);
 int zs_unlink(const char *path);
 int zs_client_id(const zs_store *s);

@@ -87,6 +87,38 @@ def test_sigkill_inside_the_lock(shm_path, fault):
         store.destroy()
 
 
+def test_sigkill_while_hanging_in_the_lock(shm_path):
+    """A process stopped inside the lock blocks others until it is killed; then the store is
+    repaired and everyone proceeds."""
+    import threading
+
+    store = ObjectStore.create(shm_path, 4 << 20)
+    try:
+        store.put(oid(1), b"survivor")
+        env = dict(os.environ, ZACTOR_STORE_FAULT="hang_in_lock")
+        p = subprocess.Popen([sys.executable, "-m", "tests.store.workers", "crash_worker",
+                              json.dumps([shm_path, "hang_in_lock", 2])], cwd=ROOT,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True, env=env)
+        try:
+            assert "hanging in the lock" in p.stderr.readline()
+            done = threading.Event()
+            waiter = threading.Thread(target=lambda: (store.contains(oid(1)), done.set()))
+            waiter.start()
+            assert not done.wait(0.3), "the lock is held by the hung process"
+            p.kill()
+            assert done.wait(JOIN_TIMEOUT_S), "the waiter got the lock after the kill"
+            waiter.join(JOIN_TIMEOUT_S)
+        finally:
+            p.kill()
+            p.wait(JOIN_TIMEOUT_S)
+            p.stderr.close()
+        assert store.stats()["recoveries"] == 1 and store.check() == 0
+        assert store.get(oid(1)) == b"survivor" and not store.contains(oid(99))
+    finally:
+        store.destroy()
+
+
 def test_sigkill_holding_pins_then_release_client(shm_path):
     store = ObjectStore.create(shm_path, 4 << 20)
     try:

@@ -281,3 +281,18 @@ def test_warm_thread_stays_ahead(shm_path):
         wait_for(lambda: s.stats()["warm_end"] >= need, what="warming past the high water")
     finally:
         s.destroy()
+
+
+def test_forked_child_does_not_release_its_parents_pins(store):
+    import os
+    store.put(oid(1), b"x" * 3000)
+    held = store.get_buffer(oid(1))
+    pid = os.fork()
+    if pid == 0:  # the child inherits the handle, not the client number
+        store.close()
+        os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0
+    st = store.stats()
+    assert st["pinned_count"] == 1 and st["clients"] == 1 and store.check() == 0
+    held.release()

@@ -59,6 +59,8 @@ def crash_worker(path: str, fault: str, key: int):
         buf.release()
     elif fault == "crash_in_delete":
         store.delete(key)
+    elif fault == "hang_in_lock":
+        store.create_buffer(oid(99), 1000)  # prints a line on stderr, waits to be killed
     raise SystemExit("the fault point did not fire")
 
 

@@ -31,6 +31,12 @@ CDEF = """
 #define ZS_MAX_CLIENTS 256
 #define ZS_LAYOUT_VERSION 1
 #define ZS_OBJ_NOEVICT 1
+enum {
+    ZS_OK = 0, ZS_ERR_FULL = -1, ZS_ERR_EXISTS = -2, ZS_ERR_NOT_FOUND = -3, ZS_ERR_BAD_SIZE = -4,
+    ZS_ERR_STATE = -5, ZS_ERR_TABLE_FULL = -6, ZS_ERR_CLIENTS_FULL = -7, ZS_ERR_PINS_FULL = -8,
+    ZS_ERR_NOT_SEALED = -9, ZS_ERR_SYS = -10, ZS_ERR_BAD_MAGIC = -11, ZS_ERR_BAD_VERSION = -12,
+    ZS_ERR_CORRUPT = -13, ZS_ERR_NO_SPACE = -14, ZS_ERR_BAD_CLIENT = -15, ZS_ERR_CLOSED = -16,
+};
 
 typedef struct zs_store zs_store;
 typedef struct {

@@ -84,7 +84,10 @@ class StoreBuffer:
         else when the last array or view built on ``data`` dies (never earlier: memory
         still referenced is never unpinned). Idempotent."""
         if self._handle is not None:
-            self.data.release()
+            try:
+                self.data.release()
+            except BufferError:  # something holds a buffer export: it keeps the pin
+                pass
             self.data = None
             self._handle = None
 
@@ -128,7 +131,7 @@ class ObjectStore:
         out = ffi.new("zs_store **")
         rc = lib.zs_create(os.fsencode(path), int(capacity_bytes), int(max_objects or 0),
                            int(warm_bytes or 0), out)
-        if rc == -14:
+        if rc == lib.ZS_ERR_NO_SPACE:
             raise exc.StoreSegmentError(
                 f"cannot create a {capacity_bytes}-byte object store at {path}: its file system "
                 f"has {_shm_free_bytes(path)} bytes free (enlarge /dev/shm, e.g. docker "
@@ -141,7 +144,7 @@ class ObjectStore:
         """Map the existing segment at ``path`` as a new client (lowest free number)."""
         out = ffi.new("zs_store **")
         rc = lib.zs_attach(os.fsencode(path), out)
-        if rc == -3:
+        if rc == lib.ZS_ERR_NOT_FOUND:
             raise exc.StoreSegmentError(f"no object store at {path}")
         _raise_for(rc, f"attach store at {path}")
         return cls(ffi.gc(out[0], lib.zs_close), path, owner=False)
@@ -160,7 +163,7 @@ class ObjectStore:
         """Owner only: close and unlink the segment (mappings elsewhere stay valid)."""
         self.close()
         rc = lib.zs_unlink(os.fsencode(self.path))
-        if rc not in (0, -3):
+        if rc not in (lib.ZS_OK, lib.ZS_ERR_NOT_FOUND):
             _raise_for(rc, f"unlink {self.path}")
 
     def __enter__(self):
@@ -168,6 +171,10 @@ class ObjectStore:
 
     def __exit__(self, *a):
         self.destroy() if self.owner else self.close()
+
+    def __repr__(self):
+        state = "closed" if self._closed else f"client {self.client_id}"
+        return f"ObjectStore({self.path!r}, {state}{', owner' if self.owner else ''})"
 
     # ---- objects ------------------------------------------------------------------------
 
@@ -185,14 +192,14 @@ class ObjectStore:
     def _create(self, oid, data_size: int, metadata: bytes, evictable: bool):
         """zs_create_object; returns the data pointer (cdata)."""
         oid = _id(oid)
-        out = ffi.new("uint8_t **")
         if data_size < 0:
             raise ValueError(f"data_size must be >= 0, got {data_size}")
+        out = ffi.new("uint8_t **")
         rc = lib.zs_create_object(self._s, oid, data_size, len(metadata),
                                   0 if evictable else lib.ZS_OBJ_NOEVICT, out)
         if rc:
             oid = _check_id(oid)
-            if rc == -1:
+            if rc == lib.ZS_ERR_FULL:
                 raise exc.ObjectStoreFullError(self._full_message(oid, data_size + len(metadata)))
             _raise_for(rc, f"create object {oid.hex()}")
         if metadata:
@@ -225,7 +232,7 @@ class ObjectStore:
     def _pin(self, oid, data_p, sizes) -> bool:
         rc = lib.zs_get(self._s, oid, data_p, sizes, sizes + 1)
         if rc:
-            if rc in (-3, -9):
+            if rc == lib.ZS_ERR_NOT_FOUND or rc == lib.ZS_ERR_NOT_SEALED:
                 return False
             _raise_for(rc, f"get {_check_id(oid).hex()}")
         return True
@@ -246,13 +253,6 @@ class ObjectStore:
         if not self._closed:
             lib.zs_release(self._s, oid)
 
-    def release(self, oid: bytes) -> None:
-        """Drop one pin this client holds on ``oid`` (for callers of the C-level API)."""
-        oid = _id(oid)
-        rc = lib.zs_release(self._s, oid)
-        if rc:
-            _raise_for(rc, f"release {oid.hex()}")
-
     def contains(self, oid: bytes) -> bool:
         """True if ``oid`` is sealed (and not deleted) in the store."""
         oid = _id(oid)
@@ -270,8 +270,9 @@ class ObjectStore:
 
     def set_evictable(self, oid: bytes, evictable: bool) -> None:
         oid = _id(oid)
-        _raise_for(lib.zs_set_evictable(self._s, oid, 1 if evictable else 0),
-                   f"set_evictable {oid.hex()}")
+        rc = lib.zs_set_evictable(self._s, oid, 1 if evictable else 0)
+        if rc:
+            _raise_for(rc, f"set_evictable {oid.hex()}")
 
     # ---- values -------------------------------------------------------------------------
 
@@ -352,7 +353,7 @@ class ObjectStore:
     def check(self) -> int:
         """Walk every structure; the number of violated invariants (0 = healthy)."""
         rc = lib.zs_check(self._s)
-        if rc == -16:
+        if rc < 0:
             _raise_for(rc, "check")
         return rc
 
@@ -382,14 +383,20 @@ class ObjectStore:
 
 
 _ERRORS = {
-    -2: exc.ObjectExistsError,
-    -3: exc.ObjectNotFoundError,
-    -5: exc.ObjectStateError,
-    -9: exc.ObjectStateError,
-    -11: exc.StoreSegmentError,
-    -12: exc.StoreSegmentError,
-    -13: exc.StoreSegmentError,
-    -16: exc.ObjectStateError,
+    lib.ZS_ERR_FULL: exc.ObjectStoreFullError,
+    lib.ZS_ERR_TABLE_FULL: exc.ObjectStoreFullError,
+    lib.ZS_ERR_PINS_FULL: exc.ObjectStoreFullError,
+    lib.ZS_ERR_EXISTS: exc.ObjectExistsError,
+    lib.ZS_ERR_NOT_FOUND: exc.ObjectNotFoundError,
+    lib.ZS_ERR_BAD_SIZE: ValueError,
+    lib.ZS_ERR_STATE: exc.ObjectStateError,
+    lib.ZS_ERR_NOT_SEALED: exc.ObjectStateError,
+    lib.ZS_ERR_CLOSED: exc.ObjectStateError,
+    lib.ZS_ERR_BAD_MAGIC: exc.StoreSegmentError,
+    lib.ZS_ERR_BAD_VERSION: exc.StoreSegmentError,
+    lib.ZS_ERR_CORRUPT: exc.StoreSegmentError,
+    lib.ZS_ERR_NO_SPACE: exc.StoreSegmentError,
+    lib.ZS_ERR_BAD_CLIENT: ValueError,
 }
 
 
@@ -397,16 +404,11 @@ def _raise_for(rc: int, what: str) -> None:
     """Turn a C status into the matching exception; no-op for ZS_OK."""
     if rc >= 0:
         return
+    err = ffi.errno  # before any other C call overwrites it
     msg = f"{what}: {ffi.string(lib.zs_strerror(rc)).decode()}"
-    if rc == -11 or rc == -12:
+    if rc in (lib.ZS_ERR_BAD_MAGIC, lib.ZS_ERR_BAD_VERSION):
         msg += f" (this zactor reads layout version {lib.ZS_LAYOUT_VERSION})"
-    if rc == -10:
-        err = ffi.errno
-        raise exc.StoreSegmentError(f"{msg}: {os.strerror(err)}") from OSError(err, os.strerror(err))
-    if rc == -1 or rc == -6 or rc == -8:
-        raise exc.ObjectStoreFullError(msg)
-    if rc == -4:
-        raise ValueError(msg)
-    if rc == -7:
-        raise exc.ObjectStoreError(msg)
+    if rc == lib.ZS_ERR_SYS:
+        raise exc.StoreSegmentError(f"{msg}: {os.strerror(err)}") from OSError(err,
+                                                                          os.strerror(err))
     raise _ERRORS.get(rc, exc.ObjectStoreError)(msg)

@@ -14,7 +14,7 @@ import os
 import time
 
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -28,8 +28,8 @@ from zactor.exceptions import (
 from zactor.store import ObjectStore
 
 CAPACITY = 1 << 20
-IDS = [oid(i) for i in range(12)]
-SIZES = [0, 1, 63, 64, 65, 1000, 4096, 50_000, 200_000, 400_000, 900_000]
+IDS = [oid(i) for i in range(10)]
+SIZES = [0, 1, 65, 4096, 50_000, 200_000, 300_000, 400_000, 600_000, 900_000]
 
 
 class Obj:
@@ -69,8 +69,8 @@ class StoreMachine(RuleBasedStateMachine):
         self.objs[key].tick = self.tick
 
     @rule(key=st.sampled_from(IDS), size=st.sampled_from(SIZES), meta=st.sampled_from([b"", b"m"]),
-          evictable=st.booleans())
-    def create(self, key, size, meta, evictable):
+          evictable=st.booleans(), seal_now=st.booleans())
+    def create(self, key, size, meta, evictable, seal_now):
         if key in self.objs:
             with pytest.raises(ObjectExistsError):
                 self.a.create_buffer(key, size, meta, evictable)
@@ -89,6 +89,7 @@ class StoreMachine(RuleBasedStateMachine):
         assert gone == order[:len(gone)], "evictions must follow LRU order"
         for k in gone:
             del self.objs[k]
+        event(f"create: {'full' if buf is None else 'ok'}, evicted {min(len(gone), 2)}+")
         if buf is None:
             assert not gone or gone == order, "a failed create evicts nothing or everything"
             return
@@ -96,6 +97,8 @@ class StoreMachine(RuleBasedStateMachine):
         buf[:] = bytes([key[-4]]) * size
         self.tick += 1
         self.objs[key] = Obj(size, meta, evictable, self.tick)
+        if seal_now:
+            self.seal(key)
 
     @rule(key=st.sampled_from(IDS))
     def seal(self, key):
@@ -217,6 +220,6 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=40, stateful_step_count=40, deadline=None,
+    max_examples=50, stateful_step_count=50, deadline=None,
     suppress_health_check=[HealthCheck.too_slow])
 TestStoreModel = StoreMachine.TestCase

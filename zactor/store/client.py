@@ -128,6 +128,9 @@ class ObjectStore:
         """
         if capacity_bytes is None:
             capacity_bytes = default_store_size()
+        if not 1 << 16 <= capacity_bytes <= 1 << 46:
+            raise ValueError(f"capacity_bytes must be between 64 KB and 64 TB, got "
+                             f"{capacity_bytes}")
         out = ffi.new("zs_store **")
         rc = lib.zs_create(os.fsencode(path), int(capacity_bytes), int(max_objects or 0),
                            int(warm_bytes or 0), out)

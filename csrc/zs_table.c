@@ -273,8 +273,8 @@ void zs_table_rebuild(zs_store *s)
             h->clients[p->client].pins += p->count;
             link = &p->next;
         }
-        if (r->state == ZS_REC_SEALED && (r->flags & ZS_F_DELETED) && !r->pins)
-            r->state = ZS_REC_FREE; /* its deferred delete was cut short */
+        if ((r->flags & ZS_F_DELETED) && !r->pins)
+            r->state = ZS_REC_FREE; /* a free (or a deferred delete) was cut short */
         if (rec_live(r)) {
             r->sort_next = live;
             live = (uint32_t)i + 1;

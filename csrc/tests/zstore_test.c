@@ -3,8 +3,9 @@
  * Built and run by tests/store/test_c_asan.py:
  *   gcc -fsanitize=address,undefined -g -Icsrc csrc/zs_(all).c csrc/tests/zstore_test.c -lpthread
  *   ./a.out /dev/shm/zactor-test-...
- * Random operations with zs_check after each, then a child process SIGKILLed inside the lock
- * (the crash_in_lock fault point) and the recovery of the parent. Prints "ok" and exits 0.
+ * Random operations with zs_check after each, then child processes SIGKILLed inside the lock
+ * at every fault point from random states, each followed by the parent's recovery and
+ * release_client. Prints "ok" and exits 0.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -95,7 +96,6 @@ int main(int argc, char **argv)
         FAIL("usage: %s SHM_PATH", argv[0]);
     const char *path = argv[1];
     zs_store *s, *other;
-    uint8_t id[ZS_ID_SIZE], *data;
     zs_stats st;
 
     if (zs_create(path, 2u << 20, 32, 0, &s) != ZS_OK)
@@ -107,25 +107,45 @@ int main(int argc, char **argv)
     zs_release_client(s, zs_client_id(other));
     check(s, "release_client");
 
-    /* A child dies inside the lock; the next locker recovers. */
-    pid_t pid = fork();
-    if (pid == 0) {
-        zs_store *c;
-        setenv("ZACTOR_STORE_FAULT", "crash_in_lock", 1);
-        if (zs_attach(path, &c) != ZS_OK)
-            _exit(2);
-        make_id(id, 1000);
-        zs_create_object(c, id, 1000, 0, 0, &data);
-        _exit(3); /* not reached: the fault point kills us */
+    /* Children die inside the lock at each fault point, from random states; the next
+     * locker recovers every time. */
+    static const char *faults[] = {"crash_in_lock", "crash_in_get", "crash_in_release",
+                                   "crash_in_delete"};
+    uint64_t expected = 0;
+    for (int round = 0; round < 12; round++) {
+        const char *fault = faults[round % 4];
+        pid_t pid = fork();
+        if (pid == 0) {
+            zs_store *c;
+            setenv("ZACTOR_STORE_FAULT", fault, 1);
+            if (zs_attach(path, &c) != ZS_OK)
+                _exit(2);
+            rng ^= (uint64_t)round * 0x9e3779b97f4a7c15ull;
+            random_ops(c, 5000); /* dies at the first operation that reaches the point */
+            _exit(3);
+        }
+        int status;
+        waitpid(pid, &status, 0);
+        if (WIFEXITED(status) && WEXITSTATUS(status) == 3)
+            continue; /* the random walk never reached the point: nothing to recover */
+        if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
+            FAIL("%s: the child was not killed by its fault point (status %d)", fault, status);
+        expected++;
+        check(s, fault);
+        zs_stats_get(s, &st);
+        if (st.recoveries != expected)
+            FAIL("%s: expected %llu recoveries, got %llu", fault, (unsigned long long)expected,
+                 (unsigned long long)st.recoveries);
+        zs_client_info info[ZS_MAX_CLIENTS];
+        int n = zs_clients(s, info, ZS_MAX_CLIENTS);
+        for (int i = 0; i < n; i++)
+            if (info[i].pid == pid)
+                zs_release_client(s, info[i].client);
+        check(s, "release_client of the dead child");
+        random_ops(s, 200);
     }
-    int status;
-    waitpid(pid, &status, 0);
-    if (!WIFSIGNALED(status) || WTERMSIG(status) != SIGKILL)
-        FAIL("the child was not killed by its fault point (status %d)", status);
-    check(s, "recovery");
-    zs_stats_get(s, &st);
-    if (st.recoveries != 1)
-        FAIL("expected one recovery, got %llu", (unsigned long long)st.recoveries);
+    if (expected < 8)
+        FAIL("only %llu of 12 children reached their fault point", (unsigned long long)expected);
     random_ops(s, 500);
 
     zs_close(other);

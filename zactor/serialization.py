@@ -148,8 +148,14 @@ def serialize(value) -> SerializedValue:
         buffers.append(raw)
         return False
 
+    # A bare numpy array without Python objects inside holds no code: the C pickler writes it
+    # as cloudpickle would, without cloudpickle's per-object Python hook (35 us -> 10 us).
+    t = type(value)
+    plain_array = (t.__name__ == "ndarray" and t.__module__ == "numpy"
+                   and not value.dtype.hasobject)
+    dumps_ = pickle.dumps if plain_array else cloudpickle.dumps
     try:
-        pickled = cloudpickle.dumps(value, protocol=5, buffer_callback=keep)
+        pickled = dumps_(value, protocol=5, buffer_callback=keep)
     except Exception as exc:
         raise _unpicklable_error(value, exc) from exc
     return SerializedValue(pickled, buffers)

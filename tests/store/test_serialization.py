@@ -108,3 +108,13 @@ def test_place_avoids_4k_aliasing(dst_address):
     s.write_to(out)
     got = ser.loads(bytes(out))
     assert np.array_equal(got[0], arr) and np.array_equal(got[1], arr[::-1])
+
+
+def test_object_arrays_and_subclasses_still_use_cloudpickle():
+    objs = np.empty(2, dtype=object)
+    objs[0], objs[1] = (lambda x: x + 1), {"k": 2}
+    got = ser.loads(ser.dumps(objs))
+    assert got[0](1) == 2 and got[1] == {"k": 2}
+    masked = np.ma.masked_array(np.arange(5000), mask=[False] * 4999 + [True])
+    back = ser.loads(ser.dumps(masked))
+    assert type(back) is np.ma.MaskedArray and back.mask[-1] and back[0] == 0

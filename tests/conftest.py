@@ -15,8 +15,13 @@ LEAK_GRACE_S = 10.0
 
 
 def _zactor_segments():
+    """Segments this test process made: their names carry its pid (a local cluster's
+    ``zactor-session_<pid>_...``, the ``shm_path`` fixture's ``zactor-test-<pid>-...``), so
+    segments of unrelated processes on the machine never fail a test."""
+    me = str(os.getpid())
     try:
-        return {n for n in os.listdir(SHM_DIR) if n.startswith("zactor")}
+        return {n for n in os.listdir(SHM_DIR) if n.startswith("zactor")
+                and me in n.replace("-", "_").split("_")}
     except FileNotFoundError:
         return set()
 

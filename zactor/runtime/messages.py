@@ -24,8 +24,12 @@ HELLO = define(0x40, "HELLO", required=("kind", "pid"), optional={"worker_id": b
 #   node_id, store_path, job_id, session_dir, config (dict)
 WELCOME = define(0x41, "WELCOME", required=("node_id", "store_path", "job_id"),
                  optional={"session_dir": "", "config": {}, "resources": {}})
-# client -> NM: tasks to run. tasks: [spec bytes...]; functions: [[fid, blob]...] not yet sent
-SUBMIT = define(0x42, "SUBMIT", required=("tasks",), optional={"functions": []})
+# client -> NM: tasks to run and reference changes, batched (core_client.py explains the
+#   order). tasks: [spec...]; deltas: [[oid, +1|-1]...]; functions: [[fid, blob]...] not sent
+#   before. The submitter holds one reference to each return of its tasks from now on.
+#   objects: objects created meanwhile, as in PUT (applied after the +1s, before the tasks)
+SUBMIT = define(0x42, "SUBMIT", required=("tasks",), optional={"functions": [], "deltas": [],
+                                                               "objects": []})
 # client -> NM: objects this client created (put, or a large task argument).
 #   objects: [[oid, state, data, contained_oids, held]] held: the client keeps a reference
 PUT = define(0x43, "PUT", required=("objects",))

@@ -84,6 +84,7 @@ class NodeManager:
         self.pid_worker: dict[int, bytes] = {}
         self.functions: dict[bytes, bytes] = {}
         self.outbox: dict[bytes, list] = {}
+        self.exec_out: dict[bytes, tuple] = {}
         self.next_job = 1
         self.zygote_pid = zygote_pid
         self.zygote_cmd_fd = zygote_cmd_fd
@@ -137,6 +138,10 @@ class NodeManager:
         self.outbox.setdefault(identity, []).append(triple)
 
     def _flush_outbox(self) -> None:
+        if self.exec_out:
+            exec_out, self.exec_out = self.exec_out, {}
+            for identity, (tasks, functions) in exec_out.items():
+                self._send(identity, m.EXECUTE, {"tasks": tasks, "functions": functions})
         if not self.outbox:
             return
         outbox, self.outbox = self.outbox, {}
@@ -211,19 +216,29 @@ class NodeManager:
         client = self.clients.get(identity)
         if client is None:
             return
-        for oid, delta in msg["deltas"]:
+        self._apply_deltas(client, msg["deltas"], 1)
+        self._apply_deltas(client, msg["deltas"], -1)
+
+    def _client_ref(self, client: Client, oid: bytes) -> None:
+        client.refs[oid] = client.refs.get(oid, 0) + 1
+        self.objects.add_ref(oid)
+
+    def _apply_deltas(self, client: Client, deltas, sign: int) -> None:
+        """Apply the +1s (sign 1) or the -1s (sign -1) of a client's batch."""
+        for oid, delta in deltas:
+            if delta != sign:
+                continue
             if delta > 0:
-                client.refs[oid] = client.refs.get(oid, 0) + 1
-                self.objects.add_ref(oid)
+                self._client_ref(client, oid)
+                continue
+            left = client.refs.get(oid, 0) - 1
+            if left < 0:
+                continue  # a release this client never took: ignore it
+            if left:
+                client.refs[oid] = left
             else:
-                left = client.refs.get(oid, 0) - 1
-                if left < 0:
-                    continue  # a release this client never took: ignore it
-                if left:
-                    client.refs[oid] = left
-                else:
-                    del client.refs[oid]
-                self._free(self.objects.remove_ref(oid))
+                del client.refs[oid]
+            self._free(self.objects.remove_ref(oid))
 
     def on_subscribe(self, identity, msg) -> None:
         for oid in msg["oids"]:
@@ -242,7 +257,10 @@ class NodeManager:
     def on_put(self, identity, msg) -> None:
         # Not collected when unreferenced: an object made for a task's argument is held
         # only by that task, whose SUBMIT follows this message.
-        for oid, state, data, contained in msg["objects"]:
+        client = self.clients.get(identity)
+        for oid, state, data, contained, held in msg["objects"]:
+            if held and client is not None:
+                self._client_ref(client, oid)
             self._set_value(oid, state, data, contained, collect=False)
 
     def on_info(self, identity, msg) -> None:
@@ -284,10 +302,25 @@ class NodeManager:
     # ---- tasks --------------------------------------------------------------------------
 
     def on_submit(self, identity, msg) -> None:
-        for fid, blob in msg["functions"]:
+        """Tasks and reference changes of one client, in the order that cannot free an
+        object early: every +1, then the tasks, then every -1 (core_client.py explains)."""
+        client = self.clients.get(identity)
+        if client is None:
+            return
+        for fid, blob in msg.get("functions", ()):
             self.functions[fid] = blob
+        deltas = msg.get("deltas", ())
+        self._apply_deltas(client, deltas, 1)
+        for oid, state, data, contained, held in msg.get("objects", ()):
+            if held:
+                self._client_ref(client, oid)
+            self._set_value(oid, state, data, contained, collect=False)
         for spec in msg["tasks"]:
-            self._submit(Task(spec, identity))
+            task = Task(spec, identity)
+            for oid in task.returns:  # the submitter holds the refs it was handed
+                self._client_ref(client, oid)
+            self._submit(task)
+        self._apply_deltas(client, deltas, -1)
 
     def _submit(self, task: Task) -> None:
         spec = task.spec
@@ -439,9 +472,11 @@ class NodeManager:
         if fid not in client.functions:
             client.functions.add(fid)
             functions.append([fid, self.functions[fid]])
-        self._send(identity, m.EXECUTE, {
-            "tasks": [[task.spec, resolved, list(ins.gpu_ids), ins.attempt]],
-            "functions": functions})
+        batch = self.exec_out.get(identity)
+        if batch is None:
+            batch = self.exec_out[identity] = ([], [])
+        batch[0].append([task.spec, resolved, list(ins.gpu_ids), ins.attempt])
+        batch[1].extend(functions)
 
     def _interrupt(self, worker_id, task_id) -> None:
         identity = self.worker_identity.get(worker_id)
@@ -555,8 +590,14 @@ def main(argv=None) -> int:
     os.write(args.ready_fd, f"READY {nm.address}\n".encode())
     if args.ready_fd != 1:
         os.close(args.ready_fd)
+    profile_path = os.environ.get("ZACTOR_PROFILE_NODE_MANAGER")  # a developer's tool
     try:
-        nm.serve()
+        if profile_path:
+            import cProfile
+
+            cProfile.runctx("nm.serve()", globals(), {"nm": nm}, profile_path)
+        else:
+            nm.serve()
     except BaseException:
         nm.running = False
         nm._shutdown()

@@ -103,9 +103,7 @@ class RemoteFunction:
             "retry_exc": retry if isinstance(retry, bool) else ser.dumps(list(retry)),
             "parent": context.current_task_id() or b"", "held": held,
         }
-        refs = [ObjectRef(task_id + i.to_bytes(4, "little"), _client=client)
-                for i in range(1, nret + 1)]
-        client.submit(spec, self._pickled)
+        refs = client.submit(spec, self._pickled)
         if nret == 1:
             return refs[0]
         if nret == 0:

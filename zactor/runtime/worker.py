@@ -90,11 +90,11 @@ class Worker:
             for t in self.queue:
                 (back if t[0]["id"] in wanted else keep).append(t)
             self.queue = keep
-            self.client._send(m.RETURNED, {"task_ids": [t[0]["id"] for t in back]})
+            self.client.send(m.RETURNED, {"task_ids": [t[0]["id"] for t in back]})
 
     def _blocked(self, blocked: bool) -> None:
         if self.current_task is not None:
-            self.client._send(m.BLOCKED if blocked else m.UNBLOCKED)
+            self.client.send(m.BLOCKED if blocked else m.UNBLOCKED)
 
     def _on_interrupt_signal(self, signum, frame) -> None:
         if self.in_user_code:
@@ -108,9 +108,12 @@ class Worker:
         while True:
             while self.queue:
                 self._execute(*self.queue.popleft())
+                if not self.queue:  # pick up tasks that arrived meanwhile before reporting
+                    with client._lock:
+                        client.pump(0)
             with client._lock:
-                client.flush_refs()
-                got = client._pump(100)
+                client.flush()  # results of the batch just run go out in one message
+                got = client.pump(100)
             if got:
                 idle_ms = 0
                 continue
@@ -169,8 +172,7 @@ class Worker:
             self.current_task = None
             context.set_current_task(None)
         with self.client._lock:
-            self.client.flush_refs()
-            self.client._send(m.TASK_DONE, {"done": [[task_id, results, flags]]})
+            self.client.task_done([task_id, results, flags])
 
     def _arg(self, kind, data, values):
         if kind == 0:

@@ -1,6 +1,6 @@
 /* zstore_test.c -- a C driver of the store for AddressSanitizer/UBSan builds.
  *
- * Built and run by tests/store/test_c_asan.py:
+ * Built and run by tests/store/test_store_c_asan.py:
  *   gcc -fsanitize=address,undefined -g -Icsrc csrc/zs_(all).c csrc/tests/zstore_test.c -lpthread
  *   ./a.out /dev/shm/zactor-test-...
  * Random operations with zs_check after each, then child processes SIGKILLed inside the lock

@@ -296,3 +296,12 @@ def test_forked_child_does_not_release_its_parents_pins(store):
     st = store.stats()
     assert st["pinned_count"] == 1 and st["clients"] == 1 and store.check() == 0
     held.release()
+
+
+def test_put_serialized(store):
+    from zactor import serialization
+    arr = np.arange(300_000, dtype=np.int64)
+    s = serialization.serialize({"a": arr})
+    assert store.put_serialized(oid(1), s, evictable=False) == s.total_size
+    assert np.array_equal(store.get(oid(1))["a"], arr)
+    assert store.stats()["evictable_bytes"] == 0

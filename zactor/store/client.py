@@ -284,7 +284,16 @@ class ObjectStore:
 
         Each out-of-band buffer (numpy array data...) is copied once, into the segment.
         """
-        ser = serialization.serialize(value)
+        return self.put_serialized(oid, serialization.serialize(value), metadata, evictable)
+
+    def put_serialized(self, oid: bytes, ser, metadata: bytes = b"",
+                       evictable: bool = True) -> int:
+        """Write a ``serialization.SerializedValue`` as a new sealed object; returns its size.
+
+        The fast way to store a value already serialized (e.g. to decide between inline and
+        store by its size): big buffers are copied without the GIL and placed to avoid 4K
+        aliasing with their source. On any error the object is aborted.
+        """
         if not ser.buffers:  # small: the header and the pickle in one memmove
             blob = ser.to_bytes()
             ptr = self._create(oid, len(blob), metadata, evictable)

@@ -37,6 +37,7 @@ from zactor.control.log_store import OP_ARCHIVE, LogTruncated
 from zactor.control.schema import OP_DELETE, OP_PUT, TABLES
 
 CATCHUP_CHUNK = 5000  # log entries per FORWARD while a successor catches up
+EARLY_MAX = 10_000    # peer messages of a future epoch kept until its configuration arrives
 
 
 # ---- events (each carries who caused it: a client routing id + request id, or a replica) -----
@@ -248,7 +249,8 @@ class ChainReplica:
         if not isinstance(epoch, int) or epoch < self.epoch:
             return []
         if epoch > self.epoch:
-            self._early.append(ev)
+            if len(self._early) < EARLY_MAX:  # bounded: a bogus epoch cannot fill memory
+                self._early.append(ev)
             return []
         name = msg.name
         if name == "FORWARD" and ev.sender == self.pred:

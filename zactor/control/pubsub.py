@@ -27,7 +27,8 @@ class Update(NamedTuple):
     table: str
     key: bytes
     value: Any      # the stored value (None for delete)
-    op: str         # "put", "delete", "archive", or "resync" (a row re-read after a gap)
+    op: str         # "put", "delete", "archive"; after a gap the log no longer covers:
+                    # "resync_begin" then "resync" for each current row of the shard
     shard: int
     tseq: int
 
@@ -48,7 +49,8 @@ class Subscription:
         self.closed = False
 
     def deliver(self, update: Update) -> None:
-        if self.closed or not update.key.startswith(self.prefix):
+        if self.closed or not (update.key.startswith(self.prefix) or
+                               update.op == "resync_begin"):
             return
         if self.callback is not None:
             self.callback(update)
@@ -105,6 +107,9 @@ class Feed:
         return len(rows) >= limit
 
     def on_resync(self, rows: list, tseq: int) -> None:
+        """The table re-read whole: a ``resync_begin`` marker (key b"", so every prefix
+        matches: a mirror should drop this shard's keys), then every row as ``resync``."""
+        self._deliver(tseq, "resync_begin", b"", None)
         for key, raw in rows:
             self._deliver(tseq, "resync", key, raw)
         self.last = tseq

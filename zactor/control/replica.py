@@ -32,7 +32,7 @@ from zactor.net.sockets import MonitoredPeer, bind_free, make_socket, tcp_addres
 
 log = logging.getLogger(__name__)
 DRAIN_MAX = 2000
-KEEP_LOG_ENTRIES = 10_000   # log suffix kept after compaction (catch-up, subscriber repair)
+KEEP_LOG_ENTRIES = 100_000  # log suffix kept after compaction (catch-up, subscriber repair)
 COMPACT_EVERY_MS = 1000
 REREGISTER_MS = 500
 _PEER_TYPES = ("FORWARD", "ACK", "NEED_FROM", "SNAPSHOT")

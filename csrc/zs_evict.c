@@ -82,7 +82,7 @@ void zs_evict_rebuild(zs_store *s)
     uint32_t list = 0;
     h->lru_head = h->lru_tail = 0;
     h->evictable_bytes = 0;
-    for (uint64_t i = h->nrecords; i-- > 0;) {
+    for (uint64_t i = h->rec_hi; i-- > 0;) {
         zs_record *r = &s->rec[i];
         r->in_lru = 0;
         r->lru_prev = r->lru_next = 0;
@@ -113,7 +113,7 @@ int zs_evict_check(zs_store *s)
     if (back != h->lru_tail || bytes != h->evictable_bytes)
         bad++;
     uint64_t wanted = 0;
-    for (uint64_t i = 0; i < h->nrecords; i++)
+    for (uint64_t i = 0; i < h->rec_hi; i++)
         wanted += zs_evict_wanted(&s->rec[i]) != 0;
     if (wanted != n)
         bad++;

@@ -105,6 +105,10 @@ typedef struct {
     volatile uint64_t warm_end;          /* written by the warming thread only */
     /* table (derived) */
     uint32_t rec_free, pin_free;         /* free-list heads, + 1, 0 = empty */
+    /* Records and pin entries at or above these were never handed out: they are still the
+     * zeros of the fresh file, so creating a store writes (commits) none of the tables.
+     * Truth: raised before the handed-out entry can be committed, never lowered. */
+    uint32_t rec_hi, pin_hi;
     uint32_t lru_head, lru_tail;         /* + 1, 0 = none */
     uint64_t object_count, sealed_count, pinned_count, pinned_bytes, evictable_bytes;
     uint64_t data_bytes;

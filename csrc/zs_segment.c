@@ -213,7 +213,7 @@ int zs_create(const char *path, uint64_t capacity, uint64_t max_objects, uint64_
     h->pins_off = pins_off;
     h->npins = npins;
     h->data_off = data_off;
-    h->warm_bytes = warm_bytes ? warm_bytes : (capacity / 4 > (256ull << 20) ? capacity / 4
+    h->warm_bytes = warm_bytes ? warm_bytes : (capacity / 8 > (256ull << 20) ? capacity / 8
                                                                             : (256ull << 20));
     h->creator_pid = getpid();
     pthread_mutexattr_t attr;
@@ -269,7 +269,8 @@ static int validate(const zs_header *h, uint64_t file_size)
         h->pins_off < h->index_off + nindex * sizeof(uint32_t) ||
         h->data_off < h->pins_off + h->npins * sizeof(zs_pin) || h->data_off % ZS_ALIGN ||
         h->data_off + h->capacity != h->total_size || !nindex || (nindex & (nindex - 1)) ||
-        nindex < 2 * h->nrecords || h->nrecords >= UINT32_MAX || h->npins >= UINT32_MAX)
+        nindex < 2 * h->nrecords || h->nrecords >= UINT32_MAX || h->npins >= UINT32_MAX ||
+        h->rec_hi > h->nrecords || h->pin_hi > h->npins)
         return ZS_ERR_CORRUPT;
     return ZS_OK;
 }

@@ -68,7 +68,7 @@ int zs_create_object(zs_store *s, const uint8_t *id, uint64_t data_size, uint64_
         rc = ZS_ERR_EXISTS;
         goto out;
     }
-    if (!h->rec_free) {
+    if (!h->rec_free && h->rec_hi >= h->nrecords) {
         rc = ZS_ERR_TABLE_FULL;
         goto out;
     }
@@ -249,7 +249,7 @@ int zs_release_client(zs_store *s, int client)
         return ZS_ERR_BAD_CLIENT;
     LOCK_OR_RETURN(s, OP_RELEASE_CLIENT);
     zs_header *h = s->h;
-    for (uint32_t r = 0; r < h->nrecords; r++) {
+    for (uint32_t r = 0; r < h->rec_hi; r++) {
         zs_record *rec = &s->rec[r];
         if (rec->state == ZS_REC_FREE)
             continue;

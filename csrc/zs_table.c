@@ -81,10 +81,29 @@ void zs_index_remove(zs_store *s, uint32_t r)
 
 int zs_rec_take(zs_store *s, uint32_t *r)
 {
-    if (!s->h->rec_free)
+    zs_header *h = s->h;
+    if (h->rec_free) {
+        *r = h->rec_free - 1;
+        h->rec_free = s->rec[*r].free_next;
+    } else if (h->rec_hi < h->nrecords) {
+        *r = h->rec_hi++; /* a never-used record: still all zeros */
+    } else {
         return -1;
-    *r = s->h->rec_free - 1;
-    s->h->rec_free = s->rec[*r].free_next;
+    }
+    return 0;
+}
+
+static int pin_take(zs_store *s, uint32_t *e)
+{
+    zs_header *h = s->h;
+    if (h->pin_free) {
+        *e = h->pin_free;
+        h->pin_free = s->pins[*e - 1].next;
+    } else if (h->pin_hi < h->npins) {
+        *e = ++h->pin_hi;
+    } else {
+        return -1;
+    }
     return 0;
 }
 
@@ -138,11 +157,10 @@ int zs_pin_add(zs_store *s, uint32_t r, uint32_t client)
             goto done;
         }
     }
-    if (!s->h->pin_free)
+    uint32_t e;
+    if (pin_take(s, &e) != 0)
         return -1;
-    uint32_t e = s->h->pin_free;
     zs_pin *p = &s->pins[e - 1];
-    s->h->pin_free = p->next;
     zs_fault(s, ZS_FAULT_GET);
     p->record = r;
     p->client = client;
@@ -187,18 +205,13 @@ int zs_pin_drop(zs_store *s, uint32_t r, uint32_t client, int all)
     return 0;
 }
 
+/* The tables of a fresh file are zeros: FREE records, an empty index, unused pin entries.
+ * Nothing is written here, so no table page is committed before it is used. */
 void zs_table_init(zs_store *s)
 {
     zs_header *h = s->h;
-    memset(s->rec, 0, h->nrecords * sizeof(zs_record));
-    memset(s->index, 0, h->nindex * sizeof(uint32_t));
-    for (uint64_t i = 0; i < h->nrecords; i++)
-        s->rec[i].free_next = i + 1 < h->nrecords ? (uint32_t)(i + 2) : 0;
-    h->rec_free = h->nrecords ? 1 : 0;
-    for (uint64_t i = 0; i < h->npins; i++) {
-        s->pins[i] = (zs_pin){0, 0, 0, i + 1 < h->npins ? (uint32_t)(i + 2) : 0};
-    }
-    h->pin_free = h->npins ? 1 : 0;
+    h->rec_free = h->pin_free = 0;
+    h->rec_hi = h->pin_hi = 0;
     h->lru_head = h->lru_tail = 0;
 }
 
@@ -241,12 +254,12 @@ void zs_table_rebuild(zs_store *s)
     zs_header *h = s->h;
     uint32_t live = 0;
 
-    for (uint64_t i = 0; i < h->npins; i++)
+    for (uint64_t i = 0; i < h->pin_hi; i++)
         s->pins[i].record = ZS_UNREACHED;
     for (int c = 0; c < ZS_MAX_CLIENTS; c++)
         h->clients[c].pins = 0;
     /* Pin lists: drop entries being unlinked (count 0) or naming no client; mark the rest. */
-    for (uint64_t i = 0; i < h->nrecords; i++) {
+    for (uint64_t i = 0; i < h->rec_hi; i++) {
         zs_record *r = &s->rec[i];
         r->pins = 0;
         r->in_lru = 0;
@@ -259,8 +272,8 @@ void zs_table_rebuild(zs_store *s)
         uint32_t *link = &r->pin_head;
         uint64_t steps = 0;
         while (*link) {
-            zs_pin *p = *link <= h->npins ? &s->pins[*link - 1] : NULL;
-            if (!p || p->record != ZS_UNREACHED || steps++ > h->npins) {
+            zs_pin *p = *link <= h->pin_hi ? &s->pins[*link - 1] : NULL;
+            if (!p || p->record != ZS_UNREACHED || steps++ > h->pin_hi) {
                 *link = 0; /* out of range or a cycle: cut */
                 break;
             }
@@ -281,7 +294,7 @@ void zs_table_rebuild(zs_store *s)
         }
     }
     h->pin_free = 0;
-    for (uint64_t i = h->npins; i-- > 0;) {
+    for (uint64_t i = h->pin_hi; i-- > 0;) {
         if (s->pins[i].record == ZS_UNREACHED) {
             s->pins[i].count = 0;
             s->pins[i].next = h->pin_free;
@@ -317,7 +330,7 @@ void zs_table_rebuild(zs_store *s)
     }
     zs_alloc_finish(s, cursor, prev);
     h->rec_free = 0;
-    for (uint64_t i = h->nrecords; i-- > 0;) {
+    for (uint64_t i = h->rec_hi; i-- > 0;) {
         if (!rec_live(&s->rec[i])) {
             s->rec[i].free_next = h->rec_free;
             h->rec_free = (uint32_t)i + 1;
@@ -333,7 +346,7 @@ int zs_table_check(zs_store *s)
     int bad = 0;
     uint64_t live = 0, sealed = 0, pinned = 0, pinned_bytes = 0, data_bytes = 0, used_pins = 0;
     uint64_t client_pins_sum[ZS_MAX_CLIENTS] = {0};
-    for (uint64_t i = 0; i < h->nrecords; i++) {
+    for (uint64_t i = 0; i < h->rec_hi; i++) { /* above rec_hi: never used, not read */
         zs_record *r = &s->rec[i];
         if (!rec_live(r))
             continue;
@@ -353,7 +366,7 @@ int zs_table_check(zs_store *s)
         uint64_t sum = 0, steps = 0;
         for (uint32_t e = r->pin_head; e && steps <= h->npins; e = s->pins[e - 1].next) {
             zs_pin *p = &s->pins[e - 1];
-            if (!p->count || p->record != i || p->client >= ZS_MAX_CLIENTS) {
+            if (e > h->pin_hi || !p->count || p->record != i || p->client >= ZS_MAX_CLIENTS) {
                 bad++;
                 break;
             }
@@ -392,12 +405,12 @@ int zs_table_check(zs_store *s)
             bad++;
         nfree++;
     }
-    if (nfree + live != h->nrecords)
+    if (nfree + live != h->rec_hi)
         bad++; /* T4 */
     uint64_t pfree = 0;
     for (uint32_t e = h->pin_free; e && pfree <= h->npins; e = s->pins[e - 1].next)
         pfree++;
-    if (pfree + used_pins != h->npins)
+    if (pfree + used_pins != h->pin_hi)
         bad++;
     return bad;
 }

@@ -124,7 +124,7 @@ class ObjectStore:
 
         ``capacity_bytes`` defaults to ``default_store_size()``; ``max_objects`` to one per
         16 KB of capacity (at least 1024); ``warm_bytes`` is how far above the highest
-        allocation pages are kept populated (default max(256 MB, capacity / 4)).
+        allocation pages are kept populated (default max(256 MB, capacity / 8)).
         """
         if capacity_bytes is None:
             capacity_bytes = default_store_size()

@@ -50,7 +50,9 @@
  *         block names the record; block size >= 64 + data_size + metadata_size;
  *     T2  the index holds each live record exactly once, reachable by probing from its hash;
  *     T3  a record's `pins` == the sum of the counts on its pin list; every count > 0;
- *     T4  object_count, pinned_count and the free lists agree with the records.
+ *     T4  object_count, pinned_count and the free lists agree with the records; records
+ *         and pin entries at or above the high marks rec_hi / pin_hi were never used (zeros)
+ *         and the free lists hold exactly the unused ones below them.
  *   Eviction (zs_evict.c):
  *     E1  a record is on the LRU list iff it is SEALED, unpinned, evictable and not deleted;
  *         the list is doubly linked consistently; evictable_bytes is the sum of its blocks.

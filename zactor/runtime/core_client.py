@@ -51,6 +51,7 @@ from zactor.store import ObjectStore
 DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
+BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
 
@@ -82,6 +83,8 @@ class CoreClient:
         #: messages that are not for the client itself (EXECUTE, RECALL... in a worker)
         self.on_message = None
         self.blocked_hook = None
+        #: read incoming messages from the flusher thread too (workers; see _flush_loop)
+        self.pump_in_background = False
         self._raw_send(m.HELLO, {"kind": kind, "pid": os.getpid(), "worker_id": worker_id,
                                  "job_id": job_id})
         welcome = self._recv_one(timeout_s)
@@ -134,17 +137,26 @@ class CoreClient:
 
     def _flush_loop(self) -> None:
         while not self._closed:
-            self._wake.wait(FLUSH_INTERVAL_S)
+            if self._wake.wait(FLUSH_INTERVAL_S):
+                # woken by the first buffered item: give the caller a moment to add more,
+                # so a burst of submissions (or of finished tiny tasks) goes out as one message
+                time.sleep(BATCH_DELAY_S)
             self._wake.clear()
             if self._closed:
                 return
-            if self._submits or self._ref_events or self._done or self._puts:
+            busy = self._submits or self._ref_events or self._done or self._puts
+            if busy or self.pump_in_background:
                 with self._lock:
-                    if not self._closed:
-                        try:
-                            self.flush()
-                        except zmq.ZMQError:
-                            return
+                    if self._closed:
+                        return
+                    try:
+                        self.flush()
+                        if self.pump_in_background:
+                            # a worker whose main thread runs user code still answers
+                            # RECALL and takes EXECUTEs (worker.py)
+                            self.pump(0)
+                    except (zmq.ZMQError, LocalRayletDiedError):
+                        return
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -231,13 +243,7 @@ class CoreClient:
 
     def _write_to_store(self, oid: bytes, s) -> None:
         # primary copies are not evictable: the node manager deletes them when unreferenced
-        dst = self.store.create_buffer(oid, s.total_size, b"", False)
-        try:
-            s.write_to(dst)
-        except BaseException:
-            self.store.abort(oid)
-            raise
-        self.store.seal(oid)
+        self.store.put_serialized(oid, s, evictable=False)
 
     def decode_value(self, oid: bytes, state: int, data):
         if state == m.OBJ_INLINE:
@@ -305,8 +311,11 @@ class CoreClient:
             return refs
 
     def task_done(self, entry) -> None:
-        """Buffer a finished task's report (a worker's); sent with the next flush."""
+        """Buffer a finished task's report (a worker's); sent with the next flush, which the
+        flusher makes within ~BATCH_DELAY_S even while the next task runs for long."""
         self._done.append(entry)
+        if len(self._done) == 1:
+            self._wake.set()
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         self.send(m.CANCEL, {"task_id": task_id, "force": force, "recursive": recursive})

@@ -37,6 +37,10 @@ from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
 
 PARENT_CHECK_INTERVAL_S = 0.1
+REBALANCE_INTERVAL_S = 0.1
+#: tasks a worker may be sent ahead of the one it runs (hides the NM round trip; a task stuck
+#: behind a long one is taken back within REBALANCE_INTERVAL_S by LocalScheduler.rebalance)
+DEFAULT_PIPELINE_DEPTH = 4
 LOOP_POLL_MS = 100
 
 
@@ -74,7 +78,7 @@ class NodeManager:
         self.config = config
         self.resources = resources
         self.scheduler = ls.LocalScheduler(resources, pipeline_depth=config.get(
-            "pipeline_depth", 1))
+            "pipeline_depth", DEFAULT_PIPELINE_DEPTH))
         self.objects = ObjectTable()
         self.tasks: dict[bytes, Task] = {}
         self.children_of: dict[bytes, list] = {}
@@ -85,6 +89,7 @@ class NodeManager:
         self.functions: dict[bytes, bytes] = {}
         self.outbox: dict[bytes, list] = {}
         self.exec_out: dict[bytes, tuple] = {}
+        self._demands: dict = {}
         self.next_job = 1
         self.zygote_pid = zygote_pid
         self.zygote_cmd_fd = zygote_cmd_fd
@@ -125,6 +130,8 @@ class NodeManager:
                 next_parent_check = now + PARENT_CHECK_INTERVAL_S
                 if os.getppid() != self.parent_pid:
                     self.stop("the driver process died")
+                self._apply(self.scheduler.rebalance())
+                self._flush_outbox()
         self._shutdown()
 
     def stop(self, reason: str) -> None:
@@ -341,10 +348,13 @@ class NodeManager:
     def _schedule_task(self, task: Task) -> None:
         spec = task.spec
         res = spec["res"]
-        demand = ResourceSet.of(num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
-                                memory=res.get("memory", 0),
-                                resources={k: v for k, v in res.items()
-                                           if k not in ("CPU", "GPU", "memory")})
+        key = tuple(res.items())
+        demand = self._demands.get(key)
+        if demand is None:  # a few shapes of demand recur: build each ResourceSet once
+            demand = self._demands[key] = ResourceSet.of(
+                num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
+                memory=res.get("memory", 0),
+                resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
         retries = spec["retries"]
         self._apply(self.scheduler.submit(ls.TaskRequest(
             spec["id"], demand, frozenset(task.deps),
@@ -436,6 +446,9 @@ class NodeManager:
                         f"{self.tasks[ins.task_id].spec['retries']}).")
                 self._fail_task(ins.task_id, err)
             elif kind is ls.Recall:
+                # EXECUTEs still buffered must reach the worker first, or it could answer
+                # the RECALL before it has the tasks and then run them behind a blocked one
+                self._flush_outbox()
                 self._send(self.worker_identity[ins.worker_id], m.RECALL,
                            {"task_ids": list(ins.task_ids)})
             elif kind is ls.Interrupt:
@@ -587,6 +600,8 @@ def main(argv=None) -> int:
                      zygote_pid=zpid, zygote_cmd_fd=cmd_fd, zygote_report_fd=report_fd,
                      config=config, initial_workers=args.workers)
     signal.signal(signal.SIGTERM, lambda *_: nm.stop("SIGTERM"))
+    signal.signal(signal.SIGUSR2, lambda *_: print(  # a developer's view of the scheduler
+        f"zactor node manager {os.getpid()}:\n{nm.scheduler.describe()}", file=sys.stderr))
     os.write(args.ready_fd, f"READY {nm.address}\n".encode())
     if args.ready_fd != 1:
         os.close(args.ready_fd)

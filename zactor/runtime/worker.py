@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from collections import deque
 
 from zactor import serialization as ser
@@ -68,6 +69,8 @@ class Worker:
         self.functions: dict = {}
         self.blobs: dict = {}
         self.queue: deque = deque()
+        self.queue_lock = threading.Lock()
+        self.client.pump_in_background = True
         self.in_user_code = False
         self.current_task = None
         self.parent = os.getppid()
@@ -86,10 +89,11 @@ class Worker:
             self.queue.extend(msg["tasks"])
         elif msg.mtype is m.RECALL:
             wanted = set(msg["task_ids"])
-            keep, back = deque(), []
-            for t in self.queue:
-                (back if t[0]["id"] in wanted else keep).append(t)
-            self.queue = keep
+            with self.queue_lock:
+                keep, back = deque(), []
+                for t in self.queue:
+                    (back if t[0]["id"] in wanted else keep).append(t)
+                self.queue = keep
             self.client.send(m.RETURNED, {"task_ids": [t[0]["id"] for t in back]})
 
     def _blocked(self, blocked: bool) -> None:
@@ -106,8 +110,12 @@ class Worker:
         client = self.client
         idle_ms = 0
         while True:
-            while self.queue:
-                self._execute(*self.queue.popleft())
+            while True:
+                with self.queue_lock:  # RECALL may be answered from the flusher thread
+                    task = self.queue.popleft() if self.queue else None
+                if task is None:
+                    break
+                self._execute(*task)
                 if not self.queue:  # pick up tasks that arrived meanwhile before reporting
                     with client._lock:
                         client.pump(0)

@@ -170,6 +170,7 @@ class _Worker:
     in_flight: "OrderedDict[bytes, None]" = field(default_factory=OrderedDict)
     lent_cpu: ResourceSet = field(default_factory=ResourceSet)
     actor_task_id: bytes = b""
+    recalling: bool = False
 
 
 class LocalScheduler:
@@ -276,9 +277,24 @@ class LocalScheduler:
             return self._schedule()
         return self._after_worker_progress(worker)
 
+    def rebalance(self) -> list:
+        """Called now and then (the node manager's timer): when workers sit idle with no
+        task ready, take back the tasks queued behind a running one elsewhere (a long task
+        must not hold up the short ones pipelined after it)."""
+        if not self.idle or self._ready:
+            return []
+        out = []
+        for worker in self.workers.values():
+            if worker.status == LEASED and len(worker.in_flight) > 1 and not worker.recalling:
+                worker.recalling = True
+                out.append(Recall(worker.worker_id, tuple(list(worker.in_flight)[1:])))
+        return out
+
     def tasks_returned(self, worker_id: bytes, task_ids) -> list:
         """A worker handed back tasks it had not started (after a ``Recall``)."""
         worker = self.workers.get(worker_id)
+        if worker is not None:
+            worker.recalling = False
         for task_id in reversed(tuple(task_ids)):  # pushed to the front: keep their order
             task = self.tasks.get(task_id)
             if task is None or task.worker_id != worker_id:
@@ -299,7 +315,8 @@ class LocalScheduler:
         self.resources.release(lent)
         out = []
         queued = tuple(list(worker.in_flight)[1:])
-        if queued:
+        if queued and not worker.recalling:
+            worker.recalling = True
             out.append(Recall(worker_id, queued))
         return out + self._schedule()
 
@@ -426,15 +443,7 @@ class LocalScheduler:
 
     def _schedule(self) -> list:
         out = []
-        # 1. top up leased workers with tasks of their own class (pipelining)
-        if self.pipeline_depth > 1:
-            for worker in self.workers.values():
-                if worker.status != LEASED:
-                    continue
-                queue = self._ready.get((worker.lease, False))
-                while queue and len(worker.in_flight) < self.pipeline_depth:
-                    out.append(self._send(self.tasks[queue.popleft()], worker))
-        # 2. start new leases on idle workers, class by class in arrival order
+        # 1. start new leases on idle workers, class by class in arrival order
         wanted_workers = 0
         for key in list(self._ready):
             queue = self._ready[key]
@@ -462,11 +471,29 @@ class LocalScheduler:
                 worker.lease = demand
                 worker.gpu_ids = tuple(self.resources.acquire(demand))
                 worker.status = LEASED
-                depth = 1 if key[1] else self.pipeline_depth
-                while queue and len(worker.in_flight) < depth:
-                    out.append(self._send(self.tasks[queue.popleft()], worker))
+                out.append(self._send(self.tasks[queue.popleft()], worker))
             if not queue:
                 del self._ready[key]
+        # 2. then top up leased workers with tasks of their own class (pipelining); idle
+        #    workers came first so that a task is not queued behind a long one needlessly
+        #    One task per worker per round, so a burst spreads over the workers.
+        if self.pipeline_depth > 1 and self._ready:
+            open_workers = [w for w in self.workers.values()
+                            if w.status == LEASED and not w.recalling
+                            and (w.lease, False) in self._ready]
+            while open_workers:
+                still_open = []
+                for worker in open_workers:
+                    key = (worker.lease, False)
+                    queue = self._ready.get(key)
+                    if not queue or len(worker.in_flight) >= self.pipeline_depth:
+                        continue
+                    out.append(self._send(self.tasks[queue.popleft()], worker))
+                    if not queue:
+                        del self._ready[key]
+                    elif len(worker.in_flight) < self.pipeline_depth:
+                        still_open.append(worker)
+                open_workers = still_open
         room = self.worker_limit() - len(self.workers) - self.starting
         start = min(wanted_workers, room)
         if start > 0:
@@ -485,6 +512,18 @@ class LocalScheduler:
         worker.in_flight[task.request.task_id] = None
         return Dispatch(task.request.task_id, worker.worker_id, worker.gpu_ids, task.attempt,
                         task.request.payload)
+
+    def describe(self) -> str:
+        """A human-readable dump of the state (the node manager prints it on SIGUSR2)."""
+        lines = [f"resources: total {self.resources.total.to_dict()} available "
+                 f"{self.resources.available.to_dict()}",
+                 f"tasks: {len(self.tasks)} known, {self.queue_length()} ready, "
+                 f"{len(self._missing)} waiting for objects; workers starting: {self.starting}"]
+        for w in self.workers.values():
+            lines.append(f"  worker {w.worker_id.hex()[:8]} {w.status} lease="
+                         f"{w.lease.to_dict() if w.lease else None} in_flight="
+                         f"{len(w.in_flight)} recalling={w.recalling}")
+        return "\n".join(lines)
 
     # ---- invariants ----------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ SAMPLES = {
     "NEED_FROM": {"epoch": 2, "last_seq": 4},
     "SNAPSHOT": {"epoch": 2, "seq": 4, "rows": [["kv", b"k", b"v"]], "dedup": [[b"c", 1, 1]],
                  "tseqs": {"kv": 4}},
-    "UPDATE": {"table": "kv", "tseq": 1, "op": 1, "key": b"k", "value": b"v"},
+    "UPDATE": {"table": "kv", "updates": [[1, 1, b"k", b"v"], [2, 2, b"k", None]]},
     "BEACON": {"table": "kv", "tseq": 1},
     "REGISTER": {"replica_id": "r-1", "addr": "tcp://127.0.0.1:1", "pub_addr": "tcp://x:2",
                  "incarnation": "abc", "last_seq": 0},

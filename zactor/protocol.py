@@ -206,8 +206,9 @@ ACK = define(0x17, "ACK", required=("epoch", "upto"))
 NEED_FROM = define(0x18, "NEED_FROM", required=("epoch", "last_seq"))
 # Predecessor -> successor when the log no longer reaches back: the whole state.
 SNAPSHOT = define(0x19, "SNAPSHOT", required=("epoch", "seq", "rows", "dedup", "tseqs"))
-# Tail -> subscribers (PUB, topic = table + b"\0" + key): one committed update.
-UPDATE = define(0x1A, "UPDATE", required=("table", "tseq", "op", "key"), optional={"value": None})
+# Tail -> subscribers (PUB, topic = table + b"\0"): committed updates of one table, in tseq
+# order, one message per committed batch: ``updates`` [[tseq, op, key, value], ...].
+UPDATE = define(0x1A, "UPDATE", required=("table", "updates"))
 # Tail -> subscribers (PUB, topic = table + b"\0"): "table's latest tseq", every heartbeat.
 BEACON = define(0x1B, "BEACON", required=("table", "tseq"))
 

@@ -105,11 +105,16 @@ class ChainModel(RuleBasedStateMachine):
         self.batches[self.req] = ops
         self._send_batch(self.req)
 
-    @rule(data=st.data())
-    def deliver(self, data):
+    @rule(data=st.data(), merge=st.booleans())
+    def deliver(self, data, merge):
         busy = [k for k, q in self.links.items() if q]
         if busy:
-            self._deliver(data.draw(st.sampled_from(sorted(busy))))
+            link = data.draw(st.sampled_from(sorted(busy)))
+            queue = self.links[link]
+            if merge and link[0] == "client" and len(queue) > 1:
+                # The replica loop drains several client batches into one transaction.
+                queue.appendleft(C.ClientWrites([queue.popleft() for _ in range(len(queue))]))
+            self._deliver(link)
 
     @rule()
     def client_retries(self):

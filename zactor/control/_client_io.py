@@ -24,6 +24,7 @@ from zactor.net.sockets import make_socket
 
 log = logging.getLogger(__name__)
 RETRY_BACKOFF_S = 0.02
+CALL_WINDOW = 256  # reads in flight per shard
 CONFIG_REFRESH_S = 0.05
 _RETRYABLE = (P.ERR_NOT_HEAD, P.ERR_NOT_TAIL, P.ERR_NOT_READY, P.ERR_OUT_OF_ORDER)
 
@@ -41,7 +42,10 @@ class ClientIO:
         self.dealers: dict = {}                  # replica address -> DEALER
         self.writes = collections.defaultdict(collections.OrderedDict)  # shard -> {req: batch}
         self.write_shard: dict = {}              # req_id -> shard
-        self.calls: dict = {}                    # req_id -> read request
+        self.calls: dict = {}                    # req_id -> read request (sent)
+        self.call_queue = collections.defaultdict(collections.deque)  # shard -> not yet sent
+        self.calls_out = collections.Counter()   # shard -> how many are sent
+        self.next_timers = 0.0
         self.subsocks: dict = {}                 # shard -> (pub address, SUB)
         self.feeds: dict = {}                    # (shard, table) -> Feed
         self.next_req = 1
@@ -124,8 +128,23 @@ class ClientIO:
     def new_call(self, req, now: float) -> None:
         req.req_id = self.next_req
         self.next_req += 1
-        self.calls[req.req_id] = req
-        self.send_call(req, now)
+        self.call_queue[req.shard].append(req)
+        self.pump_calls(req.shard, now)
+
+    def pump_calls(self, shard: int, now: float) -> None:
+        """Send queued reads while fewer than CALL_WINDOW are out: a bounded queue at the
+        tail, so an unanswered read after the attempt timeout means trouble, not a backlog."""
+        queue = self.call_queue[shard]
+        while queue and self.calls_out[shard] < CALL_WINDOW:
+            req = queue.popleft()
+            self.calls[req.req_id] = req
+            self.calls_out[shard] += 1
+            self.send_call(req, now)
+
+    def _call_done(self, req, now: float) -> None:
+        if self.calls.pop(req.req_id, None) is not None:
+            self.calls_out[req.shard] -= 1
+            self.pump_calls(req.shard, now)
 
     def take_work(self, now: float) -> None:
         c = self.c
@@ -175,7 +194,7 @@ class ClientIO:
         if req is None:
             return  # a late answer to a request already finished
         if msg.name == "READ_REPLY":
-            del self.calls[rid]
+            self._call_done(req, now)
             req.finish(msg.body)
             if req.on_result is not None:
                 req.on_result(msg.body, None)
@@ -197,13 +216,25 @@ class ClientIO:
                 self.writes[req.shard].pop(req.req_id, None)
             self.write_shard.pop(req.req_id, None)
         else:
-            self.calls.pop(req.req_id, None)
+            if self.calls.get(req.req_id) is req:
+                self._call_done(req, time.monotonic())
+            else:
+                try:
+                    self.call_queue[req.shard].remove(req)
+                except ValueError:
+                    pass
             if req.on_result is not None:
                 req.on_result(None, err)
         req.finish(error=err)
 
     # ---- timers -----------------------------------------------------------------------------
     def on_timers(self, now: float) -> None:
+        if now < self.next_timers:
+            return
+        self.next_timers = now + POLL_INTERVAL_MS / 1000.0
+        for req in [r for q in self.call_queue.values() for r in q if now > r.deadline]:
+            self.fail(req, ControlStoreUnavailableError(
+                f"no answer to {req.mtype.name} from the control store before the deadline"))
         for shard, inflight in self.writes.items():
             due = False
             for batch in list(inflight.values()):
@@ -299,10 +330,14 @@ class ClientIO:
             if feed is None:
                 return
             if msg.name == "UPDATE":
-                gap = feed.on_update(msg["tseq"], msg["op"], msg["key"], msg["value"])
+                gap = False
+                for tseq, op, key, raw in msg["updates"]:
+                    gap = feed.on_update(tseq, op, key, raw) or gap
+                    if gap:
+                        break
             else:
                 gap = feed.on_beacon(msg["tseq"])
-        except (P.ProtocolError, KeyError, TypeError) as exc:
+        except (P.ProtocolError, KeyError, TypeError, ValueError) as exc:
             log.warning("dropping a bad notification: %s", exc)
             return
         if gap:
@@ -360,6 +395,7 @@ class ClientIO:
             c._open.clear()
             c._queued.clear()
         pending += self.inflight_batches() + list(self.calls.values())
+        pending += [r for q in self.call_queue.values() for r in q]
         for req in pending:
             req.finish(error=err)
         for sock in [self.coord, self.coord_sub, *self.dealers.values(),

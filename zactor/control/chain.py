@@ -50,6 +50,11 @@ class ClientWrite:
 
 
 @dataclass
+class ClientWrites:  # several client batches handled as one (one store transaction)
+    writes: list
+
+
+@dataclass
 class ClientRead:
     client: bytes
     req_id: int
@@ -122,7 +127,9 @@ class ChainReplica:
 
     def handle(self, event) -> list:
         if isinstance(event, ClientWrite):
-            return self._on_write(event)
+            return self._on_writes([event])
+        if isinstance(event, ClientWrites):
+            return self._on_writes(event.writes)
         if isinstance(event, ClientRead):
             return self._on_read(event)
         if isinstance(event, PeerMessage):
@@ -175,15 +182,43 @@ class ChainReplica:
             self._dedup_cache[cid] = hit
         return hit
 
-    def _on_write(self, ev: ClientWrite) -> list:
+    def _on_writes(self, writes: list) -> list:
+        """Client batches drained together: one store transaction for all of them."""
+        out: list = []
+        entries: list = []
+        waiting: list = []
+        seq = self.store.last_seq
+        tseqs = dict(self.store.tseqs)
+        for ev in writes:
+            refusal, seq, reply_seq, upto = self._admit(ev, seq, tseqs, entries)
+            if refusal is not None:
+                out.append(refusal)
+            else:
+                waiting.append((reply_seq, ev.client, ev.req_id, upto))
+        try:
+            out += self._log_and_pass(entries)
+        except BaseException:
+            self._dedup_cache.clear()  # it counted these entries as applied: forget it
+            raise
+        for item in waiting:  # after logging: at a lone replica the entries are acked now
+            if item[0] <= self.acked:
+                out.append(Reply(item[1], item[2], P.WRITE_ACK, {"upto": item[3]}))
+            else:
+                self.pending_replies.append(item)
+        return out
+
+    def _admit(self, ev: ClientWrite, seq: int, tseqs: dict, entries: list):
+        """Check one client batch and number its new ops (appended to ``entries``).
+        Returns (refusal reply or None, last seq used, seq to wait for, highest cseq)."""
+        def refuse(code, text):
+            return Reply(ev.client, ev.req_id, P.ERROR,
+                         {"code": code, "message": text, "epoch": self.epoch}), seq, 0, 0
+
         if not self.is_head:
-            return [Reply(ev.client, ev.req_id, P.ERROR,
-                          {"code": P.ERR_NOT_HEAD, "message": f"{self.me} is not the head",
-                           "epoch": self.epoch})]
+            return refuse(P.ERR_NOT_HEAD, f"{self.me} is not the head")
         if not isinstance(ev.cid, bytes) or not isinstance(ev.ops, list) or not all(
                 _valid_op(op) for op in ev.ops):
-            return [Reply(ev.client, ev.req_id, P.ERROR,
-                          {"code": P.ERR_MALFORMED, "message": "bad WRITE ops"})]
+            return refuse(P.ERR_MALFORMED, "bad WRITE ops")
         cseq_seen, seq_seen = self._dedup(ev.cid)
         fresh = [op[0] for op in ev.ops if op[0] > cseq_seen]
         if fresh and (fresh[0] != cseq_seen + 1 or fresh != list(range(fresh[0],
@@ -191,12 +226,7 @@ class ChainReplica:
             # A client's applied seqs are always exactly 1..cseq_seen, so "seen" means
             # "applied"; a batch that would leave a hole (an earlier batch refused or lost
             # on the way) is refused whole, and the client resends its window in order.
-            return [Reply(ev.client, ev.req_id, P.ERROR,
-                          {"code": P.ERR_OUT_OF_ORDER, "epoch": self.epoch,
-                           "message": f"expected client seq {cseq_seen + 1}"})]
-        seq = self.store.last_seq
-        tseqs = dict(self.store.tseqs)
-        entries = []
+            return refuse(P.ERR_OUT_OF_ORDER, f"expected client seq {cseq_seen + 1}")
         reply_seq = 0
         upto = 0
         for cseq, op, table, key, value in ev.ops:
@@ -210,12 +240,7 @@ class ChainReplica:
             cseq_seen, seq_seen = cseq, seq
             reply_seq = seq
         self._dedup_cache[ev.cid] = (cseq_seen, seq_seen)
-        out = self._log_and_pass(entries)
-        if reply_seq <= self.acked:
-            out.append(Reply(ev.client, ev.req_id, P.WRITE_ACK, {"upto": upto}))
-        else:
-            self.pending_replies.append((reply_seq, ev.client, ev.req_id, upto))
-        return out
+        return None, seq, reply_seq, upto
 
     def _log_and_pass(self, entries: list) -> list:
         """Log entries (contiguous after last_seq), then forward them or, at the tail, ack."""

@@ -37,18 +37,19 @@ class _Request:
     """A write batch (``ops``) or a read call (``mtype``/``body``); completes once."""
 
     __slots__ = ("shard", "ops", "mtype", "body", "req_id", "deadline", "retry_at", "event",
-                 "value", "error", "on_result")
+                 "value", "error", "on_result", "done_at")
 
     def __init__(self, shard, deadline, ops=None, mtype=None, body=None, on_result=None):
         self.shard, self.ops, self.mtype, self.body = shard, ops, mtype, body
         self.deadline, self.retry_at, self.req_id = deadline, 0.0, 0
         self.event = threading.Event()
-        self.value = self.error = None
+        self.value = self.error = self.done_at = None
         self.on_result = on_result
 
     def finish(self, value=None, error=None) -> None:
         if not self.event.is_set():
             self.value, self.error = value, error
+            self.done_at = time.monotonic()
             self.event.set()
 
     def wait(self, timeout_s):
@@ -71,6 +72,11 @@ class WriteFuture:
 
     def done(self) -> bool:
         return self._batch.event.is_set()
+
+    @property
+    def done_at(self):
+        """``time.monotonic()`` when the write was acknowledged (or failed); None before."""
+        return self._batch.done_at
 
     def result(self, timeout_s: float | None = CLIENT_DEFAULT_TIMEOUT_S) -> None:
         self._batch.wait(timeout_s)
@@ -200,6 +206,22 @@ class GcsClient:
         reply = self._call(shard, P.READ, {"table": table, "key": key},
                            timeout_s).wait(self._t(timeout_s))
         return P.unpack_value(reply["value"]) if reply["found"] else default
+
+    def get_many(self, table: str, keys, default=None, timeout_s: float | None = None) -> list:
+        """Values of many keys, read with every request in flight at once (pipelined)."""
+        check_table(table)
+        deadline = time.monotonic() + self._t(timeout_s)
+        n = self._num_shards()
+        reqs = []
+        for key in keys:
+            key = key_bytes(key)
+            reqs.append(self._call(shard_of(table, key, n), P.READ,
+                                   {"table": table, "key": key}, timeout_s))
+        out = []
+        for req in reqs:
+            reply = req.wait(max(0.0, deadline - time.monotonic()))
+            out.append(P.unpack_value(reply["value"]) if reply["found"] else default)
+        return out
 
     def scan(self, table: str, prefix=b"", limit: int = 0,
              timeout_s: float | None = None) -> list:

@@ -63,14 +63,16 @@ class SqliteLogStore:
                                    "key": bytes, "value": bytes, "tseq": int}, pk="seq",
                                   if_not_exists=True)
             self.db["log"].create_index(["tbl", "tseq"], if_not_exists=True)
+            # Tables keyed by a blob: WITHOUT ROWID stores each row once, in its key's
+            # B-tree, rather than in a rowid tree plus a key index (one insert, not two).
             for table in TABLES:
-                self.db[table].create({"key": bytes, "value": bytes}, pk="key",
-                                      if_not_exists=True)
-            self.db["dedup"].create({"cid": bytes, "cseq": int, "seq": int}, pk="cid",
-                                    if_not_exists=True)
+                self.db.execute(f"CREATE TABLE IF NOT EXISTS [{table}] (key BLOB PRIMARY KEY,"
+                                " value BLOB) WITHOUT ROWID")
+            self.db.execute("CREATE TABLE IF NOT EXISTS dedup (cid BLOB PRIMARY KEY, "
+                            "cseq INTEGER, seq INTEGER) WITHOUT ROWID")
             self.db["meta"].create({"name": str, "value": int}, pk="name", if_not_exists=True)
             self.db.execute("CREATE TABLE IF NOT EXISTS archive.tasks "
-                            "(key BLOB PRIMARY KEY, value BLOB)")
+                            "(key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID")
         meta = dict(self.db.execute("SELECT name, value FROM meta").fetchall())
         self.last_seq = meta.get("last_seq", 0)
         self.first_seq = meta.get("first_seq", 1)
@@ -89,9 +91,15 @@ class SqliteLogStore:
         tseqs = {}
         with self.db.atomic():
             conn.executemany("INSERT INTO log VALUES (?,?,?,?,?,?,?,?)", entries)
+            puts: list = []  # a run of puts to one table goes in one executemany
+            put_table = None
             for seq, cid, cseq, op, table, key, value, tseq in entries:
+                if puts and (op != OP_PUT or table != put_table):
+                    conn.executemany(f"INSERT OR REPLACE INTO {put_table} VALUES (?,?)", puts)
+                    puts = []
                 if op == OP_PUT:
-                    conn.execute(f"INSERT OR REPLACE INTO {table} VALUES (?,?)", (key, value))
+                    puts.append((key, value))
+                    put_table = table
                 elif op == OP_DELETE:
                     conn.execute(f"DELETE FROM {table} WHERE key=?", (key,))
                 elif op == OP_ARCHIVE and table == "tasks":
@@ -101,6 +109,8 @@ class SqliteLogStore:
                 if cid:
                     dedup[cid] = (cid, cseq, seq)
                 tseqs[table] = tseq
+            if puts:
+                conn.executemany(f"INSERT OR REPLACE INTO {put_table} VALUES (?,?)", puts)
             conn.executemany("INSERT OR REPLACE INTO dedup VALUES (?,?,?)", dedup.values())
             last = entries[-1][0]
             conn.executemany("INSERT OR REPLACE INTO meta VALUES (?,?)",

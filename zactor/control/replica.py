@@ -133,9 +133,12 @@ class ReplicaProcess:
                 if peer is not None:
                     peer.sock.send_multipart(P.encode(ins.mtype, ins.body))
             elif isinstance(ins, C.Publish):
+                by_table: dict = {}
                 for _seq, _cid, _cseq, op, table, key, value, tseq in ins.entries:
-                    self.pub.send_multipart([topic(table, key)] + P.encode(P.UPDATE, {
-                        "table": table, "tseq": tseq, "op": op, "key": key, "value": value}))
+                    by_table.setdefault(table, []).append([tseq, op, key, value])
+                for table, updates in by_table.items():
+                    self.pub.send_multipart([topic(table)] + P.encode(
+                        P.UPDATE, {"table": table, "updates": updates}))
 
     def _beacon(self) -> None:
         if not self.machine.is_tail:
@@ -183,7 +186,11 @@ class ReplicaProcess:
                     continue
                 events.append(C.PeerMessage(sender, msg))
             elif name == "WRITE":
-                events.append(C.ClientWrite(ident, msg.req_id, msg["cid"], msg["ops"]))
+                write = C.ClientWrite(ident, msg.req_id, msg["cid"], msg["ops"])
+                if events and isinstance(events[-1], C.ClientWrites):
+                    events[-1].writes.append(write)
+                else:
+                    events.append(C.ClientWrites([write]))
             elif name in _READ_TYPES:
                 events.append(C.ClientRead(ident, msg.req_id, msg))
             elif name == "PING":
@@ -200,11 +207,11 @@ class ReplicaProcess:
             self._run(self.machine.handle(event))
         except Exception as exc:  # a hostile or corrupt message must not stop the replica
             log.exception("replica %s could not handle %s", self.rid, type(event).__name__)
-            client = getattr(event, "client", None)
-            if client is not None:
-                self.router.send_multipart([client] + P.encode(P.ERROR, {
-                    "code": P.ERR_MALFORMED, "message": f"{type(exc).__name__}: {exc}"},
-                    event.req_id))
+            for ev in getattr(event, "writes", [event]):
+                if getattr(ev, "client", None) is not None:
+                    self.router.send_multipart([ev.client] + P.encode(P.ERROR, {
+                        "code": P.ERR_MALFORMED, "message": f"{type(exc).__name__}: {exc}"},
+                        ev.req_id))
 
     def serve(self) -> None:
         poller = zmq.Poller()

@@ -48,6 +48,6 @@ def shard_of(table: str, key: bytes, num_shards: int) -> int:
     return zlib.crc32(key, zlib.crc32(table.encode())) % num_shards
 
 
-def topic(table: str, key: bytes = b"") -> bytes:
-    """The PUB/SUB topic of an update: subscribers filter on the table part."""
-    return table.encode() + b"\0" + key
+def topic(table: str) -> bytes:
+    """The PUB/SUB topic of a table's updates and beacons."""
+    return table.encode() + b"\0"

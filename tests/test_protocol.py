@@ -20,6 +20,7 @@ SAMPLES = {
     "WRITE_ACK": {"upto": 2},
     "READ": {"table": "kv", "key": b"k"},
     "SCAN": {"table": "kv", "prefix": b"a", "limit": 10},
+    "READ_MANY": {"table": "kv", "keys": [b"a", b"b"]},
     "LOG_READ": {"table": "kv", "after": 5, "limit": 100},
     "READ_REPLY": {"value": b"v", "found": True, "rows": [[b"k", b"v"]], "tseq": 7},
     "FORWARD": {"epoch": 2, "entries": [[1, b"c", 1, 1, "kv", b"k", b"v", 1]], "sync": 1},

@@ -206,6 +206,8 @@ ACK = define(0x17, "ACK", required=("epoch", "upto"))
 NEED_FROM = define(0x18, "NEED_FROM", required=("epoch", "last_seq"))
 # Predecessor -> successor when the log no longer reaches back: the whole state.
 SNAPSHOT = define(0x19, "SNAPSHOT", required=("epoch", "seq", "rows", "dedup", "tseqs"))
+# Client -> tail: many keys of one table; READ_REPLY ``rows`` = [value-or-None, ...] in order.
+READ_MANY = define(0x1C, "READ_MANY", required=("table", "keys"))
 # Tail -> subscribers (PUB, topic = table + b"\0"): committed updates of one table, in tseq
 # order, one message per committed batch: ``updates`` [[tseq, op, key, value], ...].
 UPDATE = define(0x1A, "UPDATE", required=("table", "updates"))

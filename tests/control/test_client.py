@@ -54,6 +54,8 @@ def test_keys_spread_over_shards_and_read_back(control_store, gcs_client):
         c.put_async("actors", k, k)
     c.flush()
     assert len(c.scan("actors")) == 200 and c.get("actors", keys[17]) == keys[17]
+    many = keys * 6 + [b"absent"]  # more than one READ_MANY chunk per shard
+    assert c.get_many("actors", many, default="-") == keys * 6 + ["-"]
 
 
 def test_connect_to_nothing_fails_fast_and_clearly():

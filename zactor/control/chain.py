@@ -369,6 +369,11 @@ class ChainReplica:
                     return error(P.ERR_MALFORMED, "key must be bytes")
                 value = self.store.get(table, msg["key"])
                 body = {"value": value, "found": value is not None, "tseq": tseq}
+            elif msg.name == "READ_MANY":
+                keys = msg["keys"]
+                if not isinstance(keys, list) or not all(isinstance(k, bytes) for k in keys):
+                    return error(P.ERR_MALFORMED, "keys must be a list of bytes")
+                body = {"rows": [self.store.get(table, k) for k in keys], "tseq": tseq}
             elif msg.name == "SCAN":
                 prefix, limit = msg["prefix"], msg["limit"]
                 if not isinstance(prefix, bytes) or not isinstance(limit, int):

@@ -32,6 +32,8 @@ from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
 from zactor.net.sockets import make_socket, tcp_address
 
+READ_MANY_CHUNK = 1000
+
 
 class _Request:
     """A write batch (``ops``) or a read call (``mtype``/``body``); completes once."""
@@ -208,19 +210,27 @@ class GcsClient:
         return P.unpack_value(reply["value"]) if reply["found"] else default
 
     def get_many(self, table: str, keys, default=None, timeout_s: float | None = None) -> list:
-        """Values of many keys, read with every request in flight at once (pipelined)."""
+        """Values of many keys (``default`` where absent): READ_MANY requests of up to
+        READ_MANY_CHUNK keys per shard, all in flight at once."""
         check_table(table)
         deadline = time.monotonic() + self._t(timeout_s)
         n = self._num_shards()
+        keys = [key_bytes(k) for k in keys]
+        by_shard: dict = {}
+        for i, key in enumerate(keys):
+            by_shard.setdefault(shard_of(table, key, n), []).append(i)
         reqs = []
-        for key in keys:
-            key = key_bytes(key)
-            reqs.append(self._call(shard_of(table, key, n), P.READ,
-                                   {"table": table, "key": key}, timeout_s))
-        out = []
-        for req in reqs:
-            reply = req.wait(max(0.0, deadline - time.monotonic()))
-            out.append(P.unpack_value(reply["value"]) if reply["found"] else default)
+        for shard, idx in by_shard.items():
+            for c in range(0, len(idx), READ_MANY_CHUNK):
+                part = idx[c:c + READ_MANY_CHUNK]
+                reqs.append((part, self._call(shard, P.READ_MANY, {
+                    "table": table, "keys": [keys[i] for i in part]}, timeout_s)))
+        out = [default] * len(keys)
+        for part, req in reqs:
+            rows = req.wait(max(0.0, deadline - time.monotonic()))["rows"]
+            for i, raw in zip(part, rows):
+                if raw is not None:
+                    out[i] = P.unpack_value(raw)
         return out
 
     def scan(self, table: str, prefix=b"", limit: int = 0,

@@ -36,7 +36,7 @@ KEEP_LOG_ENTRIES = 100_000  # log suffix kept after compaction (catch-up, subscr
 COMPACT_EVERY_MS = 1000
 REREGISTER_MS = 500
 _PEER_TYPES = ("FORWARD", "ACK", "NEED_FROM", "SNAPSHOT")
-_READ_TYPES = ("READ", "SCAN", "LOG_READ")
+_READ_TYPES = ("READ", "READ_MANY", "SCAN", "LOG_READ")
 
 
 def replica_id_for(data_dir: str) -> str:

@@ -26,6 +26,7 @@ borrowed (refs that arrived inside values or arguments) are asked for with SUBSC
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from collections import deque
@@ -46,6 +47,11 @@ from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef, collecting_refs
 from zactor.runtime import messages as m
 from zactor.store import ObjectStore
+
+# Task ids need uniqueness, not secrecy: a seeded generator is ~100x cheaper than urandom
+# here. Forked children (workers) must not share the parent's sequence, hence the re-seed.
+_fast_random = random.Random(os.urandom(16))
+os.register_at_fork(after_in_child=lambda: _fast_random.seed(os.urandom(16)))
 
 #: values serialized to at most this many bytes travel inline in messages
 DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
@@ -73,6 +79,7 @@ class CoreClient:
         self._functions: list = []
         self._done: list = []
         self._results: dict = {}
+        self._arrived = None
         self._expected: set = set()
         self._subscribed: set = set()
         self._functions_sent: set = set()
@@ -103,6 +110,7 @@ class CoreClient:
                                                 DEFAULT_INLINE_THRESHOLD_BYTES)
         self.store = ObjectStore.attach(welcome["store_path"])
         self.driver_task_id = TaskID.for_driver(self.job_id).binary()
+        self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="zactor-flusher")
         self._flusher.start()
@@ -188,11 +196,14 @@ class CoreClient:
 
     def _store_results(self, objects) -> None:
         self._fold_refs()  # so that _refs says exactly which objects are still wanted
+        arrived = self._arrived
         for oid, state, data in objects:
             self._expected.discard(oid)
             self._subscribed.discard(oid)
             if oid in self._refs:
                 self._results[oid] = (state, data)
+                if arrived is not None:
+                    arrived.append(oid)
 
     # ---- reference counting -------------------------------------------------------------
 
@@ -231,15 +242,17 @@ class CoreClient:
 
     # ---- values -------------------------------------------------------------------------
 
-    def encode_value(self, value, oid: bytes):
-        """(state, data, contained refs) for ``value``; large values go to the store as
-        ``oid``."""
+    def encode_value(self, value, oid):
+        """(state, data, contained refs, oid) for ``value``; large values go to the store
+        as ``oid`` (bytes, or a callable making the id, called only when it is needed)."""
         with collecting_refs() as c:
             s = ser.serialize(value)
         if s.total_size <= self.inline_threshold:
-            return m.OBJ_INLINE, s.to_bytes(), c.refs
+            return m.OBJ_INLINE, s.to_bytes(), c.refs, oid
+        if callable(oid):
+            oid = oid()
         self._write_to_store(oid, s)
-        return m.OBJ_STORE, s.total_size, c.refs
+        return m.OBJ_STORE, s.total_size, c.refs, oid
 
     def _write_to_store(self, oid: bytes, s) -> None:
         # primary copies are not evictable: the node manager deletes them when unreferenced
@@ -259,6 +272,11 @@ class CoreClient:
             raise err.as_instanceof_cause()
         raise err
 
+    def new_task_id(self) -> bytes:
+        """A fresh TaskID for a normal task of this job (ids.py's layout), without a system
+        call: 8 random bytes from the process's generator, re-seeded in forked children."""
+        return _fast_random.getrandbits(64).to_bytes(8, "little") + self._task_id_suffix
+
     def next_put_id(self, task_id: bytes) -> bytes:
         self._put_counter += 1
         return ObjectID.for_put(TaskID(task_id), self._put_counter).binary()
@@ -270,7 +288,7 @@ class CoreClient:
                             "'put' on it.")
         with self._lock:
             oid = self.next_put_id(task_id)
-            state, data, contained = self.encode_value(value, oid)
+            state, data, contained, _ = self.encode_value(value, oid)
             self._buffer_put([oid, state, data, contained, True])
             self._results[oid] = (state, data)
             return self._owned_ref(oid)
@@ -338,12 +356,14 @@ class CoreClient:
         with self._lock:
             self.flush()
             self.pump(0)
-            missing = [o for o in oids if o not in results]
-            have = len(set(oids)) - len(set(missing))
+            missing = {o for o in oids if o not in results}
+            have = len(set(oids)) - len(missing)
             if have >= num_ready:
                 return
             self._ask_for(missing)
         blocked = False
+        # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids)
+        self._arrived = arrived = []
         try:
             while True:
                 with self._lock:
@@ -353,15 +373,19 @@ class CoreClient:
                     self.flush()
                     slice_ms = _POLL_SLICE_MS if deadline is None else max(
                         0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
-                    if self.pump(slice_ms):
-                        still = [o for o in missing if o not in results]
-                        have += len(set(missing)) - len(set(still))
-                        missing = still
+                    self.pump(slice_ms)
+                    if arrived:
+                        for oid in arrived:
+                            if oid in missing:
+                                missing.discard(oid)
+                                have += 1
+                        arrived.clear()
                         if have >= num_ready:
                             return
                 if deadline is not None and time.monotonic() >= deadline:
                     return
         finally:
+            self._arrived = None
             if blocked:
                 with self._lock:
                     self.blocked_hook(False)

@@ -322,11 +322,13 @@ class NodeManager:
             if held:
                 self._client_ref(client, oid)
             self._set_value(oid, state, data, contained, collect=False)
+        requests = []
         for spec in msg["tasks"]:
             task = Task(spec, identity)
             for oid in task.returns:  # the submitter holds the refs it was handed
                 self._client_ref(client, oid)
-            self._submit(task)
+            requests.append(self._submit(task))
+        self._apply(self.scheduler.submit_many(requests))
         self._apply_deltas(client, deltas, -1)
 
     def _submit(self, task: Task) -> None:
@@ -343,9 +345,12 @@ class NodeManager:
             self.objects.add_ref(oid)
         for oid in task.held:
             self.objects.add_ref(oid)
-        self._schedule_task(task)
+        return self._request(task)
 
     def _schedule_task(self, task: Task) -> None:
+        self._apply(self.scheduler.submit(self._request(task)))
+
+    def _request(self, task: Task) -> ls.TaskRequest:
         spec = task.spec
         res = spec["res"]
         key = tuple(res.items())
@@ -356,10 +361,10 @@ class NodeManager:
                 memory=res.get("memory", 0),
                 resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
         retries = spec["retries"]
-        self._apply(self.scheduler.submit(ls.TaskRequest(
+        return ls.TaskRequest(
             spec["id"], demand, frozenset(task.deps),
             max_retries=(1 << 30) if retries < 0 else max(0, retries - task.attempt),
-            payload=spec["id"])))
+            payload=spec["id"])
 
     def _finish_task(self, task_id: bytes, results) -> None:
         task = self.tasks.pop(task_id, None)
@@ -383,11 +388,11 @@ class NodeManager:
     def on_task_done(self, identity, msg) -> None:
         client = self.clients.get(identity)
         wid = client.worker_id if client else b""
+        self._apply(self.scheduler.tasks_finished([(d[0], wid) for d in msg["done"]]))
         for task_id, results, flags in msg["done"]:
             task = self.tasks.get(task_id)
             if task is None:
                 continue
-            self._apply(self.scheduler.task_finished(task_id, wid))
             retries = task.spec["retries"]
             if flags & m.TASK_CANCELLED and not task.cancelled:
                 # the interrupt meant for the task before it reached this one: run it again

@@ -20,7 +20,6 @@ import functools
 import hashlib
 
 from zactor import serialization as ser
-from zactor.ids import TaskID
 from zactor.object_ref import ObjectRef
 from zactor.runtime import context
 from zactor.runtime import messages as m
@@ -35,8 +34,8 @@ def encode_args(client, args, kwargs, parent_task_id: bytes):
     def one(value):
         if isinstance(value, ObjectRef):
             return 1, value.binary()
-        oid = client.next_put_id(parent_task_id)
-        state, data, contained = client.encode_value(value, oid)
+        state, data, contained, oid = client.encode_value(
+            value, lambda: client.next_put_id(parent_task_id))
         held.extend(contained)
         if state == m.OBJ_STORE:
             client.put_arg(oid, state, data, contained)
@@ -92,7 +91,7 @@ class RemoteFunction:
         opts = merged(TASK_DEFAULTS, options)
         self._pickled()
         parent = context.current_task_id() or client.driver_task_id
-        task_id = TaskID.for_task(client.job_id).binary()
+        task_id = client.new_task_id()
         nret = opts["num_returns"]
         enc_args, enc_kwargs, held = encode_args(client, args, kwargs, parent)
         retry = opts["retry_exceptions"]

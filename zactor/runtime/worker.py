@@ -164,7 +164,7 @@ class Worker:
             try:
                 for i, value in enumerate(returns, start=1):
                     oid = task_id + i.to_bytes(4, "little")
-                    state, data, contained = self.client.encode_value(value, oid)
+                    state, data, contained, _ = self.client.encode_value(value, oid)
                     results.append([oid, state, data, contained])
             except Exception as exc:  # noqa: BLE001 - unpicklable value, store full...
                 raise RayTaskError(name, execution.user_traceback(exc), exc) from exc

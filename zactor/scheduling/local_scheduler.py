@@ -213,6 +213,16 @@ class LocalScheduler:
     # ---- events ------------------------------------------------------------------------
 
     def submit(self, request: TaskRequest) -> list:
+        return self.submit_many((request,))
+
+    def submit_many(self, requests) -> list:
+        """Several tasks at once, with one scheduling pass (a SUBMIT batch)."""
+        out = []
+        for request in requests:
+            out.extend(self._accept(request))
+        return out + self._schedule()
+
+    def _accept(self, request: TaskRequest) -> list:
         if request.task_id in self.tasks:
             raise ValueError(f"task {request.task_id.hex()} submitted twice")
         if self.can_spill:
@@ -231,7 +241,7 @@ class LocalScheduler:
                 self._waiters.setdefault(oid, set()).add(request.task_id)
         else:
             self._make_ready(task)
-        return self._schedule()
+        return []
 
     def object_local(self, object_id: bytes) -> list:
         self.local_objects.add(object_id)
@@ -265,17 +275,25 @@ class LocalScheduler:
 
     def task_finished(self, task_id: bytes, worker_id: bytes) -> list:
         """The worker finished the task (with a result or an application error)."""
-        task = self.tasks.get(task_id)
-        worker = self.workers.get(worker_id)
-        if task is None or worker is None or task.worker_id != worker_id:
-            return []  # stale report (e.g. the task was recalled or retried elsewhere)
-        worker.in_flight.pop(task_id, None)
-        del self.tasks[task_id]
-        if task.request.dedicated and not task.cancelled:
-            worker.status = DEDICATED  # the actor keeps its worker and its lease
-            worker.actor_task_id = task_id
-            return self._schedule()
-        return self._after_worker_progress(worker)
+        return self.tasks_finished(((task_id, worker_id),))
+
+    def tasks_finished(self, pairs) -> list:
+        """Several (task_id, worker_id) finished, with one scheduling pass."""
+        touched = False
+        for task_id, worker_id in pairs:
+            task = self.tasks.get(task_id)
+            worker = self.workers.get(worker_id)
+            if task is None or worker is None or task.worker_id != worker_id:
+                continue  # stale report (e.g. the task was recalled or retried elsewhere)
+            touched = True
+            worker.in_flight.pop(task_id, None)
+            del self.tasks[task_id]
+            if task.request.dedicated and not task.cancelled:
+                worker.status = DEDICATED  # the actor keeps its worker and its lease
+                worker.actor_task_id = task_id
+            else:
+                self._end_lease_if_done(worker)
+        return self._schedule() if touched else []
 
     def rebalance(self) -> list:
         """Called now and then (the node manager's timer): when workers sit idle with no
@@ -433,13 +451,16 @@ class LocalScheduler:
 
     def _after_worker_progress(self, worker: _Worker) -> list:
         """A worker has room again: feed it more of its class, or end its lease."""
+        self._end_lease_if_done(worker)
+        return self._schedule()
+
+    def _end_lease_if_done(self, worker: _Worker) -> None:
         if worker.status in (LEASED, BLOCKED) and not worker.in_flight:
             if worker.status == BLOCKED:  # finished while blocked: its CPU is already lent
                 worker.status = LEASED
             self._end_lease(worker)
             worker.status = IDLE
             self.idle.append(worker.worker_id)
-        return self._schedule()
 
     def _schedule(self) -> list:
         out = []

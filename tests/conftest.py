@@ -108,6 +108,9 @@ def cluster():
     import zactor
 
     zactor.init(num_cpus=2, object_store_memory=256 << 20)
+    # the control store starts in the background: let it finish, so that its processes
+    # belong to the fixture and not to whichever test is running when they appear
+    assert zactor.api._node.control_plane.wait_ready(60)
     yield zactor
     zactor.shutdown()
     assert_no_cluster_left()

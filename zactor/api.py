@@ -21,7 +21,7 @@ from zactor.object_ref import ObjectRef
 from zactor.runtime import context
 from zactor.runtime import messages as m
 from zactor.runtime.core_client import DEFAULT_INLINE_THRESHOLD_BYTES, CoreClient
-from zactor.runtime.local_cluster import LocalNode
+from zactor.runtime.local_cluster import LocalControlPlane, LocalNode
 from zactor.runtime.remote_function import RemoteFunction
 
 _init_lock = threading.RLock()
@@ -73,6 +73,9 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             _node = None
             raise
         context.set_client(client, "driver")
+        _node.control_plane = LocalControlPlane(
+            os.path.join(_node.session_dir, "gcs"),
+            on_ready=lambda address: client.send(m.SET_GCS, {"address": address}))
         return _context_info()
 
 
@@ -103,6 +106,9 @@ def shutdown() -> None:
             client.close()
         if _node is not None:
             _node.stop()
+            plane = getattr(_node, "control_plane", None)
+            if plane is not None:
+                plane.stop()
             _node = None
 
 

@@ -13,6 +13,8 @@ import importlib
 import sys
 
 SUBCOMMANDS = [
+    ("microbenchmark", "zactor.benchmarks.microbenchmark_cli",
+     "benchmark tasks, objects and the cluster (like `ray microbenchmark`)"),
     ("store-bench", "zactor.benchmarks.store", "benchmark the shared-memory object store"),
     ("gcs", "zactor.control.replica_main", "run one control-store replica (or coordinator)"),
     ("gcs-bench", "zactor.benchmarks.control", "benchmark the control store"),

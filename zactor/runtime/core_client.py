@@ -301,7 +301,9 @@ class CoreClient:
     def _buffer_put(self, entry) -> None:
         self._fold_refs()
         self._puts.append(entry)
-        if len(self._puts) >= SUBMIT_BATCH_MAX:
+        if entry[1] == m.OBJ_STORE or len(self._puts) >= SUBMIT_BATCH_MAX:
+            # a store object goes out at once, with the releases before it: the node
+            # manager then frees dropped objects promptly and their warm blocks get reused
             self.flush()
         elif len(self._puts) == 1:
             self._wake.set()

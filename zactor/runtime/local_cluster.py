@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from zactor.exceptions import RaySystemError
@@ -38,6 +39,57 @@ def check_shm_room(store_bytes: int) -> None:
             f"object_store_memory={store_bytes:,} bytes does not fit in {SHM_DIR}, which has "
             f"{free:,} bytes free. Pass a smaller object_store_memory to zactor.init(), or "
             f"give the container a larger /dev/shm (docker run --shm-size=...).")
+
+
+class LocalControlPlane:
+    """The control store of a local cluster (1 shard x 1 replica), started in a background
+    thread so that ``init`` does not wait for it: tasks run from the first moment, and the
+    node manager starts writing to the store when ``on_ready(address)`` tells it where."""
+
+    def __init__(self, data_dir: str, on_ready):
+        self.data_dir = data_dir
+        self.store = None
+        self.error = None
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._start, args=(on_ready,), daemon=True,
+                                        name="zactor-gcs-start")
+        self._thread.start()
+
+    def _start(self, on_ready) -> None:
+        from zactor.control.cluster import LocalControlStore
+
+        try:
+            # ERROR: a local cluster's shutdown stops replicas first, which the
+            # coordinator would otherwise report as failures
+            store = LocalControlStore(self.data_dir, log_level="ERROR").start(
+                timeout_s=START_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - reported; tasks still run without it
+            self.error = exc
+            print(f"zactor: the control store did not start: {exc}", file=sys.stderr)
+            return
+        self.store = store
+        if not self._stopping.is_set():
+            try:
+                on_ready(store.address)
+            except Exception as exc:  # noqa: BLE001 - e.g. the driver shut down meanwhile
+                self.error = exc
+        # This thread must outlive the control store: its processes die with the *thread*
+        # that started them (PR_SET_PDEATHSIG follows the forking thread, not the process).
+        self._stopping.wait()
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> bool:
+        """Wait until the control store is up (True) or failed / timed out (False)."""
+        deadline = time.monotonic() + timeout_s
+        while self.store is None and self.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.store is not None
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(START_TIMEOUT_S)
+        if self.store is not None:
+            self.store.stop()
+            self.store = None
 
 
 class LocalNode:

@@ -66,3 +66,5 @@ INFO_REPLY = define(0x50, "INFO_REPLY", required=("value",))
 SHUTDOWN = define(0x51, "SHUTDOWN", optional={"reason": ""})
 # client -> NM: goodbye; the NM drops the client's references
 BYE = define(0x52, "BYE")
+# driver -> NM: the control store is up at ``address`` (host:port of its coordinator)
+SET_GCS = define(0x53, "SET_GCS", required=("address",))

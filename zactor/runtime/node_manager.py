@@ -32,6 +32,7 @@ from zactor.ids import NodeID
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 from zactor.runtime import zygote
+from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
@@ -102,6 +103,8 @@ class NodeManager:
         self.parent_pid = os.getppid()
         self.running = True
         self.stop_reason = ""
+        self.gcs = GcsRecorder(node_id)
+        self.gcs.node_up(self.address, resources.to_dict(), store.path)
         if initial_workers:
             self._start_workers(initial_workers)
             self.scheduler.starting += initial_workers
@@ -193,6 +196,7 @@ class NodeManager:
         job_id = msg["job_id"]
         if kind == "driver" and not job_id:
             job_id, self.next_job = self.next_job, self.next_job + 1
+            self.gcs.job_started(job_id, msg["pid"])
         client = Client(identity, kind, msg["pid"], msg["worker_id"])
         self.clients[identity] = client
         self._send(identity, m.WELCOME, {
@@ -270,6 +274,14 @@ class NodeManager:
                 self._client_ref(client, oid)
             self._set_value(oid, state, data, contained, collect=False)
 
+    def on_set_gcs(self, identity, msg) -> None:
+        """The driver started the control store (in parallel with this node): connect."""
+        try:
+            self.gcs.connect(msg["address"])
+        except Exception as exc:  # noqa: BLE001 - tasks still run; say why lineage is off
+            print(f"zactor node manager: cannot reach the control store at "
+                  f"{msg['address']}: {exc}", file=sys.stderr)
+
     def on_info(self, identity, msg) -> None:
         what = msg["what"]
         if what == "total":
@@ -290,6 +302,8 @@ class NodeManager:
         e, _ = self.objects.set_value(oid, state, data, contained)
         if e.data is not data:
             return  # already had a value
+        if state == m.OBJ_STORE:
+            self.gcs.object_stored(oid, data)
         for identity in e.waiters:
             self._notify(identity, [oid, state, data])
         e.waiters.clear()
@@ -301,6 +315,7 @@ class NodeManager:
         for oid, e in freed:
             self.scheduler.object_gone(oid)
             if e.state == m.OBJ_STORE:
+                self.gcs.object_freed(oid)
                 try:
                     self.store.delete(oid)
                 except Exception:  # noqa: BLE001 - already gone (a dead writer's abort)
@@ -315,7 +330,9 @@ class NodeManager:
         if client is None:
             return
         for fid, blob in msg.get("functions", ()):
-            self.functions[fid] = blob
+            if fid not in self.functions:
+                self.functions[fid] = blob
+                self.gcs.function(fid, blob)  # the function table, once per function
         deltas = msg.get("deltas", ())
         self._apply_deltas(client, deltas, 1)
         for oid, state, data, contained, held in msg.get("objects", ()):
@@ -345,6 +362,7 @@ class NodeManager:
             self.objects.add_ref(oid)
         for oid in task.held:
             self.objects.add_ref(oid)
+        self.gcs.task_submitted(spec)  # lineage, written asynchronously in batches
         return self._request(task)
 
     def _schedule_task(self, task: Task) -> None:
@@ -370,6 +388,7 @@ class NodeManager:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return
+        self.gcs.task_finished(task_id)
         for oid, state, data, *contained in results:
             self._set_value(oid, state, data, contained[0] if contained else ())
         for oid in task.deps:
@@ -554,6 +573,8 @@ class NodeManager:
             os.waitpid(self.zygote_pid, 0)
         except ChildProcessError:
             pass
+        self.gcs.node_down()
+        self.gcs.close()
         self.sock.close(0)
         self.ctx.term()
         self.store.destroy()
@@ -564,6 +585,7 @@ class NodeManager:
         "SUBSCRIBE": on_subscribe, "PUT": on_put, "SUBMIT": on_submit,
         "TASK_DONE": on_task_done, "BLOCKED": on_blocked, "UNBLOCKED": on_unblocked,
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
+        "SET_GCS": on_set_gcs,
     }
 
 

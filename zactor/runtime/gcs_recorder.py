@@ -1,0 +1,99 @@
+"""What the node manager writes to the control store, off the per-task critical path.
+
+Runs in the node manager. Every write is asynchronous (``put_async``: the GcsClient packs
+writes into batches, one SQLite transaction each at every replica) and nothing on the task
+path ever waits for an acknowledgement. Until the control store is reachable (the local
+cluster starts it in parallel with the node, so that ``init`` does not wait ~0.5 s for
+SQLite-backed processes), writes queue here and go out when ``connect`` succeeds.
+
+Tables written (zactor/control/schema.py):
+    nodes      node id  -> {address, resources, store path, pid, state, start time}
+    jobs       job id   -> {driver pid, start time}
+    functions  function id -> the cloudpickled function (once per function)
+    tasks      task id  -> the task spec (lineage); archived to disk-only storage once the
+                           task has finished, as the paper does to bound the GCS's memory
+    objects    object id -> {node, size} for objects in the shared-memory store
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+BACKLOG_LIMIT = 1_000_000  # writes kept while disconnected; past this, lineage is dropped
+
+
+class GcsRecorder:
+    def __init__(self, node_id: bytes):
+        self.node_id = node_id
+        self.client = None
+        self.backlog: list = []
+        self.address = None
+        self._dropped = 0
+
+    def connect(self, address: str) -> None:
+        from zactor.control.client import GcsClient  # imported late: keeps node start fast
+
+        self.client = GcsClient.connect(address, timeout_s=30.0)
+        self.address = address
+        backlog, self.backlog = self.backlog, []
+        for op, table, key, value in backlog:
+            self._write(op, table, key, value)
+
+    def _write(self, op: str, table: str, key: bytes, value) -> None:
+        client = self.client
+        if client is None:
+            if len(self.backlog) < BACKLOG_LIMIT:
+                self.backlog.append((op, table, key, value))
+            else:
+                self._dropped += 1
+            return
+        try:
+            if op == "put":
+                client.put_async(table, key, value)
+            elif op == "delete":
+                client.delete_async(table, key)
+            else:
+                client.archive_task_async(key)
+        except Exception as exc:  # noqa: BLE001 - the control store must not stop tasks
+            print(f"zactor node manager: control-store write failed: {exc}", file=sys.stderr)
+
+    # ---- what happens on the node ---------------------------------------------------------
+
+    def node_up(self, address: str, resources: dict, store_path: str) -> None:
+        self._write("put", "nodes", self.node_id, {
+            "address": address, "resources": resources, "store": store_path,
+            "pid": os.getpid(), "state": "ALIVE", "start_time": time.time()})
+
+    def node_down(self) -> None:
+        self._write("put", "nodes", self.node_id, {"state": "DEAD", "end_time": time.time()})
+
+    def job_started(self, job_id: int, driver_pid: int) -> None:
+        self._write("put", "jobs", job_id.to_bytes(4, "little"),
+                    {"driver_pid": driver_pid, "node": self.node_id,
+                     "start_time": time.time()})
+
+    def function(self, fid: bytes, blob: bytes) -> None:
+        self._write("put", "functions", fid, blob)
+
+    def task_submitted(self, spec: dict) -> None:
+        self._write("put", "tasks", spec["id"], spec)
+
+    def task_finished(self, task_id: bytes) -> None:
+        self._write("archive", "tasks", task_id, None)
+
+    def object_stored(self, oid: bytes, size: int) -> None:
+        self._write("put", "objects", oid, {"node": self.node_id, "size": size})
+
+    def object_freed(self, oid: bytes) -> None:
+        self._write("delete", "objects", oid, None)
+
+    def close(self) -> None:
+        if self.client is not None:
+            try:
+                self.client.flush(timeout_s=2.0)
+            except Exception:  # noqa: BLE001 - best effort at shutdown
+                pass
+            self.client.close()
+            self.client = None

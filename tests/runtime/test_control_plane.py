@@ -29,6 +29,7 @@ def test_control_store_holds_node_job_functions_lineage_and_objects(cluster):
         return x * 2
 
     arr_ref = cluster.put(np.ones(1 << 18))  # 2 MB: lives in the shared-memory store
+    arr_id = arr_ref.binary()
     refs = [double.remote(i) for i in range(20)]
     assert cluster.get(refs) == [2 * i for i in range(20)]
     node_id = bytes.fromhex(cluster.get_runtime_context().get_node_id())
@@ -37,13 +38,12 @@ def test_control_store_holds_node_job_functions_lineage_and_objects(cluster):
         assert node["state"] == "ALIVE" and node["resources"]["CPU"] == 2
         assert wait_for(lambda: gcs.scan("jobs"))
         assert wait_for(lambda: len(gcs.scan("functions")) >= 1)
-        location = wait_for(lambda: gcs.get("objects", arr_ref.binary()))
+        location = wait_for(lambda: gcs.get("objects", arr_id))
         assert location["node"] == node_id and location["size"] >= 2 << 20
         # finished tasks' lineage is archived (still readable), not kept in the live table
         spec = wait_for(lambda: gcs.get("tasks", refs[0].binary()[:24]))
         assert spec["name"].endswith("double")
         wait_for(lambda: not any(k[:24] == refs[0].binary()[:24] for k, _ in gcs.scan("tasks")))
-        arr_id = arr_ref.binary()
         del arr_ref
         cluster.put(0)  # flushes the release; the freed object's location is deleted
         wait_for(lambda: gcs.get("objects", arr_id) is None)

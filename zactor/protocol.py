@@ -186,14 +186,17 @@ ERR_LOG_TRUNCATED = "truncated"  # the log no longer reaches back that far: re-r
 # ---- control store (0x10-0x3F) ---------------------------------------------------------------
 # Client -> head. ``ops``: [[client_seq, op, table, key, value-bytes-or-None], ...] where op is
 # OP_PUT / OP_DELETE; one WRITE is one SQLite transaction at every replica.
-WRITE = define(0x10, "WRITE", required=("cid", "ops"))
+# ``epoch``: the shard epoch the client knows; a replica behind it holds the request until its
+# own configuration catches up (instead of refusing it), on every client request type.
+WRITE = define(0x10, "WRITE", required=("cid", "ops"), optional={"epoch": 0})
 # Head -> client once the tail has logged every op: ``upto`` the highest client_seq covered.
 WRITE_ACK = define(0x11, "WRITE_ACK", required=("upto",))
 # Client -> tail. READ: one key; SCAN: keys of ``table`` starting with ``prefix``.
-READ = define(0x12, "READ", required=("table", "key"))
-SCAN = define(0x13, "SCAN", required=("table",), optional={"prefix": b"", "limit": 0})
+READ = define(0x12, "READ", required=("table", "key"), optional={"epoch": 0})
+SCAN = define(0x13, "SCAN", required=("table",), optional={"prefix": b"", "limit": 0, "epoch": 0})
 # Client -> tail: the committed updates of ``table`` with table-seq > ``after`` (gap repair).
-LOG_READ = define(0x14, "LOG_READ", required=("table", "after"), optional={"limit": 10000})
+LOG_READ = define(0x14, "LOG_READ", required=("table", "after"),
+                  optional={"limit": 10000, "epoch": 0})
 # Reply to READ / SCAN / LOG_READ: ``value`` (READ), ``rows`` (SCAN: [[key, value]...];
 # LOG_READ: [[tseq, op, key, value]...]), ``tseq`` the table's latest table-seq.
 READ_REPLY = define(0x15, "READ_REPLY", optional={"value": None, "found": False, "rows": [],
@@ -207,7 +210,7 @@ NEED_FROM = define(0x18, "NEED_FROM", required=("epoch", "last_seq"))
 # Predecessor -> successor when the log no longer reaches back: the whole state.
 SNAPSHOT = define(0x19, "SNAPSHOT", required=("epoch", "seq", "rows", "dedup", "tseqs"))
 # Client -> tail: many keys of one table; READ_REPLY ``rows`` = [value-or-None, ...] in order.
-READ_MANY = define(0x1C, "READ_MANY", required=("table", "keys"))
+READ_MANY = define(0x1C, "READ_MANY", required=("table", "keys"), optional={"epoch": 0})
 # Tail -> subscribers (PUB, topic = table + b"\0"): committed updates of one table, in tseq
 # order, one message per committed batch: ``updates`` [[tseq, op, key, value], ...].
 UPDATE = define(0x1A, "UPDATE", required=("table", "updates"))

@@ -87,8 +87,8 @@ class ChainModel(RuleBasedStateMachine):
         if chain:
             ops = self.batches[req_id]
             msg = wire(P.WRITE, {"cid": CID, "ops": ops}, req_id)
-            self.links[("client", chain[0])].append(C.ClientWrite(b"c", req_id, msg["cid"],
-                                                                  msg["ops"]))
+            self.links[("client", chain[0])].append(C.ClientWrite(
+                b"c", req_id, msg["cid"], msg["ops"], self.coord.epochs[0]))
 
     # ---- rules ------------------------------------------------------------------------------
     @rule(keys=st.lists(st.sampled_from(KEYS), min_size=1, max_size=4),

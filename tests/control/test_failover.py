@@ -108,3 +108,35 @@ def test_two_shards_of_three(control_store, gcs_client):
     client.flush(30)
     rows = dict(client.scan("objects"))
     assert len(rows) == 3000 and rows[b"o2500"] == {"size": 2500}
+
+
+def test_lone_replica_restart_keeps_its_data(control_store, gcs_client):
+    store = control_store()  # the local-cluster default: 1 shard x 1 replica
+    client = gcs_client(store.address, timeout_s=30)
+    for i in range(100):
+        client.put_async("kv", f"k{i}", i)
+    client.flush()
+    (rid,) = store.chain()
+    store.kill_replica(rid)
+    store.wait_for(lambda c: c[0][1] == [], 10)
+    child = store.replicas.pop(rid)
+    assert store.start_replica(data_dir=child.data_dir) == rid
+    store.wait_for(lambda c: [m[0] for m in c[0][1]] == [rid], 10)
+    assert client.get("kv", "k99") == 99 and len(client.scan("kv")) == 100
+
+
+def test_hung_replica_is_removed_and_rejoins_when_it_wakes(control_store, gcs_client):
+    store = control_store(replicas=3)
+    client = gcs_client(store.address, timeout_s=30)
+    head, middle, tail = store.chain()
+    store.kill_replica(middle, signal.SIGSTOP)  # hung: its connections stay open
+    try:
+        client.put("kv", "during", 1)  # waits for the heartbeat timeout, then goes on
+        store.wait_for(lambda c: [m[0] for m in c[0][1]] == [head, tail], 10)
+    finally:
+        store.kill_replica(middle, signal.SIGCONT)
+    # Awake, it learns it was removed, registers again and copies the state as the tail.
+    store.wait_for(lambda c: [m[0] for m in c[0][1]] == [head, tail, middle]
+                   and c[0][1][2][3], 20)
+    client.put("kv", "after", 2)
+    assert client.get("kv", "during") == 1 and client.get("kv", "after") == 2

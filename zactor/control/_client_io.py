@@ -68,6 +68,7 @@ class ClientIO:
     def on_config(self, msg: P.Message, now: float) -> None:
         new = msg["shards"]
         old = self.c._shards
+        log.debug("client: configuration %s", [(e, [m[0] for m in ms]) for e, ms in new])
         if msg["pub_addr"] and msg["pub_addr"] != self.coord_pub:
             if self.coord_pub:
                 self.coord_sub.disconnect(self.coord_pub)
@@ -111,7 +112,8 @@ class ClientIO:
             self.ask_config(now)
             return
         self.dealer(head[1]).send_multipart(P.encode(
-            P.WRITE, {"cid": self.c.cid, "ops": batch.ops}, batch.req_id))
+            P.WRITE, {"cid": self.c.cid, "ops": batch.ops,
+                      "epoch": self.c._shards[batch.shard][0]}, batch.req_id))
 
     def resend_writes(self, shard: int, now: float) -> None:
         for batch in list(self.writes[shard].values()):
@@ -123,6 +125,7 @@ class ClientIO:
         if tail is None:
             self.ask_config(now)
             return
+        req.body["epoch"] = self.c._shards[req.shard][0]
         self.dealer(tail[1]).send_multipart(P.encode(req.mtype, req.body, req.req_id))
 
     def new_call(self, req, now: float) -> None:

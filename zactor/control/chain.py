@@ -47,6 +47,7 @@ class ClientWrite:
     req_id: int
     cid: bytes
     ops: list  # [[cseq, op, table, key, value], ...]
+    epoch: int = 0  # the client's view of the shard's epoch
 
 
 @dataclass
@@ -116,6 +117,7 @@ class ChainReplica:
         self.pending_replies: list = []  # [(seq, client, req_id, upto_cseq)], seq ascending
         self._dedup_cache: dict = {}
         self._early: list = []      # peer messages of a future epoch
+        self._parked: list = []     # client requests of a future epoch
 
     @property
     def is_head(self) -> bool:
@@ -127,16 +129,28 @@ class ChainReplica:
 
     def handle(self, event) -> list:
         if isinstance(event, ClientWrite):
-            return self._on_writes([event])
+            event = ClientWrites([event])
         if isinstance(event, ClientWrites):
-            return self._on_writes(event.writes)
+            writes = [w for w in event.writes if not self._park(w, w.epoch)]
+            return self._on_writes(writes) if writes else []
         if isinstance(event, ClientRead):
+            if self._park(event, event.msg.get("epoch", 0)):
+                return []
             return self._on_read(event)
         if isinstance(event, PeerMessage):
             return self._on_peer(event)
         if isinstance(event, Configure):
             return self._on_configure(event)
         raise TypeError(f"unknown event {event!r}")
+
+    def _park(self, event, epoch) -> bool:
+        """A client that already knows a newer configuration than ours: hold its request
+        until ours arrives (answering not_head/not_tail now would only make it retry)."""
+        if not isinstance(epoch, int) or epoch <= self.epoch:
+            return False
+        if len(self._parked) < EARLY_MAX:
+            self._parked.append(event)
+        return True
 
     # ---- configuration ----------------------------------------------------------------------
     def _on_configure(self, ev: Configure) -> list:
@@ -149,6 +163,9 @@ class ChainReplica:
         if self.me not in self.chain:
             self.pred = self.succ = None
             self.pending_replies.clear()
+            parked, self._parked = self._parked, []
+            for event in parked:
+                out += self.handle(event)  # answered not_head / not_tail: clients move on
             return out
         i = self.chain.index(self.me)
         self.pred = self.chain[i - 1] if i > 0 else None
@@ -172,6 +189,9 @@ class ChainReplica:
                 out += self._on_peer(msg)
             elif msg.msg["epoch"] > self.epoch:
                 self._early.append(msg)
+        parked, self._parked = self._parked, []
+        for event in parked:
+            out += self.handle(event)  # parks again if still ahead of us
         return out
 
     # ---- writes -----------------------------------------------------------------------------

@@ -183,7 +183,7 @@ class LocalControlStore:
             if time.monotonic() > deadline:
                 raise ControlStoreUnavailableError("the control store did not reach the "
                                                    "expected configuration in time")
-            time.sleep(0.02)  # polling a condition with a deadline, not synchronising by sleep
+            time.sleep(0.005)  # polling a condition with a deadline, not synchronising by sleep
 
 
 def start_control_store(data_dir: str, shards: int = 1, replicas: int = 1, port: int = 0,

@@ -10,6 +10,11 @@ Run inside each replica process. The database holds
 ``append`` applies one batch of log entries in one transaction: the entries, their effect on
 the tables, the dedup rows and the counters commit together or not at all, so after a kill the
 tables always equal "the log applied up to last_seq" (the invariant the chain relies on).
+SQLite's automatic checkpoint (every 1000 WAL pages, in the writer) keeps the WAL near 4 MB; it
+is the only fsync under synchronous=NORMAL and costs the commit that triggers it 15-25 ms on
+the development VM. (Moving checkpoints to a background connection halved the cost per write
+but let the WAL grow without bound under a steady stream, and forcing it back with RESTART
+stalled writers for up to 190 ms in SQLite's busy-wait: measured, rejected.)
 WAL with synchronous=NORMAL survives a killed process (a lost machine may lose the last
 transactions; the other replicas cover it). Compaction deletes log entries below a bound: the
 tables are the snapshot, the log keeps only a suffix long enough for catch-up and for

@@ -186,7 +186,7 @@ class ReplicaProcess:
                     continue
                 events.append(C.PeerMessage(sender, msg))
             elif name == "WRITE":
-                write = C.ClientWrite(ident, msg.req_id, msg["cid"], msg["ops"])
+                write = C.ClientWrite(ident, msg.req_id, msg["cid"], msg["ops"], msg["epoch"])
                 if events and isinstance(events[-1], C.ClientWrites):
                     events[-1].writes.append(write)
                 else:

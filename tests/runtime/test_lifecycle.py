@@ -83,7 +83,8 @@ def test_driver_killed_with_sigkill_takes_its_cluster_down():
         assert proc.stdout.readline().strip() == "RUNNING"
         tree = psutil.Process(proc.pid).children(recursive=True)
         assert len(tree) >= 3  # node manager, zygote, workers
-        segments = {n for n in os.listdir("/dev/shm") if n.startswith("zactor-session")}
+        segments = {n for n in os.listdir("/dev/shm")
+                    if n.startswith(f"zactor-session_{proc.pid}_")}
         assert segments
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)

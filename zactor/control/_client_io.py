@@ -16,8 +16,7 @@ import time
 import zmq
 
 from zactor import protocol as P
-from zactor.control.pubsub import REPAIR_CHUNK, Feed
-from zactor.control.schema import topic
+from zactor.control.pubsub import SubscriberIO
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_ATTEMPT_TIMEOUT_MS, POLL_INTERVAL_MS
 from zactor.net.sockets import make_socket
@@ -29,7 +28,7 @@ CONFIG_REFRESH_S = 0.05
 _RETRYABLE = (P.ERR_NOT_HEAD, P.ERR_NOT_TAIL, P.ERR_NOT_READY, P.ERR_OUT_OF_ORDER)
 
 
-class ClientIO:
+class ClientIO(SubscriberIO):
     def __init__(self, client):
         self.c = client
         ctx = client._ctx
@@ -259,92 +258,6 @@ class ClientIO:
             elif now >= req.retry_at:
                 self.ask_config(now)
                 self.send_call(req, now)
-
-    # ---- subscriptions ----------------------------------------------------------------------
-    def add_subscription(self, shard: int, sub, tseq: int) -> None:
-        feed = self.feeds.get((shard, sub.table))
-        if feed is None:
-            feed = self.feeds[(shard, sub.table)] = Feed(shard, sub.table)
-            feed.last = tseq
-            self.resubscribe(shard, time.monotonic(), repair=False)
-        feed.subs.append(sub)
-
-    def resubscribe(self, shard: int, now: float, repair: bool = True) -> None:
-        """(Re)connect the shard's SUB to its tail; with ``repair``, re-read what may be lost."""
-        tables = [t for (s, t) in self.feeds if s == shard]
-        if not tables:
-            return
-        tail = self._end(shard, -1)
-        current = self.subsocks.get(shard)
-        if tail is not None and (current is None or current[0] != tail[2]):
-            if current is not None:
-                current[1].close(0)
-            sock = make_socket(self.c._ctx, zmq.SUB, hwm=1_000_000)
-            sock.connect(tail[2])
-            self.subsocks[shard] = (tail[2], sock)
-            self.sockets_changed = True
-        if shard in self.subsocks:
-            for table in tables:
-                self.subsocks[shard][1].setsockopt(zmq.SUBSCRIBE, topic(table))
-        if repair:
-            for table in tables:
-                self.repair(self.feeds[(shard, table)], now)
-
-    def repair(self, feed: Feed, now: float) -> None:
-        if feed.repairing or feed.last is None:
-            return
-        feed.repairing = True
-        feed.repairs += 1
-
-        def on_rows(reply, error):
-            if error is not None:
-                feed.repairing = False
-                if P.ERR_LOG_TRUNCATED in str(error):
-                    self.resync(feed, time.monotonic())
-                return
-            more = feed.on_log_rows(reply["rows"], REPAIR_CHUNK)
-            feed.repairing = False
-            if more:
-                self.repair(feed, time.monotonic())
-
-        self.internal_call(feed.shard, P.LOG_READ, {"table": feed.table, "after": feed.last,
-                                                    "limit": REPAIR_CHUNK}, on_rows, now)
-
-    def resync(self, feed: Feed, now: float) -> None:
-        feed.repairing = True
-
-        def on_rows(reply, error):
-            feed.repairing = False
-            if error is None:
-                feed.on_resync(reply["rows"], reply["tseq"])
-
-        self.internal_call(feed.shard, P.SCAN, {"table": feed.table, "prefix": b"", "limit": 0},
-                           on_rows, now)
-
-    def internal_call(self, shard, mtype, body, on_result, now) -> None:
-        from zactor.control.client import _Request
-        self.new_call(_Request(shard, now + self.c.timeout_s, mtype=mtype, body=body,
-                               on_result=on_result), now)
-
-    def on_published(self, shard: int, frames: list, now: float) -> None:
-        try:
-            msg = P.decode(frames[1:])
-            feed = self.feeds.get((shard, msg["table"]))
-            if feed is None:
-                return
-            if msg.name == "UPDATE":
-                gap = False
-                for tseq, op, key, raw in msg["updates"]:
-                    gap = feed.on_update(tseq, op, key, raw) or gap
-                    if gap:
-                        break
-            else:
-                gap = feed.on_beacon(msg["tseq"])
-        except (P.ProtocolError, KeyError, TypeError, ValueError) as exc:
-            log.warning("dropping a bad notification: %s", exc)
-            return
-        if gap:
-            self.repair(feed, now)
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> None:

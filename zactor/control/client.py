@@ -26,7 +26,7 @@ import zmq
 
 from zactor import protocol as P
 from zactor.control.log_store import OP_ARCHIVE
-from zactor.control.pubsub import Feed, Subscription
+from zactor.control.pubsub import Subscription
 from zactor.control.schema import OP_DELETE, OP_PUT, check_table, key_bytes, shard_of
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
@@ -299,4 +299,4 @@ class GcsClient:
         self.close()
 
 
-__all__ = ["GcsClient", "WriteFuture", "Feed"]
+__all__ = ["GcsClient", "WriteFuture"]

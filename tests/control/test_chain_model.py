@@ -11,7 +11,9 @@ client has retried, every replica's tables equal the model.
 from __future__ import annotations
 
 import collections
+import os
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -220,3 +222,17 @@ class ChainModel(RuleBasedStateMachine):
 ChainModel.TestCase.settings = settings(max_examples=150, stateful_step_count=40,
                                         deadline=None)
 TestChainModel = ChainModel.TestCase
+
+
+class LongChainModel(ChainModel):
+    """The same model searched much longer (~1.5 min on 2 cores); CI runs every test, so it
+    runs only when asked: ``ZACTOR_SLOW=1 python -m pytest -m slow tests/control``."""
+
+
+LongChainModel.TestCase.settings = settings(max_examples=2000, stateful_step_count=60,
+                                            deadline=None)
+LongChainModel.TestCase.pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not os.environ.get("ZACTOR_SLOW"), reason="set ZACTOR_SLOW=1 to run"),
+]
+TestChainModelLong = LongChainModel.TestCase

@@ -140,3 +140,39 @@ def test_hung_replica_is_removed_and_rejoins_when_it_wakes(control_store, gcs_cl
                    and c[0][1][2][3], 20)
     client.put("kv", "after", 2)
     assert client.get("kv", "during") == 1 and client.get("kv", "after") == 2
+
+
+DRIVER = """
+import json, sys, time
+from zactor.control import start_control_store
+store = start_control_store(sys.argv[1], replicas=2)
+pids = [store.coordinator.pid] + [c.pid for c in store.replicas.values()]
+print(json.dumps(pids), flush=True)
+time.sleep(600)
+"""
+
+
+def test_children_exit_when_their_driver_is_killed(tmp_path):
+    import json
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, str(tmp_path)],
+                              stdout=subprocess.PIPE)
+    try:
+        pids = json.loads(driver.stdout.readline())
+        assert len(pids) == 3 and all(psutil.pid_exists(p) for p in pids)
+    finally:
+        driver.kill()
+        driver.wait()
+        driver.stdout.close()
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if psutil.pid_exists(p)
+                 and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.02)
+    assert not alive, f"orphaned control-store processes {alive}"

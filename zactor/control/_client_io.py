@@ -106,10 +106,12 @@ class ClientIO(SubscriberIO):
     # ---- sending ----------------------------------------------------------------------------
     def send_write(self, batch, now: float) -> None:
         batch.retry_at = now + self.attempt_s
+        batch.refused = False
         head = self._end(batch.shard, 0)
         if head is None:
             self.ask_config(now)
             return
+        batch.sent_to = head[0]
         self.dealer(head[1]).send_multipart(P.encode(
             P.WRITE, {"cid": self.c.cid, "ops": batch.ops,
                       "epoch": self.c._shards[batch.shard][0]}, batch.req_id))
@@ -120,10 +122,12 @@ class ClientIO(SubscriberIO):
 
     def send_call(self, req, now: float) -> None:
         req.retry_at = now + self.attempt_s
+        req.refused = False
         tail = self._end(req.shard, -1)
         if tail is None:
             self.ask_config(now)
             return
+        req.sent_to = tail[0]
         req.body["epoch"] = self.c._shards[req.shard][0]
         self.dealer(tail[1]).send_multipart(P.encode(req.mtype, req.body, req.req_id))
 
@@ -206,6 +210,7 @@ class ClientIO(SubscriberIO):
     def on_error(self, req, msg, now, shard_retry=False) -> None:
         if msg["code"] in _RETRYABLE:
             req.retry_at = now + RETRY_BACKOFF_S
+            req.refused = True
             self.ask_config(now)
             return
         err = ControlStoreError(f"control store refused the request: {msg['code']}: "
@@ -248,6 +253,7 @@ class ClientIO(SubscriberIO):
                         "no acknowledgement from the control store before the deadline"))
                 if now >= batch.retry_at:
                     due = True
+                    self.suspect(batch)
             if due:  # resend the whole shard window, in order
                 self.ask_config(now)
                 self.resend_writes(shard, now)
@@ -256,8 +262,17 @@ class ClientIO(SubscriberIO):
                 self.fail(req, ControlStoreUnavailableError(
                     f"no answer to {req.mtype.name} from the control store before the deadline"))
             elif now >= req.retry_at:
+                self.suspect(req)
                 self.ask_config(now)
                 self.send_call(req, now)
+
+    def suspect(self, req) -> None:
+        """An attempt timed out (not refused): tell the coordinator, which removes the
+        replica if it has also stopped heartbeating (a client alone cannot tell slow from
+        dead)."""
+        if not req.refused and req.sent_to is not None:
+            self.coord.send_multipart(P.encode(P.REPORT_FAILURE, {
+                "replica_id": req.sent_to, "reason": "client request timed out"}))
 
     # ---- the loop ---------------------------------------------------------------------------
     def run(self) -> None:

@@ -39,13 +39,14 @@ class _Request:
     """A write batch (``ops``) or a read call (``mtype``/``body``); completes once."""
 
     __slots__ = ("shard", "ops", "mtype", "body", "req_id", "deadline", "retry_at", "event",
-                 "value", "error", "on_result", "done_at")
+                 "value", "error", "on_result", "done_at", "sent_to", "refused")
 
     def __init__(self, shard, deadline, ops=None, mtype=None, body=None, on_result=None):
         self.shard, self.ops, self.mtype, self.body = shard, ops, mtype, body
         self.deadline, self.retry_at, self.req_id = deadline, 0.0, 0
         self.event = threading.Event()
-        self.value = self.error = self.done_at = None
+        self.value = self.error = self.done_at = self.sent_to = None
+        self.refused = False  # the last attempt was answered with a retryable error
         self.on_result = on_result
 
     def finish(self, value=None, error=None) -> None:

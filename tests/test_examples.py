@@ -101,8 +101,6 @@ def test_quickstart_small(quickstart_small):
                       "error": "ZeroDivisionError", "zero_copy": "True"}, last
 
 
-@pytest.mark.xfail(strict=False, reason="zactor.shutdown() removes the session directory "
-                   "before it stops the control store, which can re-create <session>/gcs")
 def test_quickstart_leaves_no_session_directory(quickstart_small):
     root = quickstart_small[3] / "zactor"
     # shutdown() has returned before the driver exits: nothing should come back after it

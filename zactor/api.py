@@ -61,21 +61,26 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
         res["GPU"] = num_gpus if num_gpus is not None else _detect_gpus()
         store_bytes = int(object_store_memory or
                           psutil.virtual_memory().total * DEFAULT_STORE_FRACTION)
+        # as Ray: the memory tasks may reserve (memory=) is what is free beside the store
+        res.setdefault("memory", max(0, psutil.virtual_memory().available - store_bytes))
         config = {"log_to_driver": bool(log_to_driver),
                   "inline_threshold": DEFAULT_INLINE_THRESHOLD_BYTES,
                   "namespace": namespace or "", **(_system_config or {})}
         _node = LocalNode.start(resources=res, store_bytes=store_bytes, config=config,
                                 initial_workers=max(1, int(cpus)))
+        node = _node
         try:
-            client = CoreClient(_node.address, "driver")
+            client = CoreClient(node.address, "driver", liveness=node.exit_status)
         except BaseException:
-            _node.stop()
+            node.stop()
+            node.cleanup()
             _node = None
             raise
         context.set_client(client, "driver")
-        _node.control_plane = LocalControlPlane(
-            os.path.join(_node.session_dir, "gcs"),
-            on_ready=lambda address: client.send(m.SET_GCS, {"address": address}))
+        node.control_plane = LocalControlPlane(
+            os.path.join(node.session_dir, "gcs"),
+            on_ready=lambda address, pids: client.send(m.SET_GCS, {"address": address,
+                                                                   "pids": pids}))
         return _context_info()
 
 
@@ -105,10 +110,11 @@ def shutdown() -> None:
             context.clear_client()
             client.close()
         if _node is not None:
-            _node.stop()
+            _node.stop()  # the node first: it flushes its last writes to the control store
             plane = getattr(_node, "control_plane", None)
             if plane is not None:
                 plane.stop()
+            _node.cleanup()
             _node = None
 
 

@@ -27,26 +27,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zactor", description="zactor cluster tools")
     parser.add_argument("--version", action="version", version=f"zactor {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module, help_text in SUBCOMMANDS:
-        p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(_module=module)
-        p.set_defaults(_configured=False)
+    for name, _module, help_text in SUBCOMMANDS:
+        sub.add_parser(name, help=help_text, description=help_text)
     return parser
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    args, _ = parser.parse_known_args(argv)
-    if args.command is None:
+    modules = {name: (module, help_text) for name, module, help_text in SUBCOMMANDS}
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command not in modules:
+        parser = build_parser()
+        if command is not None:
+            parser.error(f"unknown command {command!r} (choose from {', '.join(modules)})")
+        parser.parse_args(argv)  # --help / --version exit here
         parser.print_help()
         return 2
-    module = importlib.import_module(args._module)
-    # Re-parse with the subcommand's own arguments now that its module is loaded.
-    parser = argparse.ArgumentParser(prog=f"zactor {args.command}")
+    module_name, help_text = modules[command]
+    module = importlib.import_module(module_name)
+    # the subcommand's own parser, so `zactor NAME --help` lists NAME's options
+    parser = argparse.ArgumentParser(prog=f"zactor {command}", description=help_text)
     module.add_arguments(parser)
-    sub_args = parser.parse_args(argv[argv.index(args.command) + 1:])
-    return int(module.run(sub_args) or 0)
+    rest = argv[:argv.index(command)] + argv[argv.index(command) + 1:]
+    return int(module.run(parser.parse_args(rest)) or 0)
 
 
 if __name__ == "__main__":

@@ -108,10 +108,22 @@ class _PortableException:
 
     def __reduce__(self):
         exc = self.exc
-        if not isinstance(exc, BaseException):
-            return (_identity, (exc,))
+        if not isinstance(exc, BaseException) or _round_trips(exc):
+            return (_identity, (exc,))  # its own pickling works: use it
         state = dict(getattr(exc, "__dict__", {}))
         return (_rebuild_exception, (type(exc), exc.args, state, str(exc)))
+
+
+def _round_trips(exc) -> bool:
+    import pickle
+
+    import cloudpickle
+
+    try:
+        back = pickle.loads(cloudpickle.dumps(exc))
+    except Exception:  # noqa: BLE001 - any failure means: rebuild it another way
+        return False
+    return type(back) is type(exc)
 
 
 def _identity(x):

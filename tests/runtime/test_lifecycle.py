@@ -119,3 +119,84 @@ def test_one_gigabyte_array_to_a_task():
     """, timeout_s=110)
     assert out.returncode == 0, out.stderr
     assert f"({float((1 << 27) // 4096)}, {1 << 30}, False)" in out.stdout
+
+
+def test_dead_node_manager_fails_calls_instead_of_hanging():
+    out = run_driver("""
+        import os, signal, time, zactor
+        from zactor import exceptions as zx
+        zactor.init(num_cpus=1, object_store_memory=64 << 20)
+        node = zactor.api._node
+        @zactor.remote
+        def slow():
+            time.sleep(60)
+        ref = slow.remote()
+        os.kill(node.proc.pid, signal.SIGKILL)
+        t = time.monotonic()
+        try:
+            zactor.get(ref, timeout=30)
+        except zx.LocalRayletDiedError as e:
+            print("GET", round(time.monotonic() - t, 1), e)
+        try:
+            zactor.put(1)
+        except zx.LocalRayletDiedError:
+            print("PUT refused")
+        zactor.shutdown()
+        print("SEGMENT LEFT", os.path.exists(node.store_path))
+        print("SESSION LEFT", os.path.exists(node.session_dir))
+    """)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    get_line = next(line for line in lines if line.startswith("GET"))
+    assert float(get_line.split()[1]) < 5 and "exit status -9" in get_line
+    assert "PUT refused" in lines
+    assert "SEGMENT LEFT False" in lines and "SESSION LEFT False" in lines
+
+
+def test_only_the_starting_driver_can_stop_the_node():
+    zactor.init(num_cpus=1, object_store_memory=64 << 20)
+    try:
+        # another process says HELLO as a driver, then BYE: it did not start this node
+        intruder = run_driver(f"""
+            from zactor.runtime.core_client import CoreClient
+            CoreClient({zactor.api._node.address!r}, "driver").close()
+            print("BYE SENT")
+        """)
+        assert "BYE SENT" in intruder.stdout, intruder.stderr
+
+        @zactor.remote
+        def f():
+            return 1
+
+        assert zactor.get(f.remote(), timeout=30) == 1
+    finally:
+        zactor.shutdown()
+
+
+def test_memory_requests_are_schedulable_and_output_can_stay_out_of_the_terminal():
+    out = run_driver("""
+        import zactor
+        zactor.init(num_cpus=1, object_store_memory=64 << 20, log_to_driver=False)
+        @zactor.remote(memory=100 << 20)
+        def noisy():
+            print("SHOULD NOT REACH THE DRIVER")
+            return "ran"
+        print(zactor.get(noisy.remote(), timeout=30))
+        zactor.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "ran" in out.stdout and "SHOULD NOT" not in out.stdout + out.stderr
+
+
+def test_put_waits_for_room_freed_by_dropped_refs():
+    out = run_driver("""
+        import numpy as np, zactor
+        zactor.init(num_cpus=1, object_store_memory=96 << 20)
+        for i in range(10):  # each 40 MB; the previous one is dropped before the next put
+            ref = zactor.put(np.full(5 << 20, i, dtype=np.float64))
+        assert zactor.get(ref)[0] == 9
+        zactor.shutdown()
+        print("OK")
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "OK" in out.stdout

@@ -39,6 +39,7 @@ from zactor.exceptions import (
     GetTimeoutError,
     LocalRayletDiedError,
     ObjectLostError,
+    ObjectStoreFullError,
     RaySystemError,
     RayTaskError,
 )
@@ -57,6 +58,7 @@ os.register_at_fork(after_in_child=lambda: _fast_random.seed(os.urandom(16)))
 DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
+STORE_FULL_WAIT_S = 10.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
@@ -64,8 +66,11 @@ _POLL_SLICE_MS = 50
 
 class CoreClient:
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
-                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S):
+                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None):
         self.kind = kind
+        #: () -> None while the node manager lives, else its exit status (a driver's check)
+        self._liveness = liveness
+        self._dead_reason = None
         self.worker_id = worker_id
         self._lock = threading.RLock()
         self._ctx = zmq.Context()
@@ -153,6 +158,9 @@ class CoreClient:
             if self._closed:
                 return
             busy = self._submits or self._ref_events or self._done or self._puts
+            self._check_node()
+            if self._dead_reason is not None:
+                return
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:
@@ -165,6 +173,19 @@ class CoreClient:
                             self.pump(0)
                     except (zmq.ZMQError, LocalRayletDiedError):
                         return
+
+    def _check_node(self) -> None:
+        if self._liveness is None or self._dead_reason is not None:
+            return
+        status = self._liveness()
+        if status is not None:
+            self._dead_reason = (f"the node manager exited (exit status {status}): its "
+                                 f"objects and tasks are lost")
+
+    def check_alive(self) -> None:
+        """Raise LocalRayletDiedError once the node manager is known to be dead."""
+        if self._dead_reason is not None:
+            raise LocalRayletDiedError(self._dead_reason)
 
     # ---- receiving ----------------------------------------------------------------------
 
@@ -255,8 +276,23 @@ class CoreClient:
         return m.OBJ_STORE, s.total_size, c.refs, oid
 
     def _write_to_store(self, oid: bytes, s) -> None:
-        # primary copies are not evictable: the node manager deletes them when unreferenced
-        self.store.put_serialized(oid, s, evictable=False)
+        """Write a primary copy (not evictable: the node manager deletes it when nothing
+        references it). When the store is full, releases this process has not reported yet
+        go out and the write is retried for up to STORE_FULL_WAIT_S, as Ray waits for room,
+        before ObjectStoreFullError reaches the caller."""
+        deadline = time.monotonic() + STORE_FULL_WAIT_S
+        backoff = 0.001
+        while True:
+            try:
+                self.store.put_serialized(oid, s, evictable=False)
+                return
+            except ObjectStoreFullError:
+                if time.monotonic() + backoff > deadline:
+                    raise
+                with self._lock:
+                    self.flush()
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 0.1)
 
     def decode_value(self, oid: bytes, state: int, data):
         if state == m.OBJ_INLINE:
@@ -286,6 +322,7 @@ class CoreClient:
             raise TypeError("Calling 'put' on an ObjectRef is not allowed. If you really "
                             "want to do this, you can wrap the ObjectRef in a list and call "
                             "'put' on it.")
+        self.check_alive()
         with self._lock:
             oid = self.next_put_id(task_id)
             state, data, contained, _ = self.encode_value(value, oid)
@@ -312,6 +349,7 @@ class CoreClient:
 
     def submit(self, spec: dict, function_blob) -> list:
         """Buffer a task; returns the ObjectRefs of its returns."""
+        self.check_alive()
         with self._lock:
             fid = spec["fid"]
             if fid not in self._functions_sent:
@@ -350,7 +388,8 @@ class CoreClient:
             self._raw_send(m.SUBSCRIBE, {"oids": missing})
 
     def wait_ready(self, oids, num_ready: int, timeout_s) -> None:
-        """Block until ``num_ready`` of ``oids`` have results here, or the deadline passes."""
+        """Block until ``num_ready`` of ``oids`` have results here, or the deadline passes.
+        Raises LocalRayletDiedError when the node manager dies meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         results = self._results
         if num_ready <= 0 or all(o in results for o in oids):
@@ -386,6 +425,8 @@ class CoreClient:
                             return
                 if deadline is not None and time.monotonic() >= deadline:
                     return
+                self._check_node()
+                self.check_alive()
         finally:
             self._arrived = None
             if blocked:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 BACKLOG_LIMIT = 1_000_000  # writes kept while disconnected; past this, lineage is dropped
@@ -31,24 +32,44 @@ class GcsRecorder:
         self.backlog: list = []
         self.address = None
         self._dropped = 0
+        self._lock = threading.Lock()  # the backlog is drained by the connecting thread
 
-    def connect(self, address: str) -> None:
+    def connect_in_background(self, address: str) -> None:
+        """Connect without blocking the node manager's loop; writes queue until then."""
+        threading.Thread(target=self._connect, args=(address,), daemon=True,
+                         name="zactor-gcs-connect").start()
+
+    def _connect(self, address: str) -> None:
         from zactor.control.client import GcsClient  # imported late: keeps node start fast
 
-        self.client = GcsClient.connect(address, timeout_s=30.0)
-        self.address = address
-        backlog, self.backlog = self.backlog, []
-        for op, table, key, value in backlog:
-            self._write(op, table, key, value)
+        try:
+            client = GcsClient.connect(address, timeout_s=30.0)
+        except Exception as exc:  # noqa: BLE001 - tasks still run; say why lineage is off
+            print(f"zactor node manager: cannot reach the control store at {address}: "
+                  f"{exc}", file=sys.stderr)
+            return
+        with self._lock:
+            self.address = address
+            backlog, self.backlog = self.backlog, []
+            for op, table, key, value in backlog:
+                self._send(client, op, table, key, value)
+            self.client = client
 
     def _write(self, op: str, table: str, key: bytes, value) -> None:
         client = self.client
         if client is None:
-            if len(self.backlog) < BACKLOG_LIMIT:
-                self.backlog.append((op, table, key, value))
-            else:
-                self._dropped += 1
-            return
+            with self._lock:
+                client = self.client
+                if client is None:
+                    if len(self.backlog) < BACKLOG_LIMIT:
+                        self.backlog.append((op, table, key, value))
+                    else:
+                        self._dropped += 1
+                    return
+        self._send(client, op, table, key, value)
+
+    @staticmethod
+    def _send(client, op, table, key, value) -> None:
         try:
             if op == "put":
                 client.put_async(table, key, value)

@@ -70,7 +70,8 @@ class LocalControlPlane:
         self.store = store
         if not self._stopping.is_set():
             try:
-                on_ready(store.address)
+                pids = [store.coordinator.pid] + [c.pid for c in store.replicas.values()]
+                on_ready(store.address, pids)
             except Exception as exc:  # noqa: BLE001 - e.g. the driver shut down meanwhile
                 self.error = exc
         # This thread must outlive the control store: its processes die with the *thread*
@@ -130,8 +131,24 @@ class LocalNode:
                                  f"{proc.poll()}, said {line!r}); see its output above")
         return cls(proc, line.split(" ", 1)[1].strip(), session_dir)
 
+    @property
+    def store_path(self) -> str:
+        return os.path.join(SHM_DIR, f"zactor-{os.path.basename(self.session_dir)}")
+
+    def exit_status(self):
+        """None while the node manager runs, else its exit code."""
+        return self.proc.poll()
+
     def stop(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Wait for the node manager to exit (it was sent BYE), then make it."""
         _stop_process(self.proc, timeout_s)
+
+    def cleanup(self) -> None:
+        """Remove what a node manager that died too hard to clean up left behind."""
+        try:
+            os.unlink(self.store_path)
+        except FileNotFoundError:
+            pass
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 

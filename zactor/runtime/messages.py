@@ -67,4 +67,5 @@ SHUTDOWN = define(0x51, "SHUTDOWN", optional={"reason": ""})
 # client -> NM: goodbye; the NM drops the client's references
 BYE = define(0x52, "BYE")
 # driver -> NM: the control store is up at ``address`` (host:port of its coordinator)
-SET_GCS = define(0x53, "SET_GCS", required=("address",))
+#   pids: its processes, so the node can tell when they are gone (for cleanup)
+SET_GCS = define(0x53, "SET_GCS", required=("address",), optional={"pids": []})

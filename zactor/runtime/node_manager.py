@@ -39,6 +39,7 @@ from zactor.scheduling.resources import ResourceSet
 
 PARENT_CHECK_INTERVAL_S = 0.1
 REBALANCE_INTERVAL_S = 0.1
+GCS_EXIT_WAIT_S = 3.0
 #: tasks a worker may be sent ahead of the one it runs (hides the NM round trip; a task stuck
 #: behind a long one is taken back within REBALANCE_INTERVAL_S by LocalScheduler.rebalance)
 DEFAULT_PIPELINE_DEPTH = 4
@@ -104,6 +105,7 @@ class NodeManager:
         self.running = True
         self.stop_reason = ""
         self.gcs = GcsRecorder(node_id)
+        self.gcs_pids: list = []
         self.gcs.node_up(self.address, resources.to_dict(), store.path)
         if initial_workers:
             self._start_workers(initial_workers)
@@ -210,9 +212,11 @@ class NodeManager:
 
     def on_bye(self, identity, msg) -> None:
         client = self.clients.get(identity)
-        if client is not None and client.kind == "driver":
-            self._drop_client(identity)
-            self.stop("the driver disconnected")
+        if client is None:
+            return
+        self._drop_client(identity)
+        if client.kind == "driver" and client.pid == self.parent_pid:
+            self.stop("the driver disconnected")  # only the driver that started this node
 
     def _drop_client(self, identity) -> None:
         client = self.clients.pop(identity, None)
@@ -276,11 +280,8 @@ class NodeManager:
 
     def on_set_gcs(self, identity, msg) -> None:
         """The driver started the control store (in parallel with this node): connect."""
-        try:
-            self.gcs.connect(msg["address"])
-        except Exception as exc:  # noqa: BLE001 - tasks still run; say why lineage is off
-            print(f"zactor node manager: cannot reach the control store at "
-                  f"{msg['address']}: {exc}", file=sys.stderr)
+        self.gcs_pids = list(msg["pids"])
+        self.gcs.connect_in_background(msg["address"])
 
     def on_info(self, identity, msg) -> None:
         what = msg["what"]
@@ -578,7 +579,15 @@ class NodeManager:
         self.sock.close(0)
         self.ctx.term()
         self.store.destroy()
-        shutil.rmtree(self.session_dir, ignore_errors=True)
+        # The control store keeps its files under the session directory: remove it only once
+        # those processes are gone (a dead driver's die with it, by PDEATHSIG), otherwise
+        # the driver's shutdown removes it after stopping them.
+        deadline = time.monotonic() + GCS_EXIT_WAIT_S
+        while any(_alive(p) for p in self.gcs_pids) and time.monotonic() < deadline \
+                and self.stop_reason == "the driver process died":
+            time.sleep(0.02)
+        if not any(_alive(p) for p in self.gcs_pids):
+            shutil.rmtree(self.session_dir, ignore_errors=True)
 
     HANDLERS = {
         "HELLO": on_hello, "BYE": on_bye, "REF_DELTA": on_ref_delta,
@@ -587,6 +596,16 @@ class NodeManager:
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
         "SET_GCS": on_set_gcs,
     }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
 
 
 def _kill(pid, sig) -> None:
@@ -619,7 +638,8 @@ def main(argv=None) -> int:
 
     res = json.loads(args.resources)
     resources = ResourceSet.of(num_cpus=res.pop("CPU", 1), num_gpus=res.pop("GPU", 0),
-                               memory=res.pop("memory", 0), resources=res)
+                               memory=int(res.pop("memory", 0)), resources=res)
+    # local_cluster.LocalNode.store_path names the same file (to clean up after a crash)
     store_path = os.path.join("/dev/shm", f"zactor-{os.path.basename(args.session_dir)}")
     store = ObjectStore.create(store_path, args.store_bytes)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the driver decides; it sends BYE

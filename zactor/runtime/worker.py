@@ -79,6 +79,8 @@ class Worker:
         if config.get("log_to_driver", True):
             sys.stdout = _PrefixedStream(sys.stdout, os.getpid())
             sys.stderr = _PrefixedStream(sys.stderr, os.getpid())
+        else:  # as Ray: the output goes to log files only, not to the driver's terminal
+            _redirect_output(os.path.join(self.client.session_dir, "logs"))
 
     # ---- messages -------------------------------------------------------------------------
 
@@ -187,6 +189,18 @@ class Worker:
             return ser.deserialize(data)
         state, payload = values[data]
         return self.client.decode_value(data, state, payload)
+
+
+def _redirect_output(log_dir: str) -> None:
+    """Point fds 1 and 2 (and so print and C-level writes) at per-worker log files."""
+    os.makedirs(log_dir, exist_ok=True)
+    for fd, suffix in ((1, "out"), (2, "err")):
+        path = os.path.join(log_dir, f"worker-{os.getpid()}.{suffix}")
+        target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(target, fd)
+        os.close(target)
 
 
 def _retryable(spec, cause) -> bool:

@@ -3,8 +3,6 @@ always stopped, and a client always closed."""
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
 
 from zactor.control import GcsClient, LocalControlStore
@@ -39,11 +37,3 @@ def gcs_client():
     for client in clients:
         client.close()
 
-
-def log_rows(data_dir):
-    """(cid, cseq) of every log entry of a stopped replica."""
-    conn = sqlite3.connect(f"file:{data_dir}/gcs.sqlite?mode=ro", uri=True)
-    try:
-        return conn.execute("SELECT cid, cseq FROM log").fetchall()
-    finally:
-        conn.close()

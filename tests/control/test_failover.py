@@ -6,13 +6,21 @@ from __future__ import annotations
 
 import collections
 import signal
+import sqlite3
 
 import pytest
 
-from tests.control.conftest import log_rows
-
 N_WRITES = 10_000
 ROUND = 500
+
+
+def log_rows(data_dir):
+    """(cid, cseq) of every log entry of a stopped replica."""
+    conn = sqlite3.connect(f"file:{data_dir}/gcs.sqlite?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT cid, cseq FROM log").fetchall()
+    finally:
+        conn.close()
 
 
 def stream(client, store, victim_index, n=N_WRITES, table="kv"):

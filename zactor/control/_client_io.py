@@ -39,7 +39,9 @@ class ClientIO(SubscriberIO):
         self.coord_sub.setsockopt(zmq.SUBSCRIBE, b"config")
         self.coord_pub = None
         self.dealers: dict = {}                  # replica address -> DEALER
-        self.writes = collections.defaultdict(collections.OrderedDict)  # shard -> {req: batch}
+        # shard -> {req_id: batch}; keys are added and removed only under the client's lock
+        # (``flush`` reads it from the caller's thread).
+        self.writes = collections.defaultdict(collections.OrderedDict)
         self.write_shard: dict = {}              # req_id -> shard
         self.calls: dict = {}                    # req_id -> read request (sent)
         self.call_queue = collections.defaultdict(collections.deque)  # shard -> not yet sent
@@ -117,7 +119,7 @@ class ClientIO(SubscriberIO):
                       "epoch": self.c._shards[batch.shard][0]}, batch.req_id))
 
     def resend_writes(self, shard: int, now: float) -> None:
-        for batch in list(self.writes[shard].values()):
+        for batch in list(self.writes.get(shard, {}).values()):
             self.send_write(batch, now)
 
     def send_call(self, req, now: float) -> None:
@@ -242,7 +244,7 @@ class ClientIO(SubscriberIO):
         for req in [r for q in self.call_queue.values() for r in q if now > r.deadline]:
             self.fail(req, ControlStoreUnavailableError(
                 f"no answer to {req.mtype.name} from the control store before the deadline"))
-        for shard, inflight in self.writes.items():
+        for shard, inflight in list(self.writes.items()):
             due = False
             for batch in list(inflight.values()):
                 if now > batch.deadline:

@@ -155,6 +155,7 @@ class GcsClient:
             batch.ops.append([self._cseq[shard], op, table, key, raw])
             if len(batch.ops) >= self.max_batch:
                 self._queued[shard].append(self._open.pop(shard))
+                self._wake()
         return WriteFuture(batch)
 
     def _call(self, shard, mtype, body, timeout_s, on_result=None) -> _Request:

@@ -18,8 +18,8 @@ from tests.conftest import assert_no_cluster_left
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def run_driver(code: str, timeout_s: float = 60, **kw) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
+def run_driver(code: str, timeout_s: float = 60, env=None, **kw) -> subprocess.CompletedProcess:
+    env = dict(env or os.environ, PYTHONPATH=REPO, PYTHONUNBUFFERED="1")
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
                           text=True, timeout=timeout_s, env=env, **kw)
 
@@ -200,3 +200,53 @@ def test_put_waits_for_room_freed_by_dropped_refs():
     """)
     assert out.returncode == 0, out.stderr
     assert "OK" in out.stdout
+
+
+def test_gpus_custom_resources_and_driver_modules(tmp_path):
+    (tmp_path / "mymodule.py").write_text("def triple(x):\n    return 3 * x\n")
+    out = run_driver("""
+        import os, zactor
+        import mymodule  # a module of the driver's working directory
+        zactor.init(num_cpus=2, num_gpus=2, resources={"disk": 1},
+                    object_store_memory=64 << 20)
+        @zactor.remote(num_gpus=1)
+        def gpu_task():
+            return os.environ.get("CUDA_VISIBLE_DEVICES")
+        @zactor.remote(resources={"disk": 1})
+        def disk_task(x):
+            return mymodule.triple(x)
+        @zactor.remote
+        def env_task():
+            return os.environ.get("ZACTOR_TEST_MARKER")
+        seen = sorted(zactor.get([gpu_task.remote() for _ in range(2)]))
+        print("GPUS", seen)
+        print("DISK", zactor.get(disk_task.remote(5)))
+        print("ENV", zactor.get(env_task.remote()))
+        print("REMOTE MODULE", zactor.get(zactor.remote(mymodule.triple).remote(2)))
+        print("RES", zactor.cluster_resources()["GPU"], zactor.cluster_resources()["disk"])
+        zactor.shutdown()
+    """, cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=REPO, ZACTOR_TEST_MARKER="inherited"))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    gpus = next(line for line in lines if line.startswith("GPUS"))
+    assert gpus in ("GPUS ['0', '1']", "GPUS ['0', '0']", "GPUS ['1', '1']")
+    assert "DISK 15" in lines and "ENV inherited" in lines and "REMOTE MODULE 6" in lines
+    assert "RES 2.0 1.0" in lines
+
+
+def test_infeasible_task_warns_and_waits():
+    out = run_driver("""
+        import zactor
+        from zactor import exceptions as zx
+        zactor.init(num_cpus=1, object_store_memory=64 << 20)
+        @zactor.remote(num_cpus=8)
+        def huge():
+            return 1
+        try:
+            zactor.get(huge.remote(), timeout=1)
+        except zx.GetTimeoutError:
+            print("WAITED")
+        zactor.shutdown()
+    """)
+    assert out.returncode == 0, out.stderr
+    assert "WAITED" in out.stdout and "infeasible" in out.stderr

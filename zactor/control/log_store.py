@@ -29,10 +29,27 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 
-import sqlite_utils
 
-from zactor.control.schema import OP_DELETE, OP_PUT, TABLES
+def _import_sqlite_utils():
+    """sqlite-utils imports numpy (if present) only to store numpy scalars, which the control
+    store never writes; a replica that skips it is ~20 MB smaller and starts 0.1 s sooner.
+    numpy stays importable afterwards for anyone else in the process."""
+    block = "numpy" not in sys.modules
+    if block:
+        sys.modules["numpy"] = None  # makes `import numpy` raise ImportError inside
+    try:
+        import sqlite_utils
+    finally:
+        if block and sys.modules.get("numpy") is None:
+            del sys.modules["numpy"]
+    return sqlite_utils
+
+
+sqlite_utils = _import_sqlite_utils()
+
+from zactor.control.schema import OP_DELETE, OP_PUT, TABLES  # noqa: E402 (after the sqlite-utils import above)
 
 OP_ARCHIVE = 3  # move a row to the archive database (lineage of finished tasks)
 DB_FILE = "gcs.sqlite"

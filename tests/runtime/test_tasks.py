@@ -286,3 +286,31 @@ def test_object_ref_futures(cluster):
         return await f.remote(5)
 
     assert asyncio.run(main()) == 10
+
+
+def test_refs_inside_objects_keep_their_targets_alive(cluster):
+    inner = cluster.put(np.arange(300_000))  # in the store
+    inner_id = inner.binary()
+    outer = cluster.put({"inner": inner})
+    del inner
+    cluster.put(0)  # flushes the release of `inner`
+    got = cluster.get(outer)["inner"]
+    assert got.binary() == inner_id
+    assert cluster.get(got)[-1] == 299_999
+
+
+def test_objects_outlive_the_worker_that_created_them(cluster):
+    @cluster.remote
+    def make():
+        return [cluster.put(np.full(200_000, 7.0)), os.getpid()]
+
+    ref, pid = cluster.get(make.remote())
+    os.kill(pid, 9)  # the creator of the object is gone (Ray would raise OwnerDiedError)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.02)
+    assert float(cluster.get(ref, timeout=30)[0]) == 7.0

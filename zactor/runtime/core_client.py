@@ -83,6 +83,7 @@ class CoreClient:
         self._puts: list = []
         self._functions: list = []
         self._done: list = []
+        self._done_keep: list = []
         self._results: dict = {}
         self._arrived = None
         self._expected: set = set()
@@ -147,6 +148,9 @@ class CoreClient:
         if self._done:
             done, self._done = self._done, []
             self._raw_send(m.TASK_DONE, {"done": done})
+            # only now may the refs inside those results be released: a release sent
+            # before the TASK_DONE that holds them could free their objects (see task_done)
+            self._done_keep.clear()
 
     def _flush_loop(self) -> None:
         while not self._closed:
@@ -368,10 +372,16 @@ class CoreClient:
                 self._wake.set()
             return refs
 
-    def task_done(self, entry) -> None:
+    def task_done(self, entry, keep_alive=None) -> None:
         """Buffer a finished task's report (a worker's); sent with the next flush, which the
-        flusher makes within ~BATCH_DELAY_S even while the next task runs for long."""
+        flusher makes within ~BATCH_DELAY_S even while the next task runs for long.
+
+        ``keep_alive`` (the return values) is held until the report is sent: ObjectRefs
+        inside them must not be released (a -1 to the node manager) before the report that
+        makes the results hold their targets, or those objects could be freed in between."""
         self._done.append(entry)
+        if keep_alive is not None:
+            self._done_keep.append(keep_alive)
         if len(self._done) == 1:
             self._wake.set()
 

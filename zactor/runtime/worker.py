@@ -146,6 +146,7 @@ class Worker:
         if gpu_ids:
             os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
         values = {oid: (state, data) for oid, state, data in resolved}
+        returns = None
         self.current_task = task_id
         context.set_current_task(task_id, name.rsplit(".", 1)[-1])
         try:
@@ -182,7 +183,7 @@ class Worker:
             self.current_task = None
             context.set_current_task(None)
         with self.client._lock:
-            self.client.task_done([task_id, results, flags])
+            self.client.task_done([task_id, results, flags], keep_alive=returns)
 
     def _arg(self, kind, data, values):
         if kind == 0:

@@ -314,3 +314,33 @@ def test_objects_outlive_the_worker_that_created_them(cluster):
             break
         time.sleep(0.02)
     assert float(cluster.get(ref, timeout=30)[0]) == 7.0
+
+
+def test_garbage_frames_never_stop_the_node_manager(cluster):
+    import zmq
+
+    from zactor import protocol
+    from zactor.runtime import messages as m
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(cluster.api._node.address)
+    try:
+        sock.send_multipart([b"\x00garbage"])  # no valid header: logged and dropped
+        sock.send_multipart([b"x" * 10, b"y"])  # wrong version: dropped
+        header = protocol.encode(m.SUBMIT, {"tasks": []})[0]
+        sock.send_multipart([header, b"\xc1not msgpack"])  # header parses: ERROR reply
+        assert sock.poll(10_000), "no error reply"
+        reply = protocol.decode(sock.recv_multipart())
+        assert reply.mtype is protocol.ERROR and reply["code"] == protocol.ERR_MALFORMED
+        sock.send_multipart(protocol.encode(m.SUBMIT, {"tasks": [{"id": b"bad"}]}))  # no HELLO
+    finally:
+        sock.close(0)
+        ctx.term()
+
+    @cluster.remote
+    def still_works():
+        return "yes"
+
+    assert cluster.get(still_works.remote(), timeout=30) == "yes"

@@ -20,8 +20,9 @@ __version__ = "0.1.0"
 
 from zactor import exceptions  # noqa: E402  (light: no third-party imports)
 
-_API = ("available_resources", "cancel", "cluster_resources", "get", "get_runtime_context",
-        "init", "is_initialized", "nodes", "put", "remote", "shutdown", "wait")
+_API = ("available_resources", "cancel", "cluster_resources", "get", "get_actor",
+        "get_runtime_context", "init", "is_initialized", "kill", "method", "nodes", "put",
+        "remote", "shutdown", "wait")
 
 __all__ = ["ObjectRef", "exceptions", *_API]
 

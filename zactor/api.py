@@ -20,6 +20,7 @@ from zactor.exceptions import RaySystemError
 from zactor.object_ref import ObjectRef
 from zactor.runtime import context
 from zactor.runtime import messages as m
+from zactor.runtime.actors import ActorClass, get_actor, kill, method  # noqa: F401
 from zactor.runtime.core_client import DEFAULT_INLINE_THRESHOLD_BYTES, CoreClient
 from zactor.runtime.local_cluster import LocalControlPlane, LocalNode
 from zactor.runtime.remote_function import RemoteFunction
@@ -133,7 +134,7 @@ def remote(*args, **options):
 
 def _make_remote(target, options):
     if inspect.isclass(target):
-        raise NotImplementedError("actors (@remote on a class) come with the actors issue")
+        return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@zactor.remote needs a function or a class, got "
                         f"{type(target).__name__}")

@@ -356,7 +356,7 @@ class CoreClient:
         self.check_alive()
         with self._lock:
             fid = spec["fid"]
-            if fid not in self._functions_sent:
+            if fid and fid not in self._functions_sent:  # actor calls carry no function
                 self._functions.append([fid, function_blob()])
                 self._functions_sent.add(fid)
             self._fold_refs()  # earlier ref changes go before this task (see module doc)

@@ -32,6 +32,7 @@ from zactor.ids import NodeID
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 from zactor.runtime import zygote
+from zactor.runtime.actor_manager import ActorManager
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
 from zactor.scheduling import local_scheduler as ls
@@ -106,6 +107,7 @@ class NodeManager:
         self.stop_reason = ""
         self.gcs = GcsRecorder(node_id)
         self.gcs_pids: list = []
+        self.actors = ActorManager(self)
         self.gcs.node_up(self.address, resources.to_dict(), store.path)
         if initial_workers:
             self._start_workers(initial_workers)
@@ -283,6 +285,14 @@ class NodeManager:
         self.gcs_pids = list(msg["pids"])
         self.gcs.connect_in_background(msg["address"])
 
+    def on_kill_actor(self, identity, msg) -> None:
+        killed = self.actors.kill(msg["aid"])
+        self._send(identity, m.INFO_REPLY, {"value": killed})
+
+    def on_get_actor(self, identity, msg) -> None:
+        self._send(identity, m.INFO_REPLY,
+                   {"value": self.actors.lookup(msg["name"], msg["namespace"])})
+
     def on_info(self, identity, msg) -> None:
         what = msg["what"]
         if what == "total":
@@ -309,6 +319,7 @@ class NodeManager:
             self._notify(identity, [oid, state, data])
         e.waiters.clear()
         self._apply(self.scheduler.object_local(oid))
+        self.actors.object_ready(oid)
         if collect:
             self._free(self.objects.collect_unreferenced(oid))
 
@@ -345,7 +356,18 @@ class NodeManager:
             task = Task(spec, identity)
             for oid in task.returns:  # the submitter holds the refs it was handed
                 self._client_ref(client, oid)
-            requests.append(self._submit(task))
+            request = self._submit(task)
+            actor = spec.get("actor")
+            if actor is None:
+                requests.append(request)
+            elif actor["op"] == "call":
+                self.actors.call(task)  # straight to the actor's queue, not the scheduler
+            else:
+                refused = self.actors.creating(task)
+                if refused:
+                    self._fail_task(spec["id"], ValueError(refused))
+                else:
+                    requests.append(request)
         self._apply(self.scheduler.submit_many(requests))
         self._apply_deltas(client, deltas, -1)
 
@@ -380,16 +402,23 @@ class NodeManager:
                 memory=res.get("memory", 0),
                 resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
         retries = spec["retries"]
+        actor = spec.get("actor")
         return ls.TaskRequest(
             spec["id"], demand, frozenset(task.deps),
             max_retries=(1 << 30) if retries < 0 else max(0, retries - task.attempt),
-            payload=spec["id"])
+            payload=spec["id"], dedicated=actor is not None and actor["op"] == "create")
 
     def _finish_task(self, task_id: bytes, results) -> None:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return
         self.gcs.task_finished(task_id)
+        actor = task.spec.get("actor")
+        if actor is not None:
+            if actor["op"] == "create":
+                self.actors.created(task_id, results)
+            else:
+                self.actors.call_done(task_id, actor["aid"])
         for oid, state, data, *contained in results:
             self._set_value(oid, state, data, contained[0] if contained else ())
         for oid in task.deps:
@@ -482,6 +511,8 @@ class NodeManager:
                 pid = self.worker_pid.get(ins.worker_id)
                 if pid:
                     _kill(pid, signal.SIGKILL)
+            elif kind is ls.DedicatedWorkerDied:
+                self.actors.worker_died(ins.worker_id, ins.detail)
             elif kind is ls.Infeasible:
                 print(f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
                       f" but this node has {ins.total.to_dict()}; it waits for a node that "
@@ -510,11 +541,21 @@ class NodeManager:
         if fid not in client.functions:
             client.functions.add(fid)
             functions.append([fid, self.functions[fid]])
+        if task.spec.get("actor"):
+            self.actors.placed(ins.task_id, ins.worker_id)
+        self._queue_execute(identity, [task.spec, resolved, list(ins.gpu_ids), ins.attempt],
+                            functions)
+
+    def _queue_execute(self, identity: bytes, entry, functions) -> None:
+        """Add a task to the EXECUTE batch going to ``identity`` at the end of this turn."""
         batch = self.exec_out.get(identity)
         if batch is None:
             batch = self.exec_out[identity] = ([], [])
-        batch[0].append([task.spec, resolved, list(ins.gpu_ids), ins.attempt])
+        batch[0].append(entry)
         batch[1].extend(functions)
+
+    def _kill_pid(self, pid: int) -> None:
+        _kill(pid, signal.SIGKILL)
 
     def _interrupt(self, worker_id, task_id) -> None:
         identity = self.worker_identity.get(worker_id)
@@ -594,7 +635,7 @@ class NodeManager:
         "SUBSCRIBE": on_subscribe, "PUT": on_put, "SUBMIT": on_submit,
         "TASK_DONE": on_task_done, "BLOCKED": on_blocked, "UNBLOCKED": on_unblocked,
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
-        "SET_GCS": on_set_gcs,
+        "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
     }
 
 

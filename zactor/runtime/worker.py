@@ -73,6 +73,7 @@ class Worker:
         self.client.pump_in_background = True
         self.in_user_code = False
         self.current_task = None
+        self.actor_instance = None
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
         signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
@@ -149,9 +150,10 @@ class Worker:
         returns = None
         self.current_task = task_id
         context.set_current_task(task_id, name.rsplit(".", 1)[-1])
+        actor = spec.get("actor")
         try:
             try:
-                fn = self._function(spec["fid"])
+                fn = self._callable(spec, actor)
                 args = [self._arg(kind, data, values) for kind, data in spec["args"]]
                 kwargs = {k: self._arg(kind, data, values) for k, kind, data in spec["kwargs"]}
             except Exception as exc:  # noqa: BLE001 - reported as the task's error
@@ -163,6 +165,9 @@ class Worker:
             finally:
                 self.in_user_code = False
             del args, kwargs
+            if actor is not None and actor["op"] == "create":
+                self.actor_instance = returns[0]  # lives here; the caller gets None
+                returns = [None]
             results = []
             try:
                 for i, value in enumerate(returns, start=1):
@@ -184,6 +189,19 @@ class Worker:
             context.set_current_task(None)
         with self.client._lock:
             self.client.task_done([task_id, results, flags], keep_alive=returns)
+
+    def _callable(self, spec, actor):
+        """The function a task runs: a remote function, an actor class (creation), or a
+        bound method of the actor this worker hosts."""
+        if actor is None or actor["op"] == "create":
+            return self._function(spec["fid"])
+        if self.actor_instance is None:
+            raise RuntimeError(f"this worker hosts no actor (call {spec['name']})")
+        method = getattr(self.actor_instance, actor["method"], None)
+        if method is None:
+            raise AttributeError(f"{type(self.actor_instance).__name__!r} object has no "
+                                 f"method {actor['method']!r}")
+        return method
 
     def _arg(self, kind, data, values):
         if kind == 0:

@@ -1,0 +1,191 @@
+"""Actors on one node: creation, ordered calls, handles passed around, names, failures.
+
+(Restarts, checkpoints, async/threaded actors and ActorPool come with the actors issue.)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from zactor import exceptions as zx
+
+
+def test_counter_calls_run_in_order_and_keep_state(cluster):
+    @cluster.remote
+    class Counter:
+        def __init__(self, start=0):
+            self.n = start
+
+        def incr(self, k=1):
+            self.n += k
+            return self.n
+
+    c = Counter.remote(10)
+    assert cluster.get([c.incr.remote() for _ in range(200)]) == list(range(11, 211))
+    assert cluster.get(c.incr.remote(k=5)) == 215
+
+
+def test_method_options_num_returns_and_ref_arguments(cluster):
+    @cluster.remote
+    class Box:
+        def __init__(self):
+            self.items = []
+
+        def add(self, x):
+            self.items.append(x)
+            return len(self.items)
+
+        @cluster.method(num_returns=2)
+        def pair(self):
+            return self.items[0], self.items[-1]
+
+    @cluster.remote
+    def slow_value():
+        time.sleep(0.3)
+        return "late"
+
+    b = Box.remote()
+    b.add.remote("first")
+    b.add.remote(slow_value.remote())  # the call waits for its argument; order is kept
+    b.add.remote("last")
+    first, last = b.pair.remote()
+    assert cluster.get([first, last]) == ["first", "last"]
+    one, two = b.pair.options(num_returns=2).remote()
+    assert cluster.get(two) == "last"
+
+
+def test_handles_work_inside_tasks_and_other_actors(cluster):
+    @cluster.remote
+    class Store:
+        def __init__(self):
+            self.d = {}
+
+        def set(self, k, v):
+            self.d[k] = v
+
+        def get(self, k):
+            return self.d.get(k)
+
+    @cluster.remote
+    class Writer:
+        def __init__(self, store):
+            self.store = store
+
+        def write(self, k, v):
+            return cluster.get(self.store.set.remote(k, v))
+
+    @cluster.remote
+    def read(store, k):
+        return cluster.get(store.get.remote(k))
+
+    s = Store.remote()
+    w = Writer.remote(s)
+    cluster.get(w.write.remote("a", 1))
+    assert cluster.get(read.remote(s, "a")) == 1
+
+
+def test_named_actors(cluster):
+    @cluster.remote
+    class Named:
+        def ping(self):
+            return "pong"
+
+    a = Named.options(name="svc").remote()
+    assert cluster.get(cluster.get_actor("svc").ping.remote()) == "pong"
+    with pytest.raises(ValueError, match="already taken"):
+        Named.options(name="svc").remote()
+    again = Named.options(name="svc", get_if_exists=True).remote()
+    assert again == a
+    with pytest.raises(ValueError, match="Failed to look up actor"):
+        cluster.get_actor("nobody")
+    with pytest.raises(ValueError, match="Failed to look up actor"):
+        cluster.get_actor("svc", namespace="elsewhere")
+    cluster.kill(a)
+    with pytest.raises(ValueError):
+        cluster.get_actor("svc")
+
+
+def test_errors_in_methods_leave_the_actor_alive(cluster):
+    @cluster.remote
+    class Fragile:
+        def __init__(self):
+            self.calls = 0
+
+        def maybe(self, fail):
+            self.calls += 1
+            if fail:
+                raise KeyError("boom")
+            return self.calls
+
+    f = Fragile.remote()
+    with pytest.raises(KeyError):
+        cluster.get(f.maybe.remote(True))
+    assert cluster.get(f.maybe.remote(False)) == 2
+
+
+def test_init_failure_fails_every_call_with_the_cause(cluster):
+    @cluster.remote
+    class Broken:
+        def __init__(self):
+            raise ValueError("bad config")
+
+        def f(self):
+            return 1
+
+    b = Broken.remote()
+    for _ in range(2):
+        with pytest.raises(zx.RayActorError, match="bad config") as info:
+            cluster.get(b.f.remote(), timeout=30)
+        assert isinstance(info.value.cause, ValueError)
+
+
+def test_killed_or_crashed_actor_fails_calls_instead_of_hanging(cluster):
+    @cluster.remote
+    class Victim:
+        def pid(self):
+            return os.getpid()
+
+        def crash(self):
+            os._exit(7)
+
+        def sleep(self):
+            time.sleep(60)
+
+    v = Victim.remote()
+    assert cluster.get(v.pid.remote()) > 0
+    pending = v.sleep.remote()
+    queued = v.pid.remote()
+    cluster.kill(v)
+    for ref in (pending, queued, v.pid.remote()):
+        with pytest.raises(zx.ActorDiedError, match="killed"):
+            cluster.get(ref, timeout=30)
+
+    w = Victim.remote()
+    with pytest.raises(zx.ActorDiedError, match="exit code 7"):
+        cluster.get(w.crash.remote(), timeout=30)
+    with pytest.raises(zx.RayActorError):  # ActorDiedError is a RayActorError
+        cluster.get(w.pid.remote(), timeout=30)
+
+
+def test_many_actors_on_two_cpus_and_direct_calls_refused(cluster):
+    @cluster.remote
+    class Tiny:
+        def __init__(self, i):
+            self.i = i
+
+        def who(self):
+            return self.i
+
+    actors = [Tiny.remote(i) for i in range(4)]  # actors hold no CPU by default, as in Ray
+    assert cluster.get([a.who.remote() for a in actors], timeout=60) == [0, 1, 2, 3]
+    with pytest.raises(TypeError, match="Tiny.remote"):
+        Tiny(1)
+    with pytest.raises(TypeError, match="who.remote"):
+        actors[0].who()
+    with pytest.raises(AttributeError, match="no method"):
+        actors[0].nope
+    for a in actors:
+        cluster.kill(a)

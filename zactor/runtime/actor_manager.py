@@ -1,0 +1,198 @@
+"""The node manager's actors: where each lives, and the calls waiting for it.
+
+Runs in the node manager. An actor is created by an ordinary task marked ``dedicated`` (the
+local scheduler places it and keeps its worker and resources for the actor's lifetime); its
+method calls then bypass the scheduler: they queue here, one FIFO per actor, and go to the
+actor's worker in the order they arrived, each once its arguments exist (a call waits for the
+one before it, so calls from one caller run in submission order, as in Ray).
+
+When the actor's worker dies, or it is killed, or its ``__init__`` raised, every queued and
+running call fails with a specific error (``ActorDiedError``, or ``RayActorError`` carrying the
+``__init__`` error), and so does every later call: no call is left hanging.
+
+Not yet (the actors issue): restarts (``max_restarts``), checkpoints and replay, async and
+threaded actors, and ending an actor when its last handle goes away.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from zactor import serialization as ser
+from zactor.exceptions import ActorDiedError, RayActorError, RayTaskError
+from zactor.runtime import messages as m
+
+PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
+
+
+class Actor:
+    __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
+                 "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on")
+
+    def __init__(self, actor_id, creation_task_id, info):
+        self.actor_id = actor_id
+        self.state = PENDING
+        self.worker_id = None
+        self.creation_task_id = creation_task_id
+        self.queue: deque = deque()     # calls not yet sent, in arrival order
+        self.running: dict = {}         # task id -> Task, sent to the worker
+        self.name = info.get("name")
+        self.namespace = info.get("ns", "")
+        self.methods = info.get("methods", {})
+        self.class_name = info.get("cls", "")
+        self.death = None               # serialized error every call gets once DEAD
+        self.killed = False
+        self.waiting_on = None          # the object the head call waits for
+
+
+class ActorManager:
+    def __init__(self, node):
+        self.node = node                # the NodeManager: objects, sending, finishing tasks
+        self.actors: dict = {}
+        self.by_name: dict = {}         # (namespace, name) -> actor id
+        self.by_worker: dict = {}
+        self.by_creation: dict = {}
+        self.waiters: dict = {}         # object id -> actor ids whose head call waits on it
+
+    # ---- creation -------------------------------------------------------------------------
+
+    def creating(self, task) -> str | None:
+        """A creation task arrived; returns an error text if the actor cannot exist."""
+        info = task.spec["actor"]
+        key = (info.get("ns", ""), info.get("name"))
+        if info.get("name") and key in self.by_name and \
+                self.actors[self.by_name[key]].state != DEAD:
+            return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
+        actor = Actor(info["aid"], task.spec["id"], info)
+        self.actors[actor.actor_id] = actor
+        self.by_creation[task.spec["id"]] = actor
+        if actor.name:
+            self.by_name[key] = actor.actor_id
+        return None
+
+    def placed(self, task_id: bytes, worker_id: bytes) -> None:
+        actor = self.by_creation.get(task_id)
+        if actor is not None:
+            actor.worker_id = worker_id
+            self.by_worker[worker_id] = actor
+
+    def created(self, task_id: bytes, results) -> None:
+        """The creation task finished: the actor lives, or its ``__init__`` failed."""
+        actor = self.by_creation.pop(task_id, None)
+        if actor is None:
+            return
+        _, state, data = results[0][:3]
+        if state == m.OBJ_ERROR:
+            cause = ser.deserialize(data)
+            if isinstance(cause, RayTaskError):
+                cause = cause.cause
+            self._die(actor, RayActorError(cause, actor.actor_id.hex(),
+                                           f"The actor {actor.class_name} died in its "
+                                           f"__init__: {type(cause).__name__}: {cause}"))
+            if actor.worker_id is not None:
+                self.node._apply(self.node.scheduler.release_dedicated(actor.worker_id))
+            return
+        actor.state = ALIVE
+        self.pump(actor)
+
+    # ---- calls ----------------------------------------------------------------------------
+
+    def call(self, task) -> None:
+        actor = self.actors.get(task.spec["actor"]["aid"])
+        if actor is None:
+            self.node._fail_task(task.spec["id"], ActorDiedError(
+                None, task.spec["actor"]["aid"].hex(), "no such actor on this node (it was "
+                "never created here, or its node is gone)"))
+            return
+        if actor.state == DEAD:
+            self.node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, actor.death]
+                                                     for o in task.returns])
+            return
+        actor.queue.append(task)
+        self.pump(actor)
+
+    def pump(self, actor: Actor) -> None:
+        """Send the actor's queued calls, in order, while their arguments exist."""
+        if actor.state != ALIVE:
+            return
+        node = self.node
+        identity = node.worker_identity.get(actor.worker_id)
+        while actor.queue and identity is not None:
+            task = actor.queue[0]
+            resolved, failed = [], None
+            for oid in task.deps:
+                e = node.objects.entries.get(oid)
+                if e is None or e.state is None:
+                    actor.waiting_on = oid
+                    self.waiters.setdefault(oid, set()).add(actor.actor_id)
+                    return
+                if e.state == m.OBJ_ERROR:
+                    failed = e.data
+                    break
+                resolved.append([oid, e.state, e.data])
+            actor.queue.popleft()
+            actor.waiting_on = None
+            if failed is not None:  # a failed argument fails the call, as in Ray
+                node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, failed]
+                                                    for o in task.returns])
+                continue
+            actor.running[task.spec["id"]] = task
+            node._queue_execute(identity, [task.spec, resolved, [], 0], [])
+
+    def object_ready(self, oid: bytes) -> None:
+        for actor_id in self.waiters.pop(oid, ()):
+            actor = self.actors.get(actor_id)
+            if actor is not None and actor.waiting_on == oid:
+                self.pump(actor)
+
+    def call_done(self, task_id: bytes, actor_id: bytes) -> None:
+        actor = self.actors.get(actor_id)
+        if actor is not None:
+            actor.running.pop(task_id, None)
+
+    # ---- death ----------------------------------------------------------------------------
+
+    def kill(self, actor_id: bytes) -> bool:
+        actor = self.actors.get(actor_id)
+        if actor is None or actor.state == DEAD:
+            return False
+        actor.killed = True
+        if actor.state == PENDING and actor.worker_id is None:
+            self._die(actor, ActorDiedError(None, actor_id.hex(),
+                                            "The actor was killed by zactor.kill()"))
+            self.node._cancel(actor.creation_task_id, True, False)
+            return True
+        pid = self.node.worker_pid.get(actor.worker_id)
+        if pid:
+            self.node._kill_pid(pid)
+        return True
+
+    def worker_died(self, worker_id: bytes, detail: str) -> None:
+        actor = self.by_worker.pop(worker_id, None)
+        if actor is None or actor.state == DEAD:
+            return
+        why = ("The actor was killed by zactor.kill()" if actor.killed else
+               f"The actor {actor.class_name} died unexpectedly: its worker {detail}")
+        self._die(actor, ActorDiedError(None, actor.actor_id.hex(), why))
+
+    def _die(self, actor: Actor, error) -> None:
+        actor.state = DEAD
+        actor.death = ser.dumps(error)
+        node = self.node
+        for task in list(actor.running.values()) + list(actor.queue):
+            node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, actor.death]
+                                                for o in task.returns])
+        actor.running.clear()
+        actor.queue.clear()
+        self.by_creation.pop(actor.creation_task_id, None)
+        if actor.worker_id is not None:
+            self.by_worker.pop(actor.worker_id, None)
+
+    # ---- names ----------------------------------------------------------------------------
+
+    def lookup(self, name: str, namespace: str):
+        actor_id = self.by_name.get((namespace, name))
+        actor = self.actors.get(actor_id) if actor_id else None
+        if actor is None or actor.state == DEAD or actor.killed:  # killed: dying already
+            return None
+        return {"aid": actor.actor_id, "methods": actor.methods, "cls": actor.class_name}

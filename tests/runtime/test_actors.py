@@ -186,6 +186,6 @@ def test_many_actors_on_two_cpus_and_direct_calls_refused(cluster):
     with pytest.raises(TypeError, match="who.remote"):
         actors[0].who()
     with pytest.raises(AttributeError, match="no method"):
-        getattr(actors[0], "nope")
+        _ = actors[0].nope
     for a in actors:
         cluster.kill(a)

@@ -189,3 +189,57 @@ def test_many_actors_on_two_cpus_and_direct_calls_refused(cluster):
         _ = actors[0].nope
     for a in actors:
         cluster.kill(a)
+
+
+def test_restarted_actor_runs_init_again_and_retries_calls(cluster, tmp_path):
+    import numpy as np
+
+    @cluster.remote(max_restarts=1, max_task_retries=1)
+    class Phoenix:
+        def __init__(self, weights):
+            self.weights = weights  # a large argument: kept for the restart
+            self.calls = 0
+
+        def call(self):
+            self.calls += 1
+            return self.calls, os.getpid(), float(self.weights.sum())
+
+        def die_once(self, marker):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            return "second life"
+
+    p = Phoenix.remote(np.ones(100_000))
+    calls, pid1, total = cluster.get(p.call.remote())
+    assert (calls, total) == (1, 100_000.0)
+    # the call that kills the worker is retried on the restarted actor (max_task_retries=1)
+    assert cluster.get(p.die_once.remote(str(tmp_path / "m")), timeout=60) == "second life"
+    calls, pid2, total = cluster.get(p.call.remote(), timeout=60)
+    assert pid2 != pid1 and calls == 1 and total == 100_000.0  # fresh state after restart
+    p.die_once.remote(str(tmp_path / "m2"))  # restarts are spent now
+    with pytest.raises(zx.ActorDiedError):
+        cluster.get(p.call.remote(), timeout=60)
+
+
+def test_actor_pool_map_and_unordered(cluster):
+    from zactor.util import ActorPool
+
+    @cluster.remote
+    class Doubler:
+        def double(self, x):
+            time.sleep(0.01 * (x % 3))
+            return 2 * x
+
+    pool = ActorPool([Doubler.remote() for _ in range(3)])
+    assert list(pool.map(lambda a, v: a.double.remote(v), range(10))) == \
+        [2 * i for i in range(10)]
+    assert sorted(pool.map_unordered(lambda a, v: a.double.remote(v), range(10))) == \
+        [2 * i for i in range(10)]
+    pool.submit(lambda a, v: a.double.remote(v), 21)
+    assert pool.has_next() and pool.get_next() == 42 and not pool.has_next()
+    extra = Doubler.remote()
+    pool.push(extra)
+    with pytest.raises(ValueError, match="already belongs"):
+        pool.push(extra)
+    assert pool.pop_idle() is not None

@@ -10,8 +10,14 @@ When the actor's worker dies, or it is killed, or its ``__init__`` raised, every
 running call fails with a specific error (``ActorDiedError``, or ``RayActorError`` carrying the
 ``__init__`` error), and so does every later call: no call is left hanging.
 
-Not yet (the actors issue): restarts (``max_restarts``), checkpoints and replay, async and
-threaded actors, and ending an actor when its last handle goes away.
+Restarts: an actor whose worker dies is re-created (its creation task submitted again, so
+``__init__`` runs again on a fresh worker: a restarted actor starts from fresh state, as in
+Ray) while it has ``max_restarts`` left (-1: forever); calls queued meanwhile wait for it. The
+calls that were running when it died are retried on the new instance if ``max_task_retries``
+allows (per call), otherwise they fail with ``ActorDiedError``. ``kill`` never restarts.
+
+Not yet (the actors issue): checkpoints and replay, async and threaded actors, and ending an
+actor when its last handle goes away.
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
 
 class Actor:
     __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
-                 "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on")
+                 "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
+                 "creation", "restarts_left", "task_retries", "restarts")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -43,6 +50,10 @@ class Actor:
         self.death = None               # serialized error every call gets once DEAD
         self.killed = False
         self.waiting_on = None          # the object the head call waits for
+        self.creation = None            # the creation Task, kept to restart the actor
+        self.restarts_left = info.get("max_restarts", 0)
+        self.task_retries = info.get("max_task_retries", 0)
+        self.restarts = 0
 
 
 class ActorManager:
@@ -64,6 +75,10 @@ class ActorManager:
                 self.actors[self.by_name[key]].state != DEAD:
             return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
         actor = Actor(info["aid"], task.spec["id"], info)
+        actor.creation = task
+        if actor.restarts_left != 0:  # a restart needs the constructor's arguments again
+            for oid in list(task.deps) + list(task.held):
+                self.node.objects.add_ref(oid)
         self.actors[actor.actor_id] = actor
         self.by_creation[task.spec["id"]] = actor
         if actor.name:
@@ -173,12 +188,47 @@ class ActorManager:
             return
         why = ("The actor was killed by zactor.kill()" if actor.killed else
                f"The actor {actor.class_name} died unexpectedly: its worker {detail}")
-        self._die(actor, ActorDiedError(None, actor.actor_id.hex(), why))
+        if actor.killed or actor.restarts_left == 0:
+            self._die(actor, ActorDiedError(None, actor.actor_id.hex(), why))
+            return
+        self._restart(actor, why)
+
+    def _restart(self, actor: Actor, why: str) -> None:
+        """Run the creation task again; calls that were running are retried or failed."""
+        if actor.restarts_left > 0:
+            actor.restarts_left -= 1
+        actor.restarts += 1
+        node = self.node
+        error = ser.dumps(ActorDiedError(None, actor.actor_id.hex(), why))
+        retry = []
+        for task in actor.running.values():
+            attempts = task.attempt
+            if actor.task_retries < 0 or attempts < actor.task_retries:
+                task.attempt += 1
+                retry.append(task)
+            else:
+                node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, error]
+                                                    for o in task.returns])
+        actor.running.clear()
+        actor.queue.extendleft(reversed(retry))  # retried calls keep their order, first
+        actor.state = PENDING
+        actor.worker_id = None
+        creation = actor.creation
+        spec = dict(creation.spec)
+        spec["id"] = node.new_task_id()  # a fresh creation task (same class and arguments)
+        actor.creation_task_id = spec["id"]
+        restart = type(creation)(spec, creation.submitter)
+        self.by_creation[spec["id"]] = actor
+        node._apply(node.scheduler.submit(node._submit(restart)))
 
     def _die(self, actor: Actor, error) -> None:
+        node = self.node
+        if actor.restarts_left != 0 and actor.creation is not None:  # the restart holds
+            for oid in list(actor.creation.deps) + list(actor.creation.held):
+                node._free(node.objects.remove_ref(oid))
+        actor.creation = None
         actor.state = DEAD
         actor.death = ser.dumps(error)
-        node = self.node
         for task in list(actor.running.values()) + list(actor.queue):
             node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, actor.death]
                                                 for o in task.returns])

@@ -111,7 +111,9 @@ class ActorClass:
             "retries": 0, "retry_exc": False, "parent": context.current_task_id() or b"",
             "held": held,
             "actor": {"op": "create", "aid": actor_id, "name": name, "ns": namespace,
-                      "methods": self._methods, "cls": self._cls.__name__},
+                      "methods": self._methods, "cls": self._cls.__name__,
+                      "max_restarts": opts["max_restarts"],
+                      "max_task_retries": opts["max_task_retries"]},
         }
         client.submit(spec, self._pickled)  # its "created" ref is not needed: dropped
         return ActorHandle(actor_id, self._methods, self._cls.__name__)

@@ -554,6 +554,10 @@ class NodeManager:
         batch[0].append(entry)
         batch[1].extend(functions)
 
+    def new_task_id(self) -> bytes:
+        """A task id made by the node itself (an actor's restart)."""
+        return os.urandom(8) + b"\xff" * 16
+
     def _kill_pid(self, pid: int) -> None:
         _kill(pid, signal.SIGKILL)
 

@@ -243,3 +243,44 @@ def test_actor_pool_map_and_unordered(cluster):
     with pytest.raises(ValueError, match="already belongs"):
         pool.push(extra)
     assert pool.pop_idle() is not None
+
+
+def test_threaded_and_async_actors_run_calls_concurrently(cluster):
+    import asyncio
+
+    @cluster.remote(max_concurrency=4)
+    class Threaded:
+        def __init__(self):
+            import threading
+
+            self.barrier = threading.Barrier(4)
+
+        def meet(self):
+            # only passes when 4 calls run at the same time (sequential calls would time out)
+            self.barrier.wait(timeout=20)
+            return 1
+
+    @cluster.remote
+    class AsyncActor:
+        def __init__(self):
+            self.event = None
+
+        async def wait_for_go(self):
+            if self.event is None:
+                self.event = asyncio.Event()
+            await self.event.wait()
+            return "released"
+
+        async def go(self):
+            if self.event is None:
+                self.event = asyncio.Event()
+            self.event.set()
+            return "go"
+
+    t = Threaded.remote()
+    assert sum(cluster.get([t.meet.remote() for _ in range(4)], timeout=60)) == 4
+
+    a = AsyncActor.remote()
+    waiting = [a.wait_for_go.remote() for _ in range(3)]  # would deadlock one at a time
+    assert cluster.get(a.go.remote(), timeout=30) == "go"
+    assert cluster.get(waiting, timeout=30) == ["released"] * 3

@@ -113,6 +113,7 @@ class ActorClass:
             "actor": {"op": "create", "aid": actor_id, "name": name, "ns": namespace,
                       "methods": self._methods, "cls": self._cls.__name__,
                       "max_restarts": opts["max_restarts"],
+                      "max_concurrency": opts["max_concurrency"],
                       "max_task_retries": opts["max_task_retries"]},
         }
         client.submit(spec, self._pickled)  # its "created" ref is not needed: dropped

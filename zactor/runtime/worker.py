@@ -25,6 +25,7 @@ from zactor import serialization as ser
 from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
+from zactor.runtime.actor_concurrency import ActorConcurrency
 from zactor.runtime.core_client import CoreClient
 
 PARENT_CHECK_EVERY_MS = 1000
@@ -74,6 +75,7 @@ class Worker:
         self.in_user_code = False
         self.current_task = None
         self.actor_instance = None
+        self.concurrency = None  # ActorConcurrency for threaded and async actors
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
         signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
@@ -118,7 +120,11 @@ class Worker:
                     task = self.queue.popleft() if self.queue else None
                 if task is None:
                     break
-                self._execute(*task)
+                if self.concurrency is not None and task[0].get("actor", {}).get("op") == \
+                        "call":
+                    self.concurrency.submit(self._execute, *task)  # threaded / async actor
+                else:
+                    self._execute(*task)
                 if not self.queue:  # pick up tasks that arrived meanwhile before reporting
                     with client._lock:
                         client.pump(0)
@@ -154,6 +160,8 @@ class Worker:
         try:
             try:
                 fn = self._callable(spec, actor)
+                if self.concurrency is not None and actor is not None:
+                    fn = self.concurrency.adapt(fn)
                 args = [self._arg(kind, data, values) for kind, data in spec["args"]]
                 kwargs = {k: self._arg(kind, data, values) for k, kind, data in spec["kwargs"]}
             except Exception as exc:  # noqa: BLE001 - reported as the task's error
@@ -167,6 +175,8 @@ class Worker:
             del args, kwargs
             if actor is not None and actor["op"] == "create":
                 self.actor_instance = returns[0]  # lives here; the caller gets None
+                self.concurrency = ActorConcurrency.for_actor(returns[0],
+                                                              actor.get("max_concurrency"))
                 returns = [None]
             results = []
             try:

@@ -1,0 +1,71 @@
+"""Threaded and async actors: running several calls of one actor at once, in its worker.
+
+Runs in the worker that hosts the actor. Ray's rules:
+- an actor with ``async def`` methods is an *async actor*: its coroutines run on one event loop
+  (a thread of the worker), at most ``max_concurrency`` at a time (default 1000);
+- an actor with plain methods and ``max_concurrency > 1`` is a *threaded actor*: calls run on
+  a pool of that many threads, so its methods must be thread-safe;
+- otherwise calls run one at a time, in order, on the worker's main thread (no object here).
+
+Calls are handed out in the order they arrive but may finish in any order; each reports its
+own result as it finishes. Async and threaded actors are not replayed after a restart (see the
+actors issue: they restart from their constructor or checkpoint).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+DEFAULT_ASYNC_MAX_CONCURRENCY = 1000
+
+
+def _is_async_class(cls) -> bool:
+    return any(inspect.iscoroutinefunction(member)
+               for name, member in inspect.getmembers(cls)
+               if not (name.startswith("__") and name.endswith("__")))
+
+
+class ActorConcurrency:
+    """Where the calls of a threaded or async actor run (threads; an event loop)."""
+
+    def __init__(self, max_concurrency: int, async_actor: bool):
+        self.max_concurrency = max_concurrency
+        self.loop = None
+        if async_actor:
+            self.loop = asyncio.new_event_loop()
+            threading.Thread(target=self.loop.run_forever, daemon=True,
+                             name="zactor-actor-loop").start()
+            self._slots = threading.BoundedSemaphore(max_concurrency)
+        # one thread per call in flight: for an async actor each waits on its coroutine (a
+        # thread is created only when needed, up to the limit)
+        self.pool = ThreadPoolExecutor(max_workers=max_concurrency,
+                                       thread_name_prefix="zactor-actor-call")
+
+    @classmethod
+    def for_actor(cls, instance, max_concurrency):
+        async_actor = _is_async_class(type(instance))
+        if async_actor:
+            return cls(max_concurrency or DEFAULT_ASYNC_MAX_CONCURRENCY, True)
+        if max_concurrency and max_concurrency > 1:
+            return cls(max_concurrency, False)
+        return None
+
+    def submit(self, fn, *args) -> None:
+        self.pool.submit(fn, *args)
+
+    def adapt(self, method):
+        """The callable a pool thread runs for ``method``: coroutines go to the loop."""
+        if self.loop is None or not inspect.iscoroutinefunction(method):
+            return method
+        loop, slots = self.loop, self._slots
+
+        @functools.wraps(method)
+        def run_on_loop(*args, **kwargs):
+            with slots:
+                return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop).result()
+
+        return run_on_loop

@@ -14,8 +14,10 @@
  *
  * WARM PAGES. A fresh arena is one free block; allocations carve its low end and freed
  * blocks are preferred over it whenever they fit (they sit in smaller classes), so the
- * addresses in use stay low and packed. The warming thread (zs_segment.c) populates pages
- * from offset 0 up to high_water + headroom, so a put lands on populated pages.
+ * addresses in use stay low and packed. high_water is the end of the highest used block
+ * (it falls when the top block is freed) and commit_end the highest block end handed out
+ * since the last trim; the warm-pages thread (zs_warm.c) populates up to high_water +
+ * headroom and gives back the pages of the free top above it.
  *
  * All functions run with the store lock held. The block headers and bins are DERIVED state
  * (see zstore.h): recovery rebuilds them from the records with zs_alloc_reset/place/finish.
@@ -139,6 +141,10 @@ int zs_alloc(zs_store *s, uint64_t need, uint64_t *off_out)
     h->used_bytes += b->size;
     if (off + b->size > h->high_water)
         h->high_water = off + b->size;
+    if (off + b->size > h->commit_end)
+        h->commit_end = off + b->size;
+    if (b->size > h->recent_max)
+        h->recent_max = b->size;
     *off_out = off;
     return 0;
 }
@@ -165,6 +171,8 @@ void zs_free(zs_store *s, uint64_t off)
     next = off + b->size;
     if (next < h->capacity)
         ZS_BLK(s, next)->prev_size = b->size;
+    else
+        h->high_water = off; /* the top is free: the highest used block ends where it starts */
     list_insert(s, off);
 }
 
@@ -215,15 +223,19 @@ void zs_alloc_place(zs_store *s, uint64_t *cursor, uint64_t *prev, uint64_t off,
 
 void zs_alloc_finish(zs_store *s, uint64_t cursor, uint64_t prev)
 {
-    place_free(s, &cursor, &prev, s->h->capacity);
+    zs_header *h = s->h;
+    h->high_water = cursor; /* the end of the last used block */
+    if (h->commit_end < cursor)
+        h->commit_end = cursor;
+    place_free(s, &cursor, &prev, h->capacity);
 }
 
-/* Count violations of invariants A1-A6 (zstore.h). */
+/* Count violations of invariants A1-A7 (zstore.h). */
 int zs_alloc_check(zs_store *s)
 {
     zs_header *h = s->h;
     int bad = 0;
-    uint64_t off = 0, prev = 0, free_sum = 0, used_sum = 0, nfree = 0;
+    uint64_t off = 0, prev = 0, free_sum = 0, used_sum = 0, nfree = 0, used_end = 0;
     int prev_free = 0;
     while (off < h->capacity) {
         zs_block *b = ZS_BLK(s, off);
@@ -240,6 +252,7 @@ int zs_alloc_check(zs_store *s)
             nfree++;
         } else {
             used_sum += b->size;
+            used_end = off + b->size;
         }
         prev_free = b->is_free != 0;
         prev = b->size;
@@ -250,6 +263,9 @@ int zs_alloc_check(zs_store *s)
     if (free_sum != h->free_bytes || used_sum != h->used_bytes ||
         free_sum + used_sum != h->capacity)
         bad++; /* A6 */
+    if (h->high_water != used_end || h->commit_end < h->high_water ||
+        h->commit_end > h->capacity || h->warm_end > h->capacity)
+        bad++; /* A7 */
     uint64_t listed = 0;
     for (uint32_t fl = 0; fl < ZS_FL_COUNT; fl++) {
         for (uint32_t sl = 0; sl < ZS_SL_COUNT; sl++) {

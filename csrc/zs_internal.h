@@ -90,7 +90,7 @@ typedef struct {
     uint64_t index_off, nindex;   /* nindex: a power of two >= 2 * nrecords */
     uint64_t pins_off, npins;
     uint64_t data_off;
-    uint64_t warm_bytes; /* headroom kept populated above high_water */
+    uint64_t warm_bytes; /* fixed headroom above high_water; 0 = adaptive (zs_warm.c) */
     int64_t creator_pid;
     pthread_mutex_t lock;
     /* journal: which operation holds the lock, kept for diagnostics after recovery */
@@ -101,8 +101,12 @@ typedef struct {
     uint32_t sl_bitmap[ZS_FL_COUNT];
     uint64_t bins[ZS_FL_COUNT][ZS_SL_COUNT];
     uint64_t free_bytes, used_bytes;
-    uint64_t high_water;                 /* truth-free hint; monotonic */
-    volatile uint64_t warm_end;          /* written by the warming thread only */
+    uint64_t high_water;                 /* derived: end of the highest used block, 0 if none */
+    uint64_t commit_end;                 /* derived: highest block end since the last trim */
+    uint64_t recent_max;                 /* hint: largest block lately (halved each second) */
+    uint64_t given_back;                 /* counter: bytes of pages trimmed (holes included) */
+    volatile uint64_t warm_end;          /* the warm-pages thread's populated mark */
+    volatile uint64_t trim_gen;          /* bumped by every trim: clients re-check their PTEs */
     /* table (derived) */
     uint32_t rec_free, pin_free;         /* free-list heads, + 1, 0 = empty */
     /* Records and pin entries at or above these were never handed out: they are still the
@@ -128,9 +132,12 @@ struct zs_store {
     int fault;
     int owner;           /* this handle created the segment */
     pid_t pid;           /* the process that made this handle (a forked child is not it) */
-    pthread_t warm_thread;
+    pthread_t warm_thread;   /* creator: populate + trim; client: pre-fault its mapping */
     int warm_running;
     volatile int warm_stop;
+    pthread_mutex_t warm_mu;  /* the thread naps on warm_cv; zs_warm_stop signals it */
+    pthread_cond_t warm_cv;
+    volatile uint64_t mapped_end; /* this mapping's page tables are filled below this */
 };
 
 #define ZS_BLK(s, off) ((zs_block *)((s)->data + (off)))
@@ -139,6 +146,13 @@ struct zs_store {
 int zs_lock(zs_store *s, uint32_t op);   /* ZS_OK, or ZS_ERR_CORRUPT if unrecoverable */
 void zs_unlock(zs_store *s);
 void zs_fault(zs_store *s, int point);   /* test hook: die here if asked to */
+
+/* zs_warm.c: warm pages, pre-faulting and giving freed pages back (see its top comment). */
+void zs_warm_populate(zs_store *s, uint64_t from, uint64_t to);
+uint64_t zs_warm_headroom(const zs_header *h);
+void zs_warm_start(zs_store *s);                   /* creator or client thread; best effort */
+void zs_warm_stop(zs_store *s);                    /* join it */
+void zs_warm_object(zs_store *s, uint64_t off, uint64_t size); /* pre-fault a new block */
 
 /* zs_alloc.c: the allocator over the data area; no system calls, no heap. */
 void zs_alloc_init(zs_store *s);

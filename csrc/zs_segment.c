@@ -5,13 +5,10 @@
  * The file is sized with ftruncate (sparse: no memory is committed). /dev/shm is checked for
  * room first because a tmpfs that runs out later turns page faults into SIGBUS.
  *
- * WARM PAGES. A first write to a tmpfs page costs a fault and zeroing (about 1 GB/s here,
- * against about 15 GB/s for a copy into populated pages). The creator populates the first
- * ZS_SYNC_WARM bytes itself and starts a thread that keeps the pages from offset 0 up to
- * high_water + warm_bytes populated (MADV_POPULATE_WRITE, or an atomic add of 0 to one byte
- * per page on kernels without it: content is never changed). With the allocator packing
- * objects at low offsets this keeps puts off the fault path while memory nobody has used
- * stays uncommitted. The thread stops when everything is warm or the creator closes.
+ * WARM PAGES (zs_warm.c). The creator populates the first ZS_SYNC_WARM bytes before
+ * zs_create returns and starts the thread that keeps high_water + headroom populated and gives
+ * freed pages above it back; zs_attach starts a thread that fills the client's own page
+ * tables over the warm region. Neither blocks the caller for long; zs_detach joins them.
  *
  * THE LOCK is a PTHREAD_MUTEX_ROBUST, PTHREAD_PROCESS_SHARED mutex. EOWNERDEAD means its
  * holder died mid-operation: zs_recover rebuilds every derived structure (see zstore.h,
@@ -26,18 +23,11 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "zs_internal.h"
 
-#ifndef MADV_POPULATE_WRITE
-#define MADV_POPULATE_WRITE 23
-#endif
-
-#define ZS_SYNC_WARM (32ull << 20)   /* populated before zs_create returns */
-#define ZS_WARM_CHUNK (4ull << 20)   /* the warming thread's step: short holds of mmap_lock */
-#define ZS_WARM_POLL_NS 2000000L     /* the thread's idle poll of high_water: 2 ms */
+#define ZS_SYNC_WARM (16ull << 20) /* populated before zs_create returns */
 
 void zs_recover(zs_store *s); /* zs_store.c */
 
@@ -103,36 +93,6 @@ static void layout(zs_store *s)
     s->index = (uint32_t *)(s->base + h->index_off);
     s->pins = (zs_pin *)(s->base + h->pins_off);
     s->data = s->base + h->data_off;
-}
-
-static void populate(zs_store *s, uint64_t from, uint64_t to)
-{
-    long page = sysconf(_SC_PAGESIZE);
-    uint8_t *a = s->data + from;
-    if (madvise(a, to - from, MADV_POPULATE_WRITE) == 0)
-        return;
-    for (uint64_t o = from; o < to; o += (uint64_t)page) /* old kernels: touch, keep bytes */
-        __atomic_fetch_add(s->data + o, 0, __ATOMIC_RELAXED);
-}
-
-static void *warm_main(void *arg)
-{
-    zs_store *s = arg;
-    zs_header *h = s->h;
-    struct timespec idle = {0, ZS_WARM_POLL_NS};
-    while (!s->warm_stop && h->warm_end < h->capacity) {
-        uint64_t want = h->high_water + h->warm_bytes;
-        if (want > h->capacity)
-            want = h->capacity;
-        if (h->warm_end >= want) {
-            nanosleep(&idle, NULL);
-            continue;
-        }
-        uint64_t to = h->warm_end + ZS_WARM_CHUNK < want ? h->warm_end + ZS_WARM_CHUNK : want;
-        populate(s, h->warm_end, to);
-        __atomic_store_n(&h->warm_end, to, __ATOMIC_RELEASE);
-    }
-    return NULL;
 }
 
 static int map_file(int fd, uint64_t size, zs_store **out)
@@ -213,8 +173,7 @@ int zs_create(const char *path, uint64_t capacity, uint64_t max_objects, uint64_
     h->pins_off = pins_off;
     h->npins = npins;
     h->data_off = data_off;
-    h->warm_bytes = warm_bytes ? warm_bytes : (capacity / 8 > (256ull << 20) ? capacity / 8
-                                                                            : (256ull << 20));
+    h->warm_bytes = warm_bytes; /* 0: adaptive (zs_warm_headroom) */
     h->creator_pid = getpid();
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
@@ -231,15 +190,16 @@ int zs_create(const char *path, uint64_t capacity, uint64_t max_objects, uint64_
     zs_table_init(s);
     zs_alloc_init(s);
     uint64_t sync = ZS_SYNC_WARM < capacity ? ZS_SYNC_WARM : capacity;
-    populate(s, 0, sync);
+    zs_warm_populate(s, 0, sync);
     h->warm_end = sync;
+    h->commit_end = sync;
     h->clients[0].pid = getpid();
     h->clients[0].state = ZS_CLIENT_ACTIVE;
     s->client = 0;
     s->owner = 1;
     __atomic_store_n(&h->magic, ZS_MAGIC, __ATOMIC_RELEASE); /* valid from here on */
-    if (h->warm_end < capacity && pthread_create(&s->warm_thread, NULL, warm_main, s) == 0)
-        s->warm_running = 1;
+    s->mapped_end = sync;
+    zs_warm_start(s); /* best effort: without it puts only fault more */
     *out = s;
     return ZS_OK;
 err:
@@ -313,6 +273,7 @@ int zs_attach(const char *path, zs_store **out)
     if (rc != ZS_OK)
         goto err;
     close(fd);
+    zs_warm_start(s); /* pre-faults this mapping in the background; best effort */
     *out = s;
     return ZS_OK;
 err:
@@ -332,11 +293,7 @@ int zs_detach(zs_store *s)
         s->client = -1;
         return ZS_OK;
     }
-    if (s->warm_running) {
-        s->warm_stop = 1;
-        pthread_join(s->warm_thread, NULL);
-        s->warm_running = 0;
-    }
+    zs_warm_stop(s);
     if (s->client < 0)
         return ZS_OK;
     int rc = zs_release_client(s, s->client);

@@ -101,6 +101,8 @@ int zs_create_object(zs_store *s, const uint8_t *id, uint64_t data_size, uint64_
     *data = s->data + off + ZS_BLOCK_HDR;
 out:
     zs_unlock(s);
+    if (rc == ZS_OK)
+        zs_warm_object(s, off, need); /* outside the lock: fills this mapping's page tables */
     return rc;
 }
 
@@ -301,6 +303,9 @@ int zs_stats_get(zs_store *s, zs_stats *o)
     o->recoveries = h->recoveries;
     o->high_water = h->high_water;
     o->warm_end = __atomic_load_n(&h->warm_end, __ATOMIC_ACQUIRE);
+    o->headroom = zs_warm_headroom(h);
+    o->commit_end = h->commit_end;
+    o->given_back = h->given_back;
     o->clients = 0;
     for (int c = 0; c < ZS_MAX_CLIENTS; c++)
         o->clients += h->clients[c].state == ZS_CLIENT_ACTIVE;

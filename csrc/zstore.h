@@ -44,7 +44,13 @@
  *     A4  no two physically adjacent blocks are both free (coalescing is eager);
  *     A5  a block is on exactly one free list iff it is free, the list of its size class;
  *         the bitmaps have a bit set iff that list is non-empty;
- *     A6  free_bytes + used_bytes == capacity, each the sum over its blocks.
+ *     A6  free_bytes + used_bytes == capacity, each the sum over its blocks;
+ *     A7  high_water == the end of the highest used block (0 if none), so everything above
+ *         it is one free block; high_water <= commit_end <= capacity; warm_end <= capacity.
+ *   Warm pages (zs_warm.c): every byte of the data area that is not inside a used block may
+ *   read as zeros at any time (a trim punched it), so nothing but block headers may live in
+ *   free space, and a trim punches only whole pages above high_water's block header, under
+ *   the lock. The layout of a used block's bytes is never touched by warming or trimming.
  *   Table (zs_table.c):
  *     T1  every live record (state CREATED or SEALED) owns exactly one used block, and that
  *         block names the record; block size >= 64 + data_size + metadata_size;
@@ -59,8 +65,10 @@
  *
  * OWNERSHIP
  *   zs_store handles are process-local (malloc'd here, freed by zs_close). The segment
- *   belongs to its creator, which alone runs the page-warming thread and unlinks the file
- *   (zs_unlink). Pointers returned by zs_create_object / zs_get point into this process's
+ *   belongs to its creator, which alone runs the warm-pages thread (populates ahead of the
+ *   allocator, gives freed pages back) and unlinks the file (zs_unlink). Every attached
+ *   handle runs a thread that fills its own page tables over the warm region; zs_detach
+ *   joins either thread, so none outlives the mapping. Pointers returned by zs_create_object / zs_get point into this process's
  *   mapping and stay valid until zs_close; a pointer from zs_get must not be used after the
  *   matching zs_release.
  *
@@ -83,7 +91,7 @@
 #define ZS_ID_SIZE 28
 #define ZS_MAX_CLIENTS 256
 #define ZS_ALIGN 64
-#define ZS_LAYOUT_VERSION 1
+#define ZS_LAYOUT_VERSION 2
 
 enum {
     ZS_OK = 0,
@@ -123,9 +131,12 @@ typedef struct {
     uint64_t max_objects;
     uint64_t evictions;
     uint64_t recoveries;       /* times a dead lock holder's state was repaired */
-    uint64_t high_water;       /* highest block end ever allocated */
+    uint64_t high_water;       /* end of the highest used block (0: none) */
     uint64_t warm_end;         /* the data area below this offset is populated */
     uint64_t clients;          /* attached clients */
+    uint64_t headroom;         /* bytes kept warm above high_water now */
+    uint64_t commit_end;       /* highest block end since the last trim */
+    uint64_t given_back;       /* bytes of pages returned to the OS so far (holes included) */
 } zs_stats;
 
 typedef struct {
@@ -136,7 +147,9 @@ typedef struct {
 
 /* Create the segment at `path` (which must not exist) with a data area of `capacity` bytes
  * and room for `max_objects` objects (0: derived from capacity). The creator is client 0 and
- * runs a thread that keeps `warm_bytes` above the high-water mark populated (0: a default).
+ * runs a thread that keeps a headroom above the high-water mark populated and gives pages
+ * above it back: `warm_bytes` fixes that headroom, 0 makes it adapt (zs_warm.c: 16 MB at
+ * idle, twice the largest recent block while big objects come and go).
  * On error nothing is left behind (the file is unlinked). */
 int zs_create(const char *path, uint64_t capacity, uint64_t max_objects, uint64_t warm_bytes,
               zs_store **out);

@@ -74,5 +74,24 @@ def hold_pins_worker(path: str, keys, unsealed: int):
     del held
 
 
+def big_puts_worker(path: str, size: int, rounds: int, first_key: int):
+    """Attach, put and delete a `size`-byte array `rounds` times; print each put's GB/s as
+    JSON. The last object is left in the store, sealed, for the test to verify."""
+    import time
+    store = ObjectStore.attach(path)
+    value = np.arange(size, dtype=np.uint8)
+    rates = []
+    try:
+        for i in range(rounds):
+            t0 = time.perf_counter()
+            store.put(oid(first_key + i), value)
+            rates.append(size / (time.perf_counter() - t0) / 1e9)
+            if i + 1 < rounds:
+                store.delete(oid(first_key + i))
+    finally:
+        store.close()
+    print(json.dumps(rates), flush=True)
+
+
 if __name__ == "__main__":
     globals()[sys.argv[1]](*json.loads(sys.argv[2]))

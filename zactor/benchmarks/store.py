@@ -7,16 +7,21 @@ For each size it prints the median put throughput (GB/s; each put serializes an 
 copies it once into the segment), the first put (into blocks never used before), the median
 get latency (zero copy: independent of size), the median ``np.copyto`` of the same size into
 an already-touched buffer in the same run, and put / copyto. Then the rate of small put+get
-pairs from one Python process. Figures only; nothing is asserted.
+pairs from one Python process; then 100 MB puts from an attached client process (not the
+segment's creator: its first put into a block new to it, and the median of the following
+put+delete rounds), and the segment's allocated bytes (tmpfs st_blocks) when idle and after
+a big delete. Figures only; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
 import struct
+import subprocess
 import sys
 import time
 
@@ -53,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--small-seconds", type=float, default=2.0,
                         help="duration of the small put+get loop")
     parser.add_argument("--path", default=f"/dev/shm/zactor-bench-{os.getpid()}")
+    parser.add_argument("--client-of", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--client-size", type=int, default=0, help=argparse.SUPPRESS)
 
 
 def _median_s(fn, repeat: int) -> float:
@@ -124,7 +131,79 @@ def _bench_small(store, seconds: float) -> tuple:
     return n, elapsed
 
 
+def _allocated(path: str) -> int:
+    """Bytes of the segment's file that tmpfs has pages for, whoever committed them."""
+    return os.stat(path).st_blocks * 512
+
+
+def _settle(store, timeout_s: float = 15.0) -> dict:
+    """Stats once the warm-pages thread has reached its target and trimmed above it."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        st = store.stats()
+        target = min(st["capacity"], st["high_water"] + st["headroom"])
+        if (st["warm_end"] >= target - 4096 and st["commit_end"] <= target
+                + max(st["headroom"] // 4, 4 << 20)) or time.monotonic() > deadline:
+            return st
+        time.sleep(0.05)
+
+
+def _client_main(path: str, size: int, repeat: int) -> None:
+    """In a child process: attach, put+delete `size` bytes repeat + 1 times, print JSON."""
+    store = ObjectStore.attach(path)
+    value = np.frombuffer(os.urandom(1 << 20) * (size >> 20), dtype=np.uint8)
+    times = []
+    for i in range(repeat + 1):
+        t0 = time.perf_counter()
+        store.put(_oid(0x2000_0000 + i), value)
+        times.append(time.perf_counter() - t0)
+        store.delete(_oid(0x2000_0000 + i))
+    store.close()
+    print(json.dumps({"first_gbs": size / times[0] / 1e9,
+                      "put_gbs": size / statistics.median(times[1:]) / 1e9,
+                      "copy_gbs": size / _copyto_s(value, repeat) / 1e9}), flush=True)
+
+
+def _bench_client(store, path: str, size: int, repeat: int) -> dict:
+    """Puts from an attached client. The creator first puts and deletes one value of the same
+    size (as a previous task would), so the headroom has grown and is warm, but every page is
+    new to the client's mapping."""
+    store.put(_oid(0x3000_0000), np.zeros(size, dtype=np.uint8))
+    store.delete(_oid(0x3000_0000))
+    _settle(store)
+    out = subprocess.run([sys.executable, "-m", "zactor.benchmarks.store", "--client-of", path,
+                          "--client-size", str(size), "--repeat", str(repeat)],
+                         capture_output=True, text=True, timeout=300, check=True)
+    return json.loads(out.stdout.splitlines()[-1])
+
+
+def _bench_memory(path: str, capacity: int) -> dict:
+    """Allocated bytes of a fresh store at idle, and after a 1/4-capacity put and delete."""
+    store = ObjectStore.create(path, capacity)
+    try:
+        _settle(store)
+        idle = _allocated(path)
+        big = capacity // 4 // (1 << 20) << 20
+        store.put(_oid(1), np.ones(big, dtype=np.uint8))
+        peak = _allocated(path)
+        store.delete(_oid(1))
+        st = _settle(store, timeout_s=0.5)
+        soon = _allocated(path)
+        t0 = time.monotonic()
+        while store.stats()["headroom"] > (16 << 20) and time.monotonic() - t0 < 30:
+            time.sleep(0.1)
+        _settle(store)
+        return {"idle": idle, "big": big, "peak": peak, "soon": soon,
+                "after": _allocated(path), "decay_s": time.monotonic() - t0,
+                "headroom_soon": st["headroom"]}
+    finally:
+        store.destroy()
+
+
 def run(args) -> int:
+    if args.client_of:
+        _client_main(args.client_of, args.client_size, args.repeat)
+        return 0
     max_size = _parse_size(args.max_size)
     sizes = [s for s in SIZES if s <= max_size]
     capacity = max(512 << 20, int(max_size * 1.25) + (256 << 20))
@@ -145,8 +224,19 @@ def run(args) -> int:
         st = store.stats()
         print(f"store after: {st['object_count']} objects, used {_fmt_size(st['used_bytes'])}, "
               f"warm to {_fmt_size(st['warm_end'])}, high water {_fmt_size(st['high_water'])}")
+        csize = min(100 << 20, max_size) >> 20 << 20
+        if csize:
+            c = _bench_client(store, args.path, csize, args.repeat)
+            print(f"attached client, {_fmt_size(csize)} puts: first {c['first_gbs']:.2f} GB/s, "
+                  f"then {c['put_gbs']:.2f} GB/s; its np.copyto {c['copy_gbs']:.2f} GB/s "
+                  f"(put/copy {c['put_gbs'] / c['copy_gbs']:.2f})", flush=True)
     finally:
         store.destroy()
+    m = _bench_memory(args.path, capacity)
+    print(f"segment allocated ({_fmt_size(capacity)} store): idle {m['idle'] / 2**20:.1f} MB; "
+          f"{_fmt_size(m['big'])} put: {m['peak'] / 2**20:.0f} MB; deleted: "
+          f"{m['soon'] / 2**20:.0f} MB at once (headroom {_fmt_size(m['headroom_soon'])}), "
+          f"{m['after'] / 2**20:.1f} MB after the headroom decays ({m['decay_s']:.1f} s)")
     return 0
 
 

@@ -29,7 +29,7 @@ def _rel(path: str) -> str:
 CDEF = """
 #define ZS_ID_SIZE 28
 #define ZS_MAX_CLIENTS 256
-#define ZS_LAYOUT_VERSION 1
+#define ZS_LAYOUT_VERSION 2
 #define ZS_OBJ_NOEVICT 1
 enum {
     ZS_OK = 0, ZS_ERR_FULL = -1, ZS_ERR_EXISTS = -2, ZS_ERR_NOT_FOUND = -3, ZS_ERR_BAD_SIZE = -4,
@@ -42,7 +42,7 @@ typedef struct zs_store zs_store;
 typedef struct {
     uint64_t capacity, total_size, used_bytes, data_bytes, free_bytes, evictable_bytes;
     uint64_t pinned_bytes, object_count, sealed_count, pinned_count, max_objects, evictions;
-    uint64_t recoveries, high_water, warm_end, clients;
+    uint64_t recoveries, high_water, warm_end, clients, headroom, commit_end, given_back;
 } zs_stats;
 typedef struct { int32_t client; int32_t pid; uint64_t pins; } zs_client_info;
 

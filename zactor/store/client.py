@@ -31,7 +31,7 @@ SMALL_COPY_BYTES = 1024
 _STATS_FIELDS = ("capacity", "total_size", "used_bytes", "data_bytes", "free_bytes",
                  "evictable_bytes", "pinned_bytes", "object_count", "sealed_count",
                  "pinned_count", "max_objects", "evictions", "recoveries", "high_water",
-                 "warm_end", "clients")
+                 "warm_end", "clients", "headroom", "commit_end", "given_back")
 
 
 def default_store_size() -> int:
@@ -123,8 +123,9 @@ class ObjectStore:
         """Create the segment at ``path`` (a /dev/shm file that must not exist) and own it.
 
         ``capacity_bytes`` defaults to ``default_store_size()``; ``max_objects`` to one per
-        16 KB of capacity (at least 1024); ``warm_bytes`` is how far above the highest
-        allocation pages are kept populated (default max(256 MB, capacity / 8)).
+        16 KB of capacity (at least 1024); ``warm_bytes`` fixes how far above the highest
+        used block pages are kept populated (default: adaptive, 16 MB at idle, twice the
+        largest recent object while big objects are being put; see csrc/zs_warm.c).
         """
         if capacity_bytes is None:
             capacity_bytes = default_store_size()

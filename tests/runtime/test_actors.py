@@ -284,3 +284,39 @@ def test_threaded_and_async_actors_run_calls_concurrently(cluster):
     waiting = [a.wait_for_go.remote() for _ in range(3)]  # would deadlock one at a time
     assert cluster.get(a.go.remote(), timeout=30) == "go"
     assert cluster.get(waiting, timeout=30) == ["released"] * 3
+
+
+@pytest.mark.parametrize("interval", [7, 1000])  # with a checkpoint, and replay from creation
+def test_checkpointed_counter_killed_mid_stream_ends_exact(cluster, tmp_path, interval):
+    @cluster.remote(max_restarts=-1, checkpoint_interval=interval)
+    class Counter:
+        def __init__(self):
+            self.total = 0
+            self.seen = []
+
+        def add(self, k, crash_marker=None):
+            if crash_marker is not None and not os.path.exists(crash_marker):
+                open(crash_marker, "w").close()
+                os._exit(9)  # dies in the middle of the stream, once
+            self.total += k
+            self.seen.append(k)
+            return self.total
+
+        def state(self):
+            return self.total, list(self.seen)
+
+        def __zactor_checkpoint__(self):
+            return {"total": self.total, "seen": list(self.seen)}
+
+        def __zactor_restore__(self, state):
+            self.total, self.seen = state["total"], list(state["seen"])
+
+    c = Counter.remote()
+    refs = [c.add.remote(k) for k in range(1, 21)]
+    refs.append(c.add.remote(100, str(tmp_path / f"crash-{interval}")))
+    refs += [c.add.remote(k) for k in range(21, 31)]
+    values = cluster.get(refs, timeout=120)
+    expected = sum(range(1, 31)) + 100
+    assert values[-1] == expected  # every call applied exactly once, in order
+    total, seen = cluster.get(c.state.remote(), timeout=60)
+    assert total == expected and seen == list(range(1, 21)) + [100] + list(range(21, 31))

@@ -16,8 +16,21 @@ Ray) while it has ``max_restarts`` left (-1: forever); calls queued meanwhile wa
 calls that were running when it died are retried on the new instance if ``max_task_retries``
 allows (per call), otherwise they fail with ``ActorDiedError``. ``kill`` never restarts.
 
-Not yet (the actors issue): checkpoints and replay, async and threaded actors, and ending an
-actor when its last handle goes away.
+Checkpoints and replay (opt-in: the class defines ``__zactor_checkpoint__(self)`` returning
+its state and ``__zactor_restore__(self, state)``). The node manager is the only way calls
+reach an actor, so it knows the order in which a one-call-at-a-time actor executes them: it
+keeps every call it sent since the last checkpoint (with holds on their arguments) in a
+*replay log*, off the per-call path (an append). The worker checkpoints after every
+``checkpoint_interval`` calls (default 100) and sends the state with that call's TASK_DONE; the
+node manager stores it in the control store's ``actors`` table and trims the log. After a
+restart it sends the actor its last checkpoint (``__zactor_restore__``) and replays the logged
+calls in their original order (their results exist already and are kept: objects are
+immutable), then the calls that waited. So a counter killed mid-stream ends with exactly the
+value it would have had, and no call fails because of the restart. Async and threaded actors
+restart from their checkpoint without replay (their execution order is not defined).
+
+Not yet (the actors issue): ending an actor when its last handle goes away; detached actors
+outliving their driver (that needs the cluster).
 """
 
 from __future__ import annotations
@@ -34,7 +47,8 @@ PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
 class Actor:
     __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
                  "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
-                 "creation", "restarts_left", "task_retries", "restarts")
+                 "creation", "restarts_left", "task_retries", "restarts", "checkpointable",
+                 "sequential", "log", "checkpoint")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -54,6 +68,10 @@ class Actor:
         self.restarts_left = info.get("max_restarts", 0)
         self.task_retries = info.get("max_task_retries", 0)
         self.restarts = 0
+        self.checkpointable = bool(info.get("checkpointable"))
+        self.sequential = not info.get("concurrent")
+        self.log: list = []             # calls sent since the last checkpoint (replay)
+        self.checkpoint = None          # the last checkpoint's serialized state
 
 
 class ActorManager:
@@ -108,6 +126,10 @@ class ActorManager:
                 self.node._apply(self.node.scheduler.release_dedicated(actor.worker_id))
             return
         actor.state = ALIVE
+        if actor.restarts and actor.checkpointable:
+            identity = self.node.worker_identity.get(actor.worker_id)
+            if identity is not None:
+                self._resume(actor, identity)
         self.pump(actor)
 
     # ---- calls ----------------------------------------------------------------------------
@@ -152,6 +174,58 @@ class ActorManager:
                                                     for o in task.returns])
                 continue
             actor.running[task.spec["id"]] = task
+            if actor.checkpointable and actor.sequential and actor.restarts_left != 0:
+                self._log(actor, task)
+            node._queue_execute(identity, [task.spec, resolved, [], 0], [])
+
+    # ---- checkpoints and replay -------------------------------------------------------------
+
+    def _log(self, actor: Actor, task) -> None:
+        """Keep a sent call for replay; its arguments stay alive while it is logged."""
+        for oid in list(task.deps) + list(task.held):
+            self.node.objects.add_ref(oid)
+        actor.log.append(task)
+
+    def _trim(self, actor: Actor, upto: int) -> None:
+        node = self.node
+        for task in actor.log[:upto]:
+            for oid in list(task.deps) + list(task.held):
+                node._free(node.objects.remove_ref(oid))
+        del actor.log[:upto]
+
+    def checkpointed(self, task_id: bytes, checkpoint: dict) -> None:
+        """The actor checkpointed right after call ``task_id``: keep the state (here and in
+        the control store) and forget the calls it covers."""
+        actor = self.actors.get(checkpoint.get("aid"))
+        if actor is None or actor.state == DEAD:
+            return
+        actor.checkpoint = checkpoint["state"]
+        self.node.gcs.actor_checkpoint(actor.actor_id, checkpoint["state"], task_id)
+        for i, task in enumerate(actor.log):
+            if task.spec["id"] == task_id:
+                self._trim(actor, i + 1)
+                break
+
+    def _resume(self, actor: Actor, identity: bytes) -> None:
+        """After a restart: the last checkpoint, then the logged calls, in order."""
+        node = self.node
+        if actor.checkpoint is not None:
+            restore = {"id": node.new_task_id(), "fid": b"", "name":
+                       f"{actor.class_name}.__zactor_restore__", "args": [], "kwargs": [],
+                       "nret": 0, "res": {}, "retries": 0, "retry_exc": False,
+                       "actor": {"op": "restore", "aid": actor.actor_id,
+                                 "state": actor.checkpoint}}
+            node._queue_execute(identity, [restore, [], [], 0], [])
+        if not actor.sequential:
+            return
+        for task in actor.log:
+            resolved = []
+            for oid in task.deps:
+                e = node.objects.entries.get(oid)
+                if e is not None and e.state is not None:
+                    resolved.append([oid, e.state, e.data])
+            if task.spec["id"] in node.tasks:  # it had not finished: its result is awaited
+                actor.running[task.spec["id"]] = task
             node._queue_execute(identity, [task.spec, resolved, [], 0], [])
 
     def object_ready(self, oid: bytes) -> None:
@@ -201,7 +275,10 @@ class ActorManager:
         node = self.node
         error = ser.dumps(ActorDiedError(None, actor.actor_id.hex(), why))
         retry = []
+        replayed = actor.checkpointable and actor.sequential
         for task in actor.running.values():
+            if replayed:
+                continue  # in the replay log: re-run in order after the restart
             attempts = task.attempt
             if actor.task_retries < 0 or attempts < actor.task_retries:
                 task.attempt += 1
@@ -226,6 +303,7 @@ class ActorManager:
         if actor.restarts_left != 0 and actor.creation is not None:  # the restart holds
             for oid in list(actor.creation.deps) + list(actor.creation.held):
                 node._free(node.objects.remove_ref(oid))
+        self._trim(actor, len(actor.log))
         actor.creation = None
         actor.state = DEAD
         actor.death = ser.dumps(error)

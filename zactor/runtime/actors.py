@@ -43,6 +43,18 @@ def method(*args, **options):
     return decorate
 
 
+def _checkpointable(cls) -> bool:
+    return callable(getattr(cls, "__zactor_checkpoint__", None)) and \
+        callable(getattr(cls, "__zactor_restore__", None))
+
+
+def _concurrent(cls, max_concurrency) -> bool:
+    """Threaded or async: its calls do not run one at a time (actor_concurrency.py)."""
+    from zactor.runtime.actor_concurrency import _is_async_class
+
+    return _is_async_class(cls) or bool(max_concurrency and max_concurrency > 1)
+
+
 def _method_table(cls) -> dict:
     table = {}
     for name, member in inspect.getmembers(cls, callable):
@@ -114,6 +126,9 @@ class ActorClass:
                       "methods": self._methods, "cls": self._cls.__name__,
                       "max_restarts": opts["max_restarts"],
                       "max_concurrency": opts["max_concurrency"],
+                      "checkpointable": _checkpointable(self._cls),
+                      "checkpoint_interval": opts["checkpoint_interval"],
+                      "concurrent": _concurrent(self._cls, opts["max_concurrency"]),
                       "max_task_retries": opts["max_task_retries"]},
         }
         client.submit(spec, self._pickled)  # its "created" ref is not needed: dropped

@@ -104,6 +104,11 @@ class GcsRecorder:
     def task_finished(self, task_id: bytes) -> None:
         self._write("archive", "tasks", task_id, None)
 
+    def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes) -> None:
+        """An actor's last checkpoint (so that it survives the node, for restarts elsewhere)."""
+        self._write("put", "actors", actor_id, {"checkpoint": state, "after_task": after_task,
+                                                "node": self.node_id, "time": time.time()})
+
     def object_stored(self, oid: bytes, size: int) -> None:
         self._write("put", "objects", oid, {"node": self.node_id, "size": size})
 

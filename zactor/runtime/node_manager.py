@@ -438,10 +438,12 @@ class NodeManager:
         client = self.clients.get(identity)
         wid = client.worker_id if client else b""
         self._apply(self.scheduler.tasks_finished([(d[0], wid) for d in msg["done"]]))
-        for task_id, results, flags in msg["done"]:
+        for task_id, results, flags, *extra in msg["done"]:
+            if extra:  # an actor checkpoint taken right after this call
+                self.actors.checkpointed(task_id, extra[0])
             task = self.tasks.get(task_id)
             if task is None:
-                continue
+                continue  # e.g. a call replayed after a restart: its results exist already
             retries = task.spec["retries"]
             if flags & m.TASK_CANCELLED and not task.cancelled:
                 # the interrupt meant for the task before it reached this one: run it again

@@ -15,6 +15,7 @@ run again by the node manager.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import sys
@@ -76,6 +77,8 @@ class Worker:
         self.current_task = None
         self.actor_instance = None
         self.concurrency = None  # ActorConcurrency for threaded and async actors
+        self.checkpoint_every = 0  # calls between checkpoints (checkpointable actors)
+        self.calls_since_checkpoint = 0
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
         signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
@@ -177,6 +180,8 @@ class Worker:
                 self.actor_instance = returns[0]  # lives here; the caller gets None
                 self.concurrency = ActorConcurrency.for_actor(returns[0],
                                                               actor.get("max_concurrency"))
+                if actor.get("checkpointable"):
+                    self.checkpoint_every = actor.get("checkpoint_interval") or 100
                 returns = [None]
             results = []
             try:
@@ -197,8 +202,27 @@ class Worker:
         finally:
             self.current_task = None
             context.set_current_task(None)
+        entry = [task_id, results, flags]
+        if actor is not None and actor["op"] == "call" and self.checkpoint_every:
+            checkpoint = self._maybe_checkpoint(actor["aid"])
+            if checkpoint is not None:
+                entry.append(checkpoint)
         with self.client._lock:
-            self.client.task_done([task_id, results, flags], keep_alive=returns)
+            self.client.task_done(entry, keep_alive=returns)
+
+    def _maybe_checkpoint(self, actor_id: bytes):
+        """Every ``checkpoint_interval`` calls: the actor's state, for its TASK_DONE."""
+        self.calls_since_checkpoint += 1
+        if self.calls_since_checkpoint < self.checkpoint_every:
+            return None
+        self.calls_since_checkpoint = 0
+        try:
+            state = ser.dumps(self.actor_instance.__zactor_checkpoint__())
+        except Exception as exc:  # noqa: BLE001 - a failed checkpoint must not fail a call
+            print(f"zactor: checkpoint of {type(self.actor_instance).__name__} failed "
+                  f"(the previous one stays in use): {exc!r}", file=sys.stderr)
+            return None
+        return {"aid": actor_id, "state": state}
 
     def _callable(self, spec, actor):
         """The function a task runs: a remote function, an actor class (creation), or a
@@ -207,6 +231,10 @@ class Worker:
             return self._function(spec["fid"])
         if self.actor_instance is None:
             raise RuntimeError(f"this worker hosts no actor (call {spec['name']})")
+        if actor["op"] == "restore":  # after a restart: back to the last checkpoint
+            self.calls_since_checkpoint = 0
+            return functools.partial(self.actor_instance.__zactor_restore__,
+                                     ser.deserialize(actor["state"]))
         method = getattr(self.actor_instance, actor["method"], None)
         if method is None:
             raise AttributeError(f"{type(self.actor_instance).__name__!r} object has no "

@@ -320,3 +320,39 @@ def test_checkpointed_counter_killed_mid_stream_ends_exact(cluster, tmp_path, in
     assert values[-1] == expected  # every call applied exactly once, in order
     total, seen = cluster.get(c.state.remote(), timeout=60)
     assert total == expected and seen == list(range(1, 21)) + [100] + list(range(21, 31))
+
+
+def test_actor_ends_when_its_last_handle_is_gone(cluster):
+    import gc
+
+    @cluster.remote
+    class Ephemeral:
+        def pid(self):
+            return os.getpid()
+
+    @cluster.remote
+    def use(handle):
+        return cluster.get(handle.pid.remote())
+
+    handle = Ephemeral.remote()
+    pid = cluster.get(use.remote(handle))  # a copy of the handle lived in a task meanwhile
+    del handle
+    gc.collect()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        cluster.available_resources()  # any call sends the released reference
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the actor's worker is still running after its last handle went away")
+
+    named = Ephemeral.options(name="kept").remote()  # named actors are not ended this way
+    npid = cluster.get(named.pid.remote())
+    del named
+    gc.collect()
+    cluster.available_resources()
+    assert cluster.get(cluster.get_actor("kept").pid.remote()) == npid
+    cluster.kill(cluster.get_actor("kept"))

@@ -48,7 +48,7 @@ class Actor:
     __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
                  "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
                  "creation", "restarts_left", "task_retries", "restarts", "checkpointable",
-                 "sequential", "log", "checkpoint")
+                 "sequential", "log", "checkpoint", "kill_reason")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -71,6 +71,7 @@ class Actor:
         self.checkpointable = bool(info.get("checkpointable"))
         self.sequential = not info.get("concurrent")
         self.log: list = []             # calls sent since the last checkpoint (replay)
+        self.kill_reason = "it was killed by zactor.kill()"
         self.checkpoint = None          # the last checkpoint's serialized state
 
 
@@ -82,6 +83,8 @@ class ActorManager:
         self.by_worker: dict = {}
         self.by_creation: dict = {}
         self.waiters: dict = {}         # object id -> actor ids whose head call waits on it
+        self.by_handle_ref: dict = {}   # the object every handle holds -> actor id
+        self.end_when_idle: set = set()  # actors whose handles are gone, calls still running
 
     # ---- creation -------------------------------------------------------------------------
 
@@ -94,6 +97,8 @@ class ActorManager:
             return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
         actor = Actor(info["aid"], task.spec["id"], info)
         actor.creation = task
+        if not actor.name and not info.get("detached"):
+            self.by_handle_ref[task.returns[0]] = actor.actor_id
         if actor.restarts_left != 0:  # a restart needs the constructor's arguments again
             for oid in list(task.deps) + list(task.held):
                 self.node.objects.add_ref(oid)
@@ -238,17 +243,33 @@ class ActorManager:
         actor = self.actors.get(actor_id)
         if actor is not None:
             actor.running.pop(task_id, None)
+            if actor_id in self.end_when_idle and not actor.running and not actor.queue:
+                self.end_when_idle.discard(actor_id)
+                self.kill(actor_id, reason="its last handle went out of scope")
 
     # ---- death ----------------------------------------------------------------------------
 
-    def kill(self, actor_id: bytes) -> bool:
+    def handles_gone(self, oid: bytes) -> None:
+        """The object every handle of an actor holds was freed: no handle is left, so the
+        actor ends (its pending calls were already submitted and hold their own refs)."""
+        actor_id = self.by_handle_ref.pop(oid, None)
+        if actor_id is not None:
+            actor = self.actors.get(actor_id)
+            if actor is not None and not actor.queue and not actor.running:
+                self.kill(actor_id, reason="its last handle went out of scope")
+            elif actor is not None:
+                actor.restarts_left = 0  # let the calls finish, then end after the last
+                self.end_when_idle.add(actor_id)
+
+    def kill(self, actor_id: bytes, reason: str = "it was killed by zactor.kill()") -> bool:
         actor = self.actors.get(actor_id)
         if actor is None or actor.state == DEAD:
             return False
         actor.killed = True
+        actor.kill_reason = reason
         if actor.state == PENDING and actor.worker_id is None:
             self._die(actor, ActorDiedError(None, actor_id.hex(),
-                                            "The actor was killed by zactor.kill()"))
+                                            f"The actor is dead: {reason}"))
             self.node._cancel(actor.creation_task_id, True, False)
             return True
         pid = self.node.worker_pid.get(actor.worker_id)
@@ -260,7 +281,7 @@ class ActorManager:
         actor = self.by_worker.pop(worker_id, None)
         if actor is None or actor.state == DEAD:
             return
-        why = ("The actor was killed by zactor.kill()" if actor.killed else
+        why = (f"The actor is dead: {actor.kill_reason}" if actor.killed else
                f"The actor {actor.class_name} died unexpectedly: its worker {detail}")
         if actor.killed or actor.restarts_left == 0:
             self._die(actor, ActorDiedError(None, actor.actor_id.hex(), why))

@@ -131,8 +131,11 @@ class ActorClass:
                       "concurrent": _concurrent(self._cls, opts["max_concurrency"]),
                       "max_task_retries": opts["max_task_retries"]},
         }
-        client.submit(spec, self._pickled)  # its "created" ref is not needed: dropped
-        return ActorHandle(actor_id, self._methods, self._cls.__name__)
+        # the creation task's return ("created") doubles as the handles' reference count:
+        # every handle holds it, so when the last handle anywhere is gone the node manager
+        # frees it and ends the actor (unless it is named or detached), as Ray does
+        (created,) = client.submit(spec, self._pickled)
+        return ActorHandle(actor_id, self._methods, self._cls.__name__, created)
 
 
 class _ActorOptionsView:
@@ -151,10 +154,11 @@ class _ActorOptionsView:
 class ActorHandle:
     """A reference to an actor; ``handle.method.remote(...)`` calls it."""
 
-    def __init__(self, actor_id: bytes, methods: dict, class_name: str):
+    def __init__(self, actor_id: bytes, methods: dict, class_name: str, created=None):
         self._actor_id = actor_id
         self._methods = dict(methods)
         self._class_name = class_name
+        self._created = created  # ObjectRef held by every handle (see ActorClass._remote)
 
     def __getattr__(self, name):
         methods = self.__dict__.get("_methods", {})
@@ -164,7 +168,7 @@ class ActorHandle:
                              f"method {name!r}")
 
     def __reduce__(self):
-        return (ActorHandle, (self._actor_id, self._methods, self._class_name))
+        return (ActorHandle, (self._actor_id, self._methods, self._class_name, self._created))
 
     def __repr__(self):
         return f"Actor({self._class_name}, {self._actor_id.hex()})"

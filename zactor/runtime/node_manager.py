@@ -326,6 +326,8 @@ class NodeManager:
     def _free(self, freed) -> None:
         for oid, e in freed:
             self.scheduler.object_gone(oid)
+            if oid in self.actors.by_handle_ref:
+                self.actors.handles_gone(oid)
             if e.state == m.OBJ_STORE:
                 self.gcs.object_freed(oid)
                 try:

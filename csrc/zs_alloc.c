@@ -145,6 +145,8 @@ int zs_alloc(zs_store *s, uint64_t need, uint64_t *off_out)
         h->commit_end = off + b->size;
     if (b->size > h->recent_max)
         h->recent_max = b->size;
+    if (off + b->size > h->recent_top)
+        h->recent_top = off + b->size;
     *off_out = off;
     return 0;
 }

@@ -104,6 +104,7 @@ typedef struct {
     uint64_t high_water;                 /* derived: end of the highest used block, 0 if none */
     uint64_t commit_end;                 /* derived: highest block end since the last trim */
     uint64_t recent_max;                 /* hint: largest block lately (halved each second) */
+    uint64_t recent_top;                 /* hint: highest high_water lately (decays to it) */
     uint64_t given_back;                 /* counter: bytes of pages trimmed (holes included) */
     volatile uint64_t warm_end;          /* the warm-pages thread's populated mark */
     volatile uint64_t trim_gen;          /* bumped by every trim: clients re-check their PTEs */

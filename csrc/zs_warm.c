@@ -12,15 +12,20 @@
  * recent_max is the largest block allocated lately (zs_alloc raises it, the creator's thread
  * halves it every ZS_WARM_DECAY_MS). target = high_water + headroom (high_water: the end of
  * the highest used block; it falls when the top block is freed) is populated; pages are kept
- * up to keep = high_water + max(headroom, 2 x recent_max) (uncapped; = headroom when fixed)
- * and given back above it. A fresh store commits about the floor; a run of 100 MB puts keeps
- * 200 MB warm ahead of the allocator; a run of 1 GB put+delete rounds keeps reusing its pages
- * instead of trimming and re-faulting them each round; once such work stops recent_max
- * decays and the pages above the floor go back within seconds.
+ * up to keep = recent_top + max(headroom, 2 x recent_max) (uncapped; high_water + headroom
+ * when fixed) and given back above it; recent_top is the highest high_water lately, its
+ * distance to high_water halved every ZS_WARM_DECAY_MS, so put+delete rounds do not make the
+ * thread trim and re-populate the same headroom each round. A fresh store commits about the
+ * floor; a run of 100 MB puts keeps 200 MB warm ahead of the allocator; a run of 1 GB
+ * put+delete rounds keeps reusing its pages instead of trimming and re-faulting them each
+ * round; once such work stops both hints decay and the pages above the floor go back
+ * within seconds.
  *
  * THE CREATOR'S THREAD (one per store) loops, sleeping ZS_WARM_MIN_MS..ZS_WARM_MAX_MS when idle:
- *   populate [warm_end, target) in ZS_WARM_CHUNK steps, outside the lock: MADV_POPULATE_WRITE
- *     (Linux 5.14+), else an atomic add of 0 to one byte per page; neither changes content.
+ *   populate [max(warm_end, high_water), target) in ZS_WARM_CHUNK steps (blocks below
+ *     high_water are pre-faulted by their creators: zs_warm_object), outside the lock:
+ *     MADV_POPULATE_WRITE (Linux 5.14+), else an atomic add of 0 to one byte per page;
+ *     neither changes content.
  *   trim when top = max(commit_end, warm_end) exceeds keep by more than the slack (a
  *     quarter of the headroom, so populate and trim do not chase each other): MADV_REMOVE
  *     (a hole punched in the tmpfs file: the pages go back to the OS and leave every process's
@@ -110,10 +115,13 @@ static uint64_t target_of(const zs_header *h, uint64_t high_water)
     return t < h->capacity ? t : h->capacity;
 }
 
-/* Where trimming starts: above the headroom and above 2 x recent_max, uncapped, so a run of
- * big put+delete rounds reuses its pages; they go back as recent_max decays. */
+/* Where trimming starts: recent_top + max(headroom, 2 x recent_max), uncapped, so a run of
+ * big put+delete rounds reuses its pages; they go back as recent_top and recent_max decay. */
 static uint64_t keep_of(const zs_header *h, uint64_t high_water)
 {
+    uint64_t top = __atomic_load_n(&h->recent_top, __ATOMIC_RELAXED);
+    if (!h->warm_bytes && top > high_water)
+        high_water = top; /* rounds of put+delete: do not trim what the next put re-faults */
     uint64_t keep = 2 * __atomic_load_n(&h->recent_max, __ATOMIC_RELAXED);
     if (h->warm_bytes || keep < zs_warm_headroom(h))
         keep = zs_warm_headroom(h);
@@ -192,10 +200,13 @@ static void *creator_main(void *arg)
     uint64_t idle_ms = ZS_WARM_MIN_MS, decay_at = now_ms() + ZS_WARM_DECAY_MS;
     while (!s->warm_stop) {
         int busy = 0;
-        uint64_t want = target_of(h, h->high_water), end = h->warm_end;
+        uint64_t hw = h->high_water, want = target_of(h, hw), end = h->warm_end;
         if (end < want) {
-            uint64_t to = end + ZS_WARM_CHUNK < want ? end + ZS_WARM_CHUNK : want;
-            zs_warm_populate(s, end, to);
+            /* Below high_water every block has an owner that pre-faults (or writes) it
+             * itself: start above it, rather than fight over the same cold pages. */
+            uint64_t from = end < hw ? page_up(hw) : end;
+            uint64_t to = from + ZS_WARM_CHUNK < want ? from + ZS_WARM_CHUNK : want;
+            zs_warm_populate(s, from, to);
             /* a trim may have lowered warm_end meanwhile: then the pages above its new mark
              * are a little warmer than recorded, never colder */
             __atomic_compare_exchange_n(&h->warm_end, &end, to, 0, __ATOMIC_RELEASE,
@@ -211,6 +222,9 @@ static void *creator_main(void *arg)
             uint64_t m = __atomic_load_n(&h->recent_max, __ATOMIC_RELAXED);
             if (m) /* racy against zs_alloc's raise under the lock: a hint, either value works */
                 __atomic_store_n(&h->recent_max, m / 2, __ATOMIC_RELAXED);
+            uint64_t top = __atomic_load_n(&h->recent_top, __ATOMIC_RELAXED), hw = h->high_water;
+            if (top > hw) /* halve the distance to the current high water */
+                __atomic_store_n(&h->recent_top, hw + (top - hw) / 2, __ATOMIC_RELAXED);
             decay_at = t + ZS_WARM_DECAY_MS;
         }
         if (busy) {

@@ -68,9 +68,9 @@
  *   belongs to its creator, which alone runs the warm-pages thread (populates ahead of the
  *   allocator, gives freed pages back) and unlinks the file (zs_unlink). Every attached
  *   handle runs a thread that fills its own page tables over the warm region; zs_detach
- *   joins either thread, so none outlives the mapping. Pointers returned by zs_create_object / zs_get point into this process's
- *   mapping and stay valid until zs_close; a pointer from zs_get must not be used after the
- *   matching zs_release.
+ *   joins either thread, so none outlives the mapping. Pointers returned by zs_create_object
+ *   / zs_get point into this process's mapping and stay valid until zs_close; a pointer
+ *   from zs_get must not be used after the matching zs_release.
  *
  * ERRORS
  *   Conditions a caller can cause return a negative ZS_ERR_* code and, unless said otherwise,

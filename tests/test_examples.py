@@ -98,7 +98,7 @@ def test_quickstart_small(quickstart_small):
     fields = dict(kv.split("=", 1) for kv in last.split(": ", 1)[1].split())
     assert fields == {"tasks": "20", "sum_squares": str(sum(i * i for i in range(20))),
                       "chained": "25", "nested": str(sum(range(64))),
-                      "error": "ZeroDivisionError", "zero_copy": "True"}, last
+                      "error": "ZeroDivisionError", "zero_copy": "True", "actor": "100"}, last
 
 
 def test_quickstart_leaves_no_session_directory(quickstart_small):

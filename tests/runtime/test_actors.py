@@ -24,8 +24,8 @@ def test_counter_calls_run_in_order_and_keep_state(cluster):
             return self.n
 
     c = Counter.remote(10)
-    assert cluster.get([c.incr.remote() for _ in range(200)]) == list(range(11, 211))
-    assert cluster.get(c.incr.remote(k=5)) == 215
+    assert cluster.get([c.incr.remote() for _ in range(1000)]) == list(range(11, 1011))
+    assert cluster.get(c.incr.remote(k=5)) == 1015
 
 
 def test_method_options_num_returns_and_ref_arguments(cluster):
@@ -179,8 +179,9 @@ def test_many_actors_on_two_cpus_and_direct_calls_refused(cluster):
         def who(self):
             return self.i
 
-    actors = [Tiny.remote(i) for i in range(4)]  # actors hold no CPU by default, as in Ray
-    assert cluster.get([a.who.remote() for a in actors], timeout=60) == [0, 1, 2, 3]
+    actors = [Tiny.remote(i) for i in range(50)]  # actors hold no CPU by default, as in Ray
+    assert cluster.get([a.who.remote() for a in actors], timeout=120) == list(range(50))
+    assert cluster.available_resources()["CPU"] == 2
     with pytest.raises(TypeError, match="Tiny.remote"):
         Tiny(1)
     with pytest.raises(TypeError, match="who.remote"):
@@ -356,3 +357,52 @@ def test_actor_ends_when_its_last_handle_is_gone(cluster):
     cluster.available_resources()
     assert cluster.get(cluster.get_actor("kept").pid.remote()) == npid
     cluster.kill(cluster.get_actor("kept"))
+
+
+def test_ten_async_calls_are_in_flight_at_once(cluster):
+    import asyncio
+
+    @cluster.remote
+    class Sleeper:
+        def __init__(self):
+            self.in_flight = 0
+            self.most = 0
+
+        async def nap(self):
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.5)
+            self.in_flight -= 1
+            return 1
+
+        async def most_at_once(self):
+            return self.most
+
+    s = Sleeper.remote()
+    assert sum(cluster.get([s.nap.remote() for _ in range(10)], timeout=60)) == 10
+    assert cluster.get(s.most_at_once.remote()) == 10
+
+
+@pytest.mark.parametrize("restarts", [0, 1])
+def test_sigkill_of_the_actor_process(cluster, restarts):
+    import signal
+
+    # max_task_retries: a call that reaches the dead worker before its death is seen runs again
+    @cluster.remote(max_restarts=restarts, max_task_retries=restarts)
+    class Target:
+        def __init__(self):
+            self.calls = 0
+
+        def pid(self):
+            self.calls += 1
+            return os.getpid(), self.calls
+
+    t = Target.remote()
+    pid, _ = cluster.get(t.pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    if restarts == 0:
+        with pytest.raises(zx.ActorDiedError, match="SIGKILL"):
+            cluster.get(t.pid.remote(), timeout=60)
+    else:
+        new_pid, calls = cluster.get(t.pid.remote(), timeout=60)
+        assert new_pid != pid and calls == 1  # a fresh instance (no checkpoint methods)

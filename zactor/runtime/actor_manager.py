@@ -29,8 +29,11 @@ immutable), then the calls that waited. So a counter killed mid-stream ends with
 value it would have had, and no call fails because of the restart. Async and threaded actors
 restart from their checkpoint without replay (their execution order is not defined).
 
-Not yet (the actors issue): ending an actor when its last handle goes away; detached actors
-outliving their driver (that needs the cluster).
+Each actor has a row in the control store's ``actors`` table (state, incarnation = number of
+restarts, node, worker). A new incarnation is created only after the node has seen the old
+worker's exit status, so two copies of one actor never serve calls on a node.
+
+Not yet: detached actors outliving their driver (that needs the cluster).
 """
 
 from __future__ import annotations
@@ -97,6 +100,7 @@ class ActorManager:
             return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
         actor = Actor(info["aid"], task.spec["id"], info)
         actor.creation = task
+        self._record(actor)
         if not actor.name and not info.get("detached"):
             self.by_handle_ref[task.returns[0]] = actor.actor_id
         if actor.restarts_left != 0:  # a restart needs the constructor's arguments again
@@ -131,6 +135,7 @@ class ActorManager:
                 self.node._apply(self.node.scheduler.release_dedicated(actor.worker_id))
             return
         actor.state = ALIVE
+        self._record(actor)
         if actor.restarts and actor.checkpointable:
             identity = self.node.worker_identity.get(actor.worker_id)
             if identity is not None:
@@ -297,7 +302,7 @@ class ActorManager:
         error = ser.dumps(ActorDiedError(None, actor.actor_id.hex(), why))
         retry = []
         replayed = actor.checkpointable and actor.sequential
-        for task in actor.running.values():
+        for task in list(actor.running.values()):  # finishing a call removes it from running
             if replayed:
                 continue  # in the replay log: re-run in order after the restart
             attempts = task.attempt
@@ -311,6 +316,7 @@ class ActorManager:
         actor.queue.extendleft(reversed(retry))  # retried calls keep their order, first
         actor.state = PENDING
         actor.worker_id = None
+        self._record(actor)  # a new incarnation (actor.restarts) is starting
         creation = actor.creation
         spec = dict(creation.spec)
         spec["id"] = node.new_task_id()  # a fresh creation task (same class and arguments)
@@ -325,8 +331,9 @@ class ActorManager:
             for oid in list(actor.creation.deps) + list(actor.creation.held):
                 node._free(node.objects.remove_ref(oid))
         self._trim(actor, len(actor.log))
-        actor.creation = None
         actor.state = DEAD
+        self._record(actor)
+        actor.creation = None
         actor.death = ser.dumps(error)
         for task in list(actor.running.values()) + list(actor.queue):
             node._finish_task(task.spec["id"], [[o, m.OBJ_ERROR, actor.death]
@@ -336,6 +343,12 @@ class ActorManager:
         self.by_creation.pop(actor.creation_task_id, None)
         if actor.worker_id is not None:
             self.by_worker.pop(actor.worker_id, None)
+
+    def _record(self, actor: Actor) -> None:
+        """The actor's row in the control store's actor table (state, incarnation, place)."""
+        self.node.gcs.actor_state(actor.actor_id, actor.state, actor.restarts,
+                                  actor.class_name, actor.name, actor.namespace,
+                                  actor.worker_id)
 
     # ---- names ----------------------------------------------------------------------------
 

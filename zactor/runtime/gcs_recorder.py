@@ -104,10 +104,20 @@ class GcsRecorder:
     def task_finished(self, task_id: bytes) -> None:
         self._write("archive", "tasks", task_id, None)
 
+    def actor_state(self, actor_id: bytes, state: str, incarnation: int, class_name: str,
+                    name, namespace: str, worker_id=None) -> None:
+        """Where an actor lives and in which incarnation (each restart is a new one)."""
+        self._write("put", "actors", actor_id, {
+            "state": state, "incarnation": incarnation, "class": class_name, "name": name,
+            "namespace": namespace, "node": self.node_id, "worker": worker_id,
+            "time": time.time()})
+
     def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes) -> None:
-        """An actor's last checkpoint (so that it survives the node, for restarts elsewhere)."""
-        self._write("put", "actors", actor_id, {"checkpoint": state, "after_task": after_task,
-                                                "node": self.node_id, "time": time.time()})
+        """An actor's last checkpoint (so that it survives the node, for restarts elsewhere);
+        kept apart from its state row, which changes at every restart."""
+        self._write("put", "kv", b"actor-checkpoint:" + actor_id, {
+            "checkpoint": state, "after_task": after_task, "node": self.node_id,
+            "time": time.time()})
 
     def object_stored(self, oid: bytes, size: int) -> None:
         self._write("put", "objects", oid, {"node": self.node_id, "size": size})

@@ -594,7 +594,14 @@ class NodeManager:
                 self.worker_pid[wid] = pid
                 self.pid_worker[pid] = wid
             elif parts[0] == "EXIT":
-                self._worker_exited(int(parts[1]), int(parts[2]))
+                try:
+                    self._worker_exited(int(parts[1]), int(parts[2]))
+                except Exception:  # noqa: BLE001 - a bug here must not take the node down
+                    import traceback
+
+                    print(f"zactor node manager: error handling the exit of worker "
+                          f"{parts[1]}:", file=sys.stderr)
+                    traceback.print_exc()
 
     def _worker_exited(self, pid: int, status: int) -> None:
         wid = self.pid_worker.pop(pid, None)

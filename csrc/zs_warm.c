@@ -31,9 +31,11 @@
  *     (a hole punched in the tmpfs file: the pages go back to the OS and leave every process's
  *     page tables; they read back as zeros) over [max(keep, top - ZS_TRIM_CHUNK), top), then
  *     commit_end = warm_end = that start, trim_gen++.
- *   The punch runs UNDER the store lock, one chunk per hold (64 MB: a few ms). Everything above
- *   high_water is one free block, and only a locked allocation can hand any of it out, so
- *   "free while punched" holds for the whole punch with no reservation to recover if anybody
+ *   The punch runs UNDER the store lock, one chunk per hold (16 MB: about 2 ms; small because
+ *   the threads run at nice ZS_WARM_NICE and may be descheduled while holding it; they are
+ *   niced so that warming yields the CPU to puts, which it slowed 2x on two cores).
+ *   Everything above high_water is one free block, and only a locked allocation can hand any
+ *   of it out, so "free while punched" holds for the whole punch with no reservation to recover if anybody
  *   dies: a punched free page is just a page of zeros. The free block's own header sits at
  *   high_water, below round_up(high_water + 64, page) <= the punch start, so no allocator
  *   state is ever punched. Free blocks below high_water are not trimmed (they are reused
@@ -60,6 +62,8 @@
 #include <errno.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -74,11 +78,14 @@
 #define ZS_WARM_CHUNK (4ull << 20)     /* creator's populate step: short holds of mmap_lock */
 #define ZS_PREFAULT_CHUNK (2ull << 20) /* client's step: bounds what a trim race re-commits */
 #define ZS_PREFAULT_MIN (1ull << 20)   /* zs_warm_object pre-faults blocks at least this big */
-#define ZS_TRIM_CHUNK (64ull << 20)    /* punched per hold of the store lock */
+#define ZS_TRIM_CHUNK (16ull << 20)    /* punched per hold of the store lock: ~2 ms */
+#define ZS_TRIM_SLACK_MIN (4ull << 20) /* trim only this far above the kept range, at least */
 #define ZS_WARM_MIN_MS 1               /* thread's poll while busy ... */
 #define ZS_WARM_MAX_MS 50              /* ... backing off to this when idle */
 #define ZS_WARM_DECAY_MS 1000          /* recent_max halves this often */
 #define ZS_OP_TRIM 20                  /* journal op code of a trim */
+#define ZS_WARM_NICE 10                /* the threads yield the CPU to puts (not SCHED_IDLE:
+                                        * a trim holds the store lock and must not starve) */
 
 static uint64_t page_up(uint64_t n) { return zs_round_up(n, ZS_PAGE); }
 
@@ -165,7 +172,7 @@ static int trim_step(zs_store *s)
 {
     zs_header *h = s->h;
     uint64_t head = zs_warm_headroom(h);
-    uint64_t slack = head / 4 > ZS_TRIM_CHUNK / 16 ? head / 4 : ZS_TRIM_CHUNK / 16;
+    uint64_t slack = head / 4 > ZS_TRIM_SLACK_MIN ? head / 4 : ZS_TRIM_SLACK_MIN;
     /* unlocked look first: the lock is taken only when a trim is likely */
     uint64_t top = page_up(h->commit_end > h->warm_end ? h->commit_end : h->warm_end);
     if (top <= keep_of(h, h->high_water) + slack)
@@ -193,9 +200,16 @@ static int trim_step(zs_store *s)
     return did;
 }
 
+/* Lower this thread's priority (Linux nice values are per thread); best effort. */
+static void lower_priority(void)
+{
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), ZS_WARM_NICE);
+}
+
 static void *creator_main(void *arg)
 {
     zs_store *s = arg;
+    lower_priority();
     zs_header *h = s->h;
     uint64_t idle_ms = ZS_WARM_MIN_MS, decay_at = now_ms() + ZS_WARM_DECAY_MS;
     while (!s->warm_stop) {
@@ -241,6 +255,7 @@ static void *creator_main(void *arg)
 static void *client_main(void *arg)
 {
     zs_store *s = arg;
+    lower_priority();
     zs_header *h = s->h;
     uint64_t idle_ms = ZS_WARM_MIN_MS;
     uint64_t gen = __atomic_load_n(&h->trim_gen, __ATOMIC_ACQUIRE);

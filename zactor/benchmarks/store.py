@@ -136,14 +136,15 @@ def _allocated(path: str) -> int:
     return os.stat(path).st_blocks * 512
 
 
-def _settle(store, timeout_s: float = 15.0) -> dict:
-    """Stats once the warm-pages thread has reached its target and trimmed above it."""
+def _settle(store, timeout_s: float = 15.0, trimmed: bool = True) -> dict:
+    """Stats once the warm-pages thread has populated its target (and, if `trimmed`, given
+    back everything above it, which waits for the headroom of recent puts to decay)."""
     deadline = time.monotonic() + timeout_s
     while True:
         st = store.stats()
         target = min(st["capacity"], st["high_water"] + st["headroom"])
-        if (st["warm_end"] >= target - 4096 and st["commit_end"] <= target
-                + max(st["headroom"] // 4, 4 << 20)) or time.monotonic() > deadline:
+        if (st["warm_end"] >= target - 4096 and (not trimmed or st["commit_end"] <= target
+                + max(st["headroom"] // 4, 4 << 20))) or time.monotonic() > deadline:
             return st
         time.sleep(0.05)
 
@@ -170,7 +171,7 @@ def _bench_client(store, path: str, size: int, repeat: int) -> dict:
     new to the client's mapping."""
     store.put(_oid(0x3000_0000), np.zeros(size, dtype=np.uint8))
     store.delete(_oid(0x3000_0000))
-    _settle(store)
+    _settle(store, trimmed=False)
     out = subprocess.run([sys.executable, "-m", "zactor.benchmarks.store", "--client-of", path,
                           "--client-size", str(size), "--repeat", str(repeat)],
                          capture_output=True, text=True, timeout=300, check=True)

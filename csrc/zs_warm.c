@@ -225,11 +225,24 @@ static void *creator_main(void *arg)
              * are a little warmer than recorded, never colder */
             __atomic_compare_exchange_n(&h->warm_end, &end, to, 0, __ATOMIC_RELEASE,
                                         __ATOMIC_RELAXED);
-            s->mapped_end = h->warm_end;
+            if (s->mapped_end == from) /* this mapping's page tables cover [0, to) */
+                s->mapped_end = to;
             busy = 1;
         } else {
             busy = trim_step(s);
-            s->mapped_end = h->warm_end;
+            if (s->mapped_end > h->warm_end)
+                s->mapped_end = h->warm_end;
+            else if (!busy && s->mapped_end < h->warm_end) {
+                /* pages skipped below high_water were populated through their owners'
+                 * mappings: fill this mapping's page tables over them when idle */
+                uint64_t from = s->mapped_end, w = h->warm_end;
+                uint64_t to = from + ZS_PREFAULT_CHUNK < w ? from + ZS_PREFAULT_CHUNK : w;
+                if (madvise(s->data + from, to - from, MADV_POPULATE_WRITE) == 0)
+                    s->mapped_end = to;
+                else
+                    s->mapped_end = w; /* old kernel: let the copies take the faults */
+                busy = 1;
+            }
         }
         uint64_t t = now_ms();
         if (t >= decay_at) {

@@ -141,11 +141,53 @@ def run(api, impl: str, quick: bool = False) -> dict:
             chain_times.append(time.perf_counter() - t)
         out["chain of 100 tasks (ms/hop)"] = statistics.median(chain_times) / hops * 1e3
 
+        out.update(_actor_cases(api, n, repeat))
+
         gc.collect()
         time.sleep(2.0)  # idle: let any background work settle
         out["idle cluster PSS (MB)"] = _cluster_pss_bytes() / 1e6
     finally:
         api.shutdown()
+    return out
+
+
+def _actor_cases(api, n: int, repeat: int) -> dict:
+    """Ray's actor cases: 1:1 calls sync and async, an async actor, n:n calls."""
+    out = {}
+
+    @api.remote
+    class Server:
+        def ping(self, x=None):
+            return x
+
+    @api.remote
+    class AsyncServer:
+        async def ping(self, x=None):
+            return x
+
+    @api.remote
+    class Client:
+        def __init__(self, server):
+            self.server = server
+
+        def burst(self, count):
+            return len(api.get([self.server.ping.remote() for _ in range(count)]))
+
+    server = Server.remote()
+    api.get(server.ping.remote())
+    out["1:1 actor calls sync (/s)"] = _median_rate(
+        lambda: [api.get(server.ping.remote()) for _ in range(n // 4)], n // 4, repeat)
+    out["1:1 actor calls async (/s)"] = _median_rate(
+        lambda: api.get([server.ping.remote() for _ in range(n)]), n, repeat)
+    aserver = AsyncServer.remote()
+    api.get(aserver.ping.remote())
+    out["async-actor calls async (/s)"] = _median_rate(
+        lambda: api.get([aserver.ping.remote() for _ in range(n)]), n, repeat)
+    servers = [Server.remote() for _ in range(NUM_CPUS)]
+    clients = [Client.remote(s) for s in servers]
+    api.get([c.burst.remote(10) for c in clients])
+    out["n:n actor calls async (/s)"] = _median_rate(
+        lambda: api.get([c.burst.remote(n // NUM_CPUS) for c in clients]), n, repeat)
     return out
 
 

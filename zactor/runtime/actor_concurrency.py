@@ -39,9 +39,8 @@ class ActorConcurrency:
             self.loop = asyncio.new_event_loop()
             threading.Thread(target=self.loop.run_forever, daemon=True,
                              name="zactor-actor-loop").start()
-            self._slots = threading.BoundedSemaphore(max_concurrency)
-        # one thread per call in flight: for an async actor each waits on its coroutine (a
-        # thread is created only when needed, up to the limit)
+        self._limit = None
+        # threaded actors: one thread per call in flight (created only when needed)
         self.pool = ThreadPoolExecutor(max_workers=max_concurrency,
                                        thread_name_prefix="zactor-actor-call")
 
@@ -54,18 +53,31 @@ class ActorConcurrency:
             return cls(max_concurrency, False)
         return None
 
-    def submit(self, fn, *args) -> None:
-        self.pool.submit(fn, *args)
+    def submit(self, worker, entry) -> None:
+        """Start one call: a coroutine on the loop (async method), else on a pool thread."""
+        spec, resolved = entry[0], entry[1]
+        method = getattr(worker.actor_instance, spec["actor"]["method"], None)
+        if self.loop is not None and inspect.iscoroutinefunction(method):
+            asyncio.run_coroutine_threadsafe(self._limited(worker.execute_async(spec, resolved)),
+                                             self.loop)
+        else:
+            self.pool.submit(worker._execute, *entry)
+
+    async def _limited(self, coroutine):
+        if self._limit is None:
+            self._limit = asyncio.Semaphore(self.max_concurrency)  # made on the loop
+        async with self._limit:
+            await coroutine
 
     def adapt(self, method):
-        """The callable a pool thread runs for ``method``: coroutines go to the loop."""
+        """The callable a pool thread runs for ``method`` (plain methods run as they are;
+        an async method reached through a pool thread is run on the loop and waited for)."""
         if self.loop is None or not inspect.iscoroutinefunction(method):
             return method
-        loop, slots = self.loop, self._slots
+        loop = self.loop
 
         @functools.wraps(method)
         def run_on_loop(*args, **kwargs):
-            with slots:
-                return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop).result()
+            return asyncio.run_coroutine_threadsafe(method(*args, **kwargs), loop).result()
 
         return run_on_loop

@@ -82,8 +82,14 @@ class CoreClient:
         self._submits: list = []
         self._puts: list = []
         self._functions: list = []
-        self._done: list = []
-        self._done_keep: list = []
+        # finished tasks' reports with what they keep alive, appended by any thread (the
+        # threads and event loop of a concurrent actor too: deque appends need no lock)
+        self._done: deque = deque()
+        # other threads wake the thread blocked in pump() through this pipe
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._poller = zmq.Poller()
         self._results: dict = {}
         self._arrived = None
         self._expected: set = set()
@@ -117,6 +123,9 @@ class CoreClient:
         self.store = ObjectStore.attach(welcome["store_path"])
         self.driver_task_id = TaskID.for_driver(self.job_id).binary()
         self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
+        self._poller.register(self._sock, zmq.POLLIN)
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._owner_thread = threading.get_ident()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="zactor-flusher")
         self._flusher.start()
@@ -146,11 +155,16 @@ class CoreClient:
             self._submits, self._deltas = [], []
             self._raw_send(m.SUBMIT, body)
         if self._done:
-            done, self._done = self._done, []
-            self._raw_send(m.TASK_DONE, {"done": done})
+            items = []
+            while True:
+                try:
+                    items.append(self._done.popleft())
+                except IndexError:
+                    break
+            self._raw_send(m.TASK_DONE, {"done": [entry for entry, _ in items]})
             # only now may the refs inside those results be released: a release sent
             # before the TASK_DONE that holds them could free their objects (see task_done)
-            self._done_keep.clear()
+            del items
 
     def _flush_loop(self) -> None:
         while not self._closed:
@@ -202,8 +216,16 @@ class CoreClient:
         """Read every message waiting (up to ``timeout_ms`` for the first); True if any.
         Caller holds the lock."""
         got = False
-        if not self._sock.poll(timeout_ms):
-            return False
+        events = dict(self._poller.poll(timeout_ms))
+        if self._wake_r in events:  # another thread has something to send: return to send it
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+            got = True
+        if self._sock not in events:
+            return got
         while True:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK)
@@ -379,9 +401,12 @@ class CoreClient:
         ``keep_alive`` (the return values) is held until the report is sent: ObjectRefs
         inside them must not be released (a -1 to the node manager) before the report that
         makes the results hold their targets, or those objects could be freed in between."""
-        self._done.append(entry)
-        if keep_alive is not None:
-            self._done_keep.append(keep_alive)
+        self._done.append((entry, keep_alive))
+        if threading.get_ident() != self._owner_thread:
+            try:  # wake the worker's main thread out of pump() to send it
+                os.write(self._wake_w, b"!")
+            except BlockingIOError:
+                pass  # the pipe is full: a wake-up is pending anyway
         if len(self._done) == 1:
             self._wake.set()
 
@@ -509,3 +534,8 @@ class CoreClient:
     def _close_sockets(self) -> None:
         self._sock.close(0)
         self._ctx.term()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -13,6 +13,7 @@ Ray's rules, kept here:
 
 from __future__ import annotations
 
+import asyncio
 import os
 import traceback
 from typing import Any, Callable
@@ -67,6 +68,23 @@ def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
     except RayTaskError as nested:
         # A task that failed because one it waited on failed: pass the original error on,
         # as Ray does, rather than wrapping it once per level.
+        raise nested
+    except Exception as exc:  # noqa: BLE001 - the user's exception, reported to the caller
+        raise RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(),
+                           actor_repr=actor_repr) from exc
+
+
+async def run_task_async(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
+                         *, task_id_hex: str = "", actor_repr: str | None = None) -> list:
+    """``run_task`` for an ``async def`` method of an async actor (awaited on its loop)."""
+    name = function_name(fn)
+    try:
+        result = await fn(*args, **kwargs)
+        return split_returns(result, num_returns, name)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        raise TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was "
+                                              f"cancelled") from None
+    except RayTaskError as nested:
         raise nested
     except Exception as exc:  # noqa: BLE001 - the user's exception, reported to the caller
         raise RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(),

@@ -125,7 +125,7 @@ class Worker:
                     break
                 if self.concurrency is not None and task[0].get("actor", {}).get("op") == \
                         "call":
-                    self.concurrency.submit(self._execute, *task)  # threaded / async actor
+                    self.concurrency.submit(self, task)  # threaded / async actor
                 else:
                     self._execute(*task)
                 if not self.queue:  # pick up tasks that arrived meanwhile before reporting
@@ -150,65 +150,96 @@ class Worker:
         return fn
 
     def _execute(self, spec, resolved, gpu_ids, attempt) -> None:
-        task_id = spec["id"]
-        name = spec["name"]
-        flags = 0
-        if gpu_ids:
-            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
-        values = {oid: (state, data) for oid, state, data in resolved}
-        returns = None
-        self.current_task = task_id
-        context.set_current_task(task_id, name.rsplit(".", 1)[-1])
+        """Run one task (or actor call) here, on this thread, and report it."""
+        returns, results, flags = None, None, 0
         actor = spec.get("actor")
+        self.current_task = spec["id"]
         try:
-            try:
-                fn = self._callable(spec, actor)
-                if self.concurrency is not None and actor is not None:
-                    fn = self.concurrency.adapt(fn)
-                args = [self._arg(kind, data, values) for kind, data in spec["args"]]
-                kwargs = {k: self._arg(kind, data, values) for k, kind, data in spec["kwargs"]}
-            except Exception as exc:  # noqa: BLE001 - reported as the task's error
-                raise RayTaskError(name, execution.user_traceback(exc), exc) from exc
+            fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
             self.in_user_code = True
             try:
                 returns = execution.run_task(fn, args, kwargs, spec["nret"],
-                                             task_id_hex=task_id.hex())
+                                             task_id_hex=spec["id"].hex())
             finally:
                 self.in_user_code = False
             del args, kwargs
-            if actor is not None and actor["op"] == "create":
-                self.actor_instance = returns[0]  # lives here; the caller gets None
-                self.concurrency = ActorConcurrency.for_actor(returns[0],
-                                                              actor.get("max_concurrency"))
-                if actor.get("checkpointable"):
-                    self.checkpoint_every = actor.get("checkpoint_interval") or 100
-                returns = [None]
-            results = []
-            try:
-                for i, value in enumerate(returns, start=1):
-                    oid = task_id + i.to_bytes(4, "little")
-                    state, data, contained, _ = self.client.encode_value(value, oid)
-                    results.append([oid, state, data, contained])
-            except Exception as exc:  # noqa: BLE001 - unpicklable value, store full...
-                raise RayTaskError(name, execution.user_traceback(exc), exc) from exc
+            returns, results = self._encode_returns(spec, actor, returns)
         except (RayTaskError, TaskCancelledError) as err:
-            if isinstance(err, TaskCancelledError):
-                flags |= m.TASK_CANCELLED
-            elif isinstance(err, RayTaskError) and _retryable(spec, err.cause):
-                flags |= m.TASK_RETRYABLE
-            data = ser.dumps(err)
-            results = [[task_id + i.to_bytes(4, "little"), m.OBJ_ERROR, data]
-                       for i in range(1, spec["nret"] + 1)]
+            results, flags = self._error_results(spec, err)
         finally:
             self.current_task = None
             context.set_current_task(None)
-        entry = [task_id, results, flags]
+        self._report(spec, actor, results, flags, returns)
+
+    async def execute_async(self, spec, resolved) -> None:
+        """An async actor's call: the same steps, awaited on the actor's event loop."""
+        returns, results, flags = None, None, 0
+        actor = spec.get("actor")
+        try:
+            fn, args, kwargs = self._prepare(spec, resolved, [], actor, adapt=False)
+            returns = await execution.run_task_async(fn, args, kwargs, spec["nret"],
+                                                     task_id_hex=spec["id"].hex())
+            del args, kwargs
+            returns, results = self._encode_returns(spec, actor, returns)
+        except (RayTaskError, TaskCancelledError) as err:
+            results, flags = self._error_results(spec, err)
+        self._report(spec, actor, results, flags, returns)
+
+    def _prepare(self, spec, resolved, gpu_ids, actor, adapt=True):
+        """(callable, args, kwargs) for a task; RayTaskError when they cannot be had."""
+        if gpu_ids:
+            os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpu_ids)
+        name = spec["name"]
+        context.set_current_task(spec["id"], name.rsplit(".", 1)[-1])
+        values = {oid: (state, data) for oid, state, data in resolved}
+        try:
+            fn = self._callable(spec, actor)
+            if adapt and self.concurrency is not None and actor is not None:
+                fn = self.concurrency.adapt(fn)
+            args = [self._arg(kind, data, values) for kind, data in spec["args"]]
+            kwargs = {k: self._arg(kind, data, values) for k, kind, data in spec["kwargs"]}
+        except Exception as exc:  # noqa: BLE001 - reported as the task's error
+            raise RayTaskError(name, execution.user_traceback(exc), exc) from exc
+        return fn, args, kwargs
+
+    def _encode_returns(self, spec, actor, returns):
+        """(returns to keep alive, results for TASK_DONE); large values go to the store."""
+        task_id = spec["id"]
+        if actor is not None and actor["op"] == "create":
+            self.actor_instance = returns[0]  # lives here; the caller gets None
+            self.concurrency = ActorConcurrency.for_actor(returns[0],
+                                                          actor.get("max_concurrency"))
+            if actor.get("checkpointable"):
+                self.checkpoint_every = actor.get("checkpoint_interval") or 100
+            returns = [None]
+        results = []
+        try:
+            for i, value in enumerate(returns, start=1):
+                oid = task_id + i.to_bytes(4, "little")
+                state, data, contained, _ = self.client.encode_value(value, oid)
+                results.append([oid, state, data, contained])
+        except Exception as exc:  # noqa: BLE001 - unpicklable value, store full...
+            raise RayTaskError(spec["name"], execution.user_traceback(exc), exc) from exc
+        return returns, results
+
+    @staticmethod
+    def _error_results(spec, err):
+        flags = 0
+        if isinstance(err, TaskCancelledError):
+            flags |= m.TASK_CANCELLED
+        elif isinstance(err, RayTaskError) and _retryable(spec, err.cause):
+            flags |= m.TASK_RETRYABLE
+        data = ser.dumps(err)
+        return [[spec["id"] + i.to_bytes(4, "little"), m.OBJ_ERROR, data]
+                for i in range(1, spec["nret"] + 1)], flags
+
+    def _report(self, spec, actor, results, flags, returns) -> None:
+        entry = [spec["id"], results, flags]
         if actor is not None and actor["op"] == "call" and self.checkpoint_every:
             checkpoint = self._maybe_checkpoint(actor["aid"])
             if checkpoint is not None:
                 entry.append(checkpoint)
-        with self.client._lock:
-            self.client.task_done(entry, keep_alive=returns)
+        self.client.task_done(entry, keep_alive=returns)  # thread-safe: no lock needed
 
     def _maybe_checkpoint(self, actor_id: bytes):
         """Every ``checkpoint_interval`` calls: the actor's state, for its TASK_DONE."""

@@ -1,6 +1,6 @@
 """Starting and stopping the one-node cluster that ``zactor.init()`` makes by itself.
 
-The driver starts a node manager as its child (``python -m zactor.runtime.node_manager``) in
+The driver starts a node manager as its child (``python -m zactor.runtime.node_main``) in
 a fresh session directory under ``$TMPDIR/zactor``; the node manager creates the store segment
 and forks the worker factory. The node manager watches its parent, so a driver killed with
 SIGKILL still takes its node down (within ``PARENT_CHECK_INTERVAL_S``), and the segment with it.
@@ -107,7 +107,7 @@ class LocalNode:
         os.makedirs(root, exist_ok=True)
         session_dir = tempfile.mkdtemp(prefix=f"session_{os.getpid()}_", dir=root)
         ready_r, ready_w = os.pipe()
-        cmd = [sys.executable, "-m", "zactor.runtime.node_manager",
+        cmd = [sys.executable, "-m", "zactor.runtime.node_main",
                "--session-dir", session_dir, "--store-bytes", str(store_bytes),
                "--resources", json.dumps(resources), "--config", json.dumps(config),
                "--workers", str(initial_workers), "--ready-fd", str(ready_w)]

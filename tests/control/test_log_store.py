@@ -82,6 +82,15 @@ def test_snapshot_install(make_store):
     assert b.last_seq == 7
 
 
+def test_archive_with_a_value_writes_straight_to_the_archive(make_store):
+    s = make_store()
+    s.append([[1, b"c", 1, OP_PUT, "tasks", b"live", b"old", 1]])
+    s.append([[2, b"c", 2, OP_ARCHIVE, "tasks", b"done", b"spec", 2],
+              [3, b"c", 3, OP_ARCHIVE, "tasks", b"live", b"new", 3]])
+    assert s.get("tasks", b"done") == b"spec" and s.get("tasks", b"live") == b"new"
+    assert s.scan("tasks") == []  # neither is in the live table
+
+
 def test_sqlite_state_survives_reopen(tmp_path):
     s = SqliteLogStore(str(tmp_path))
     s.append(entries(1, 3))

@@ -51,7 +51,7 @@ sqlite_utils = _import_sqlite_utils()
 
 from zactor.control.schema import OP_DELETE, OP_PUT, TABLES  # noqa: E402 (after the sqlite-utils import above)
 
-OP_ARCHIVE = 3  # move a row to the archive database (lineage of finished tasks)
+OP_ARCHIVE = 3  # move a row to the archive database, or write one there (finished lineage)
 DB_FILE = "gcs.sqlite"
 ARCHIVE_FILE = "archive.sqlite"
 
@@ -125,8 +125,12 @@ class SqliteLogStore:
                 elif op == OP_DELETE:
                     conn.execute(f"DELETE FROM {table} WHERE key=?", (key,))
                 elif op == OP_ARCHIVE and table == "tasks":
-                    conn.execute("INSERT OR REPLACE INTO archive.tasks "
-                                 "SELECT key, value FROM tasks WHERE key=?", (key,))
+                    if value is None:  # move the live row
+                        conn.execute("INSERT OR REPLACE INTO archive.tasks "
+                                     "SELECT key, value FROM tasks WHERE key=?", (key,))
+                    else:  # written straight to the archive (a finished task's lineage)
+                        conn.execute("INSERT OR REPLACE INTO archive.tasks VALUES (?,?)",
+                                     (key, value))
                     conn.execute("DELETE FROM tasks WHERE key=?", (key,))
                 if cid:
                     dedup[cid] = (cid, cseq, seq)

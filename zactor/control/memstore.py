@@ -32,6 +32,9 @@ class MemoryLogStore:
                 self.tables[table][key] = value
             elif op == OP_DELETE:
                 self.tables[table].pop(key, None)
+            elif op == OP_ARCHIVE and table == "tasks" and value is not None:
+                self.archive[key] = value
+                self.tables["tasks"].pop(key, None)
             elif op == OP_ARCHIVE and table == "tasks" and key in self.tables["tasks"]:
                 self.archive[key] = self.tables["tasks"].pop(key)
             if cid:

@@ -10,8 +10,10 @@ Tables written (zactor/control/schema.py):
     nodes      node id  -> {address, resources, store path, pid, state, start time}
     jobs       job id   -> {driver pid, start time}
     functions  function id -> the cloudpickled function (once per function)
-    tasks      task id  -> the task spec (lineage); archived to disk-only storage once the
-                           task has finished, as the paper does to bound the GCS's memory
+    tasks      task id  -> the task spec (lineage), written once, when the task has finished,
+                           straight to the disk-only archive (the paper flushes finished
+                           lineage to disk to bound the GCS's memory); a task that is still
+                           queued or running is re-created from the node's own memory
     objects    object id -> {node, size} for objects in the shared-memory store
 """
 
@@ -76,7 +78,7 @@ class GcsRecorder:
             elif op == "delete":
                 client.delete_async(table, key)
             else:
-                client.archive_task_async(key)
+                client.archive_task_async(key, value)
         except Exception as exc:  # noqa: BLE001 - the control store must not stop tasks
             print(f"zactor node manager: control-store write failed: {exc}", file=sys.stderr)
 
@@ -98,11 +100,8 @@ class GcsRecorder:
     def function(self, fid: bytes, blob: bytes) -> None:
         self._write("put", "functions", fid, blob)
 
-    def task_submitted(self, spec: dict) -> None:
-        self._write("put", "tasks", spec["id"], spec)
-
-    def task_finished(self, task_id: bytes) -> None:
-        self._write("archive", "tasks", task_id, None)
+    def task_finished(self, spec: dict) -> None:
+        self._write("archive", "tasks", spec["id"], spec)
 
     def actor_state(self, actor_id: bytes, state: str, incarnation: int, class_name: str,
                     name, namespace: str, worker_id=None) -> None:

@@ -384,7 +384,6 @@ class NodeManager:
             self.objects.add_ref(oid)
         for oid in task.held:
             self.objects.add_ref(oid)
-        self.gcs.task_submitted(spec)  # lineage, written asynchronously in batches
         return self._request(task)
 
     def _schedule_task(self, task: Task) -> None:
@@ -411,7 +410,7 @@ class NodeManager:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return
-        self.gcs.task_finished(task_id)
+        self.gcs.task_finished(task.spec)  # lineage, asynchronously, batched, to the archive
         actor = task.spec.get("actor")
         if actor is not None:
             if actor["op"] == "create":

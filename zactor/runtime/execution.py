@@ -60,18 +60,12 @@ def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
     """
     name = function_name(fn)
     try:
-        result = fn(*args, **kwargs)
-        return split_returns(result, num_returns, name)
-    except KeyboardInterrupt:
-        raise TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was "
-                                              f"cancelled") from None
-    except RayTaskError as nested:
-        # A task that failed because one it waited on failed: pass the original error on,
-        # as Ray does, rather than wrapping it once per level.
-        raise nested
-    except Exception as exc:  # noqa: BLE001 - the user's exception, reported to the caller
-        raise RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(),
-                           actor_repr=actor_repr) from exc
+        return split_returns(fn(*args, **kwargs), num_returns, name)
+    except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
+        failure = _task_failure(exc, name, task_id_hex, actor_repr)
+        if failure is exc:
+            raise
+        raise failure from _cause(exc)
 
 
 async def run_task_async(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
@@ -79,13 +73,29 @@ async def run_task_async(fn: Callable, args: tuple, kwargs: dict, num_returns: i
     """``run_task`` for an ``async def`` method of an async actor (awaited on its loop)."""
     name = function_name(fn)
     try:
-        result = await fn(*args, **kwargs)
-        return split_returns(result, num_returns, name)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        raise TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was "
-                                              f"cancelled") from None
-    except RayTaskError as nested:
-        raise nested
-    except Exception as exc:  # noqa: BLE001 - the user's exception, reported to the caller
-        raise RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(),
-                           actor_repr=actor_repr) from exc
+        return split_returns(await fn(*args, **kwargs), num_returns, name)
+    except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
+        failure = _task_failure(exc, name, task_id_hex, actor_repr)
+        if failure is exc:
+            raise
+        raise failure from _cause(exc)
+
+
+def _task_failure(exc: BaseException, name: str, task_id_hex: str, actor_repr):
+    """What a task's exception becomes for its caller.
+
+    - KeyboardInterrupt (a non-forced ``cancel``) or a cancelled coroutine: TaskCancelledError;
+    - a RayTaskError (the task failed because one it waited on failed): passed on as it is,
+      as Ray does, rather than wrapped once per level;
+    - any other Exception: RayTaskError with the user's traceback;
+    - SystemExit and the like: re-raised unchanged (the worker is meant to stop).
+    """
+    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+        return TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was cancelled")
+    if isinstance(exc, RayTaskError) or not isinstance(exc, Exception):
+        return exc
+    return RayTaskError(name, user_traceback(exc), exc, pid=os.getpid(), actor_repr=actor_repr)
+
+
+def _cause(exc: BaseException):
+    return None if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else exc

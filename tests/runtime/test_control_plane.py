@@ -47,3 +47,25 @@ def test_control_store_holds_node_job_functions_lineage_and_objects(cluster):
         del arr_ref
         cluster.put(0)  # flushes the release; the freed object's location is deleted
         wait_for(lambda: gcs.get("objects", arr_id) is None)
+
+
+def test_lineage_is_kept_only_for_results_that_still_exist(cluster):
+    plane = cluster.api._node.control_plane
+    assert plane.wait_ready(60)
+
+    @cluster.remote
+    def square(x):
+        return x * x
+
+    kept = square.remote(3)
+    dropped = square.remote(4)
+    assert cluster.get([kept, dropped]) == [9, 16]
+    dropped_task = dropped.binary()[:24]
+    del dropped
+    cluster.put(0)  # flushes the release
+    with GcsClient.connect(plane.store.address, timeout_s=10) as gcs:
+        spec = wait_for(lambda: gcs.get("tasks", kept.binary()[:24]))  # written after ~1 s
+        assert spec["name"].endswith("square")
+        time.sleep(0.5)  # the dropped result's lineage was due at the same moment
+        cluster.available_resources()
+        assert gcs.get("tasks", dropped_task) is None

@@ -10,10 +10,12 @@ Tables written (zactor/control/schema.py):
     nodes      node id  -> {address, resources, store path, pid, state, start time}
     jobs       job id   -> {driver pid, start time}
     functions  function id -> the cloudpickled function (once per function)
-    tasks      task id  -> the task spec (lineage), written once, when the task has finished,
-                           straight to the disk-only archive (the paper flushes finished
-                           lineage to disk to bound the GCS's memory); a task that is still
-                           queued or running is re-created from the node's own memory
+    tasks      task id  -> the task spec (lineage), written once, a second after the task
+                           finished and only if its results still exist then (most tiny
+                           tasks' results are read and dropped at once: an object that is gone
+                           needs no re-creation), straight to the disk-only archive (the paper
+                           flushes finished lineage to disk to bound the GCS's memory); a task
+                           still queued or running is re-created from the node's own memory
     objects    object id -> {node, size} for objects in the shared-memory store
 """
 

@@ -20,6 +20,7 @@ import shutil
 import signal
 import sys
 import time
+from collections import deque
 
 import zmq
 
@@ -37,6 +38,7 @@ from zactor.scheduling.resources import ResourceSet
 
 PARENT_CHECK_INTERVAL_S = 0.1
 REBALANCE_INTERVAL_S = 0.1
+LINEAGE_DELAY_S = 1.0  # a finished task's lineage is recorded if its results live this long
 GCS_EXIT_WAIT_S = 3.0
 #: tasks a worker may be sent ahead of the one it runs (hides the NM round trip; a task stuck
 #: behind a long one is taken back within REBALANCE_INTERVAL_S by LocalScheduler.rebalance)
@@ -103,6 +105,7 @@ class NodeManager:
         self.running = True
         self.stop_reason = ""
         self.gcs = GcsRecorder(node_id)
+        self.lineage_pending: deque = deque()  # (finish time, spec, return ids)
         self.gcs_pids: list = []
         self.actors = ActorManager(self)
         self.gcs.node_up(self.address, resources.to_dict(), store.path)
@@ -135,6 +138,7 @@ class NodeManager:
                 if os.getppid() != self.parent_pid:
                     self.stop("the driver process died")
                 self._apply(self.scheduler.rebalance())
+                self._record_lineage(now)
                 self._flush_outbox()
         self._shutdown()
 
@@ -410,7 +414,9 @@ class NodeManager:
         task = self.tasks.pop(task_id, None)
         if task is None:
             return
-        self.gcs.task_finished(task.spec)  # lineage, asynchronously, batched, to the archive
+        # lineage goes to the control store only if its objects are still around a moment
+        # later (see _record_lineage): most tiny tasks' results are read and dropped at once
+        self.lineage_pending.append((time.monotonic(), task.spec, task.returns))
         actor = task.spec.get("actor")
         if actor is not None:
             if actor["op"] == "create":
@@ -424,6 +430,17 @@ class NodeManager:
         for oid in task.held:
             self._free(self.objects.remove_ref(oid))
         self.children_of.pop(task_id, None)
+
+    def _record_lineage(self, now: float) -> None:
+        """Write the lineage of tasks that finished LINEAGE_DELAY_S ago and whose results
+        still exist; an object nobody holds any more needs no way to be re-created. Actor
+        creation tasks are always recorded (a restart elsewhere needs them)."""
+        pending = self.lineage_pending
+        entries = self.objects.entries
+        while pending and pending[0][0] <= now - LINEAGE_DELAY_S:
+            _, spec, returns = pending.popleft()
+            if spec.get("actor") or any(oid in entries for oid in returns):
+                self.gcs.task_finished(spec)  # asynchronous, batched, to the archive
 
     def _fail_task(self, task_id: bytes, error: BaseException) -> None:
         task = self.tasks.get(task_id)

@@ -14,16 +14,15 @@ import inspect
 import os
 import threading
 
-import psutil
-
 from zactor.exceptions import RaySystemError
 from zactor.object_ref import ObjectRef
 from zactor.runtime import context
 from zactor.runtime import messages as m
-from zactor.runtime.actors import ActorClass, get_actor, kill, method  # noqa: F401
-from zactor.runtime.core_client import DEFAULT_INLINE_THRESHOLD_BYTES, CoreClient
 from zactor.runtime.local_cluster import LocalControlPlane, LocalNode
-from zactor.runtime.remote_function import RemoteFunction
+
+# The runtime's heavier modules (ZeroMQ, the store's C library, cloudpickle) are imported
+# inside init() while the node manager starts, and by remote() on first use: `import zactor`
+# and `init` then cost the longer of the two start-ups, not their sum.
 
 _init_lock = threading.RLock()
 _node: LocalNode | None = None
@@ -60,16 +59,23 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 raise ValueError(f"use num_cpus/num_gpus instead of resources[{reserved!r}]")
         res["CPU"] = cpus
         res["GPU"] = num_gpus if num_gpus is not None else _detect_gpus()
-        store_bytes = int(object_store_memory or
-                          psutil.virtual_memory().total * DEFAULT_STORE_FRACTION)
+        total_memory, available_memory = _memory()
+        store_bytes = int(object_store_memory or total_memory * DEFAULT_STORE_FRACTION)
         # as Ray: the memory tasks may reserve (memory=) is what is free beside the store
-        res.setdefault("memory", max(0, psutil.virtual_memory().available - store_bytes))
+        res.setdefault("memory", max(0, available_memory - store_bytes))
         config = {"log_to_driver": bool(log_to_driver),
-                  "inline_threshold": DEFAULT_INLINE_THRESHOLD_BYTES,
+                  "inline_threshold": m.DEFAULT_INLINE_THRESHOLD_BYTES,
                   "namespace": namespace or "", **(_system_config or {})}
-        _node = LocalNode.start(resources=res, store_bytes=store_bytes, config=config,
-                                initial_workers=max(1, int(cpus)))
-        node = _node
+        launching = LocalNode.launch(resources=res, store_bytes=store_bytes, config=config,
+                                     initial_workers=max(1, int(cpus)))
+        try:
+            from zactor.runtime.core_client import CoreClient  # meanwhile: the node starts
+
+            _node = node = launching.wait_ready()
+        except BaseException:
+            if _node is None:
+                launching.abandon()
+            raise
         try:
             client = CoreClient(node.address, "driver", liveness=node.exit_status)
         except BaseException:
@@ -83,6 +89,20 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             on_ready=lambda address, pids: client.send(m.SET_GCS, {"address": address,
                                                                    "pids": pids}))
         return _context_info()
+
+
+def _memory() -> tuple:
+    """(total, available) bytes of memory. Read from /proc on Linux: importing psutil would
+    cost init ~20 ms before the node manager can be started."""
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info["MemTotal"], info["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError):
+        import psutil
+
+        vm = psutil.virtual_memory()
+        return vm.total, vm.available
 
 
 def _detect_gpus() -> int:
@@ -134,11 +154,36 @@ def remote(*args, **options):
 
 def _make_remote(target, options):
     if inspect.isclass(target):
+        from zactor.runtime.actors import ActorClass
+
         return ActorClass(target, options)
     if not callable(target):
         raise TypeError(f"@zactor.remote needs a function or a class, got "
                         f"{type(target).__name__}")
+    from zactor.runtime.remote_function import RemoteFunction
+
     return RemoteFunction(target, options)
+
+
+def get_actor(name: str, namespace: str | None = None):
+    """The handle of the named actor; ValueError if there is none (see runtime/actors.py)."""
+    from zactor.runtime.actors import get_actor as lookup
+
+    return lookup(name, namespace)
+
+
+def kill(actor, *, no_restart: bool = True) -> None:
+    """End an actor now: its queued, running and later calls raise ActorDiedError."""
+    from zactor.runtime.actors import kill as kill_actor
+
+    kill_actor(actor, no_restart=no_restart)
+
+
+def method(*args, **options):
+    """``@zactor.method(num_returns=n)`` on an actor method."""
+    from zactor.runtime.actors import method as decorate
+
+    return decorate(*args, **options)
 
 
 def _check_refs(refs, what: str):

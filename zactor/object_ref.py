@@ -12,8 +12,6 @@ registered its own reference.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import threading
 
 from zactor.ids import ObjectID
@@ -101,9 +99,11 @@ class ObjectRef:
 
     # ---- futures ----------------------------------------------------------------------
 
-    def future(self) -> concurrent.futures.Future:
+    def future(self):
         """A ``concurrent.futures.Future`` resolved with the object's value (or error)."""
-        fut: concurrent.futures.Future = concurrent.futures.Future()
+        import concurrent.futures  # on first use: it costs every start-up ~10 ms
+
+        fut = concurrent.futures.Future()
 
         def resolve():
             from zactor import api
@@ -119,6 +119,8 @@ class ObjectRef:
 
     def as_future(self):
         """An asyncio future of the value, for the running event loop."""
+        import asyncio  # on first use: importing asyncio costs ~40 ms of every start-up
+
         return asyncio.wrap_future(self.future())
 
     def __await__(self):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import socket
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 DEFAULT_COORDINATOR_PORT = 6380
 LOOPBACK = "127.0.0.1"
@@ -73,7 +72,7 @@ class MonitoredPeer:
                 frames = self.monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return lost
-            event = parse_monitor_message(frames)["event"]
+            event = _parse_monitor_message(frames)["event"]
             if event == zmq.EVENT_CONNECTED:
                 self.was_connected = True
             elif event == zmq.EVENT_DISCONNECTED and self.was_connected:
@@ -86,3 +85,11 @@ class MonitoredPeer:
             pass
         self.monitor.close(0)
         self.sock.close(0)
+
+
+def _parse_monitor_message(frames):
+    # imported on first use: zmq.utils.monitor pulls in asyncio (~40 ms), which the node
+    # manager, workers and drivers never need
+    from zmq.utils.monitor import parse_monitor_message
+
+    return parse_monitor_message(frames)

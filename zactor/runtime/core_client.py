@@ -54,8 +54,7 @@ from zactor.store import ObjectStore
 _fast_random = random.Random(os.urandom(16))
 os.register_at_fork(after_in_child=lambda: _fast_random.seed(os.urandom(16)))
 
-#: values serialized to at most this many bytes travel inline in messages
-DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
+DEFAULT_INLINE_THRESHOLD_BYTES = m.DEFAULT_INLINE_THRESHOLD_BYTES
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
 STORE_FULL_WAIT_S = 10.0

@@ -13,8 +13,8 @@ Ray's rules, kept here:
 
 from __future__ import annotations
 
-import asyncio
 import os
+import sys
 import traceback
 from typing import Any, Callable
 
@@ -90,7 +90,7 @@ def _task_failure(exc: BaseException, name: str, task_id_hex: str, actor_repr):
     - any other Exception: RayTaskError with the user's traceback;
     - SystemExit and the like: re-raised unchanged (the worker is meant to stop).
     """
-    if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):
+    if _cancelled(exc):
         return TaskCancelledError(task_id_hex, f"Task {name} ({task_id_hex}) was cancelled")
     if isinstance(exc, RayTaskError) or not isinstance(exc, Exception):
         return exc
@@ -98,4 +98,12 @@ def _task_failure(exc: BaseException, name: str, task_id_hex: str, actor_repr):
 
 
 def _cause(exc: BaseException):
-    return None if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)) else exc
+    return None if _cancelled(exc) else exc
+
+
+def _cancelled(exc: BaseException) -> bool:
+    """KeyboardInterrupt (a non-forced cancel), or a cancelled coroutine of an async actor
+    (asyncio is looked up, not imported: only async actors load it)."""
+    asyncio = sys.modules.get("asyncio")
+    return isinstance(exc, KeyboardInterrupt) or (
+        asyncio is not None and isinstance(exc, asyncio.CancelledError))

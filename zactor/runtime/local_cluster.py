@@ -22,6 +22,7 @@ import time
 from zactor.exceptions import RaySystemError
 
 START_TIMEOUT_S = 60.0
+CONTROL_STORE_START_DELAY_S = 0.5
 STOP_TIMEOUT_S = 10.0
 SHM_DIR = "/dev/shm"
 
@@ -56,6 +57,11 @@ class LocalControlPlane:
         self._thread.start()
 
     def _start(self, on_ready) -> None:
+        # Start a moment later: its two processes would otherwise take the CPUs from the
+        # node's first workers and the program's first tasks (on 2 cores, ~0.1 s of init),
+        # and a program that ends within the delay never pays for them at all.
+        if self._stopping.wait(CONTROL_STORE_START_DELAY_S):
+            return
         from zactor.control.cluster import LocalControlStore
 
         try:
@@ -102,6 +108,15 @@ class LocalNode:
     @classmethod
     def start(cls, *, resources: dict, store_bytes: int, config: dict,
               initial_workers: int) -> "LocalNode":
+        """Launch a node manager and wait until it is ready."""
+        return cls.launch(resources=resources, store_bytes=store_bytes, config=config,
+                          initial_workers=initial_workers).wait_ready()
+
+    @classmethod
+    def launch(cls, *, resources: dict, store_bytes: int, config: dict,
+               initial_workers: int) -> "_Launching":
+        """Start the node manager's process and return at once: the caller can do its own
+        start-up work (imports, ~0.1 s) while the node starts, then ``wait_ready()``."""
         check_shm_room(store_bytes)
         root = os.path.join(tempfile.gettempdir(), "zactor")
         os.makedirs(root, exist_ok=True)
@@ -118,18 +133,12 @@ class LocalNode:
         try:
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, pass_fds=(ready_w,),
                                     env=env)
+        except BaseException:
+            os.close(ready_r)
+            raise
         finally:
             os.close(ready_w)
-        try:
-            line = _read_line(ready_r, START_TIMEOUT_S)
-        finally:
-            os.close(ready_r)
-        if not line.startswith("READY "):
-            _stop_process(proc, STOP_TIMEOUT_S)
-            shutil.rmtree(session_dir, ignore_errors=True)
-            raise RaySystemError(f"the node manager did not start (exit code "
-                                 f"{proc.poll()}, said {line!r}); see its output above")
-        return cls(proc, line.split(" ", 1)[1].strip(), session_dir)
+        return _Launching(cls, proc, ready_r, session_dir)
 
     @property
     def store_path(self) -> str:
@@ -149,6 +158,38 @@ class LocalNode:
             os.unlink(self.store_path)
         except FileNotFoundError:
             pass
+        shutil.rmtree(self.session_dir, ignore_errors=True)
+
+
+class _Launching:
+    """A node manager that was started and has not said READY yet."""
+
+    def __init__(self, node_cls, proc, ready_fd: int, session_dir: str):
+        self._node_cls = node_cls
+        self.proc = proc
+        self._ready_fd = ready_fd
+        self.session_dir = session_dir
+
+    def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> "LocalNode":
+        try:
+            line = _read_line(self._ready_fd, timeout_s)
+        finally:
+            os.close(self._ready_fd)
+            self._ready_fd = None
+        if not line.startswith("READY "):
+            _stop_process(self.proc, STOP_TIMEOUT_S)
+            shutil.rmtree(self.session_dir, ignore_errors=True)
+            raise RaySystemError(f"the node manager did not start (exit code "
+                                 f"{self.proc.poll()}, said {line!r}); see its output above")
+        return self._node_cls(self.proc, line.split(" ", 1)[1].strip(), self.session_dir)
+
+    def abandon(self) -> None:
+        """The caller failed before (or while) waiting: stop the process, remove what it
+        made. Safe to call after a failed ``wait_ready``."""
+        if self._ready_fd is not None:
+            os.close(self._ready_fd)
+            self._ready_fd = None
+        _stop_process(self.proc, STOP_TIMEOUT_S)
         shutil.rmtree(self.session_dir, ignore_errors=True)
 
 

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 from zactor.protocol import define
 
+#: values serialized to at most this many bytes travel inline in messages (Ray's 100 KB)
+DEFAULT_INLINE_THRESHOLD_BYTES = 100 * 1024
+
 OBJ_INLINE, OBJ_STORE, OBJ_ERROR = 0, 1, 2
 
 # client -> node manager: first message of a connection; answered with WELCOME.

@@ -26,7 +26,6 @@ from zactor import serialization as ser
 from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
-from zactor.runtime.actor_concurrency import ActorConcurrency
 from zactor.runtime.core_client import CoreClient
 
 PARENT_CHECK_EVERY_MS = 1000
@@ -207,6 +206,8 @@ class Worker:
         task_id = spec["id"]
         if actor is not None and actor["op"] == "create":
             self.actor_instance = returns[0]  # lives here; the caller gets None
+            from zactor.runtime.actor_concurrency import ActorConcurrency  # asyncio: lazily
+
             self.concurrency = ActorConcurrency.for_actor(returns[0],
                                                           actor.get("max_concurrency"))
             if actor.get("checkpointable"):

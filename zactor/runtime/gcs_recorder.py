@@ -3,7 +3,7 @@
 Runs in the node manager. Every write is asynchronous (``put_async``: the GcsClient packs
 writes into batches, one SQLite transaction each at every replica) and nothing on the task
 path ever waits for an acknowledgement. Until the control store is reachable (the local
-cluster starts it in parallel with the node, so that ``init`` does not wait ~0.5 s for
+cluster starts it in the background after the node, so that ``init`` does not wait ~0.5 s for
 SQLite-backed processes), writes queue here and go out when ``connect`` succeeds.
 
 Tables written (zactor/control/schema.py):

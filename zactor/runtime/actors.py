@@ -13,10 +13,8 @@ methods, cls}`` and the class as its function.
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 
-from zactor import serialization as ser
 from zactor.ids import ActorID
 from zactor.runtime import context
 from zactor.runtime import messages as m
@@ -26,7 +24,7 @@ from zactor.runtime.options import (
     validate_actor_options,
     validate_method_options,
 )
-from zactor.runtime.remote_function import encode_args, resources_of
+from zactor.runtime.remote_function import Exported, encode_args, resources_of
 
 
 def method(*args, **options):
@@ -73,8 +71,7 @@ class ActorClass:
         self._cls = cls
         self._options = options
         self._methods = _method_table(cls)
-        self._blob = None
-        self._fid = None
+        self._exported = Exported(cls)
         self.__name__ = cls.__name__
         self.__qualname__ = cls.__qualname__
         self.__doc__ = cls.__doc__
@@ -90,12 +87,6 @@ class ActorClass:
     def remote(self, *args, **kwargs) -> "ActorHandle":
         return self._remote(args, kwargs, self._options)
 
-    def _pickled(self) -> bytes:
-        if self._blob is None:
-            self._blob = ser.dumps(self._cls)
-            self._fid = hashlib.sha1(self._blob).digest()
-        return self._blob
-
     def _remote(self, args, kwargs, options) -> "ActorHandle":
         client = context.client()
         opts = merged(ACTOR_DEFAULTS, options)
@@ -109,7 +100,7 @@ class ActorClass:
                 raise ValueError(f"The name {name} (namespace={namespace}) is already taken. "
                                  f"Please use a different name or get the existing actor "
                                  f"using zactor.get_actor({name!r}, namespace={namespace!r})")
-        self._pickled()
+        self._exported.blob()
         actor_id = ActorID.of(client.job_id).binary()
         parent = context.current_task_id() or client.driver_task_id
         task_id = client.new_task_id()
@@ -118,7 +109,7 @@ class ActorClass:
         if res_opts["num_cpus"] is None:
             res_opts["num_cpus"] = 0  # as Ray: an actor holds no CPU while it lives by default
         spec = {
-            "id": task_id, "fid": self._fid, "name": self._cls.__qualname__,
+            "id": task_id, "fid": self._exported.fid, "name": self._cls.__qualname__,
             "args": enc_args, "kwargs": enc_kwargs, "nret": 1, "res": resources_of(res_opts),
             "retries": 0, "retry_exc": False, "parent": context.current_task_id() or b"",
             "held": held,
@@ -134,7 +125,7 @@ class ActorClass:
         # the creation task's return ("created") doubles as the handles' reference count:
         # every handle holds it, so when the last handle anywhere is gone the node manager
         # frees it and ends the actor (unless it is named or detached), as Ray does
-        (created,) = client.submit(spec, self._pickled)
+        (created,) = client.submit(spec, self._exported.blob)
         return ActorHandle(actor_id, self._methods, self._cls.__name__, created)
 
 

@@ -47,6 +47,22 @@ def encode_args(client, args, kwargs, parent_task_id: bytes):
     return enc_args, enc_kwargs, held
 
 
+class Exported:
+    """A function or class pickled once (cloudpickle), with its id: the sha1 of the bytes.
+    Remote functions and actor classes both send their definition this way."""
+
+    def __init__(self, obj):
+        self._obj = obj
+        self._blob = None
+        self.fid = None
+
+    def blob(self) -> bytes:
+        if self._blob is None:
+            self._blob = ser.dumps(self._obj)
+            self.fid = hashlib.sha1(self._blob).digest()
+        return self._blob
+
+
 def resources_of(opts) -> dict:
     res = {"CPU": opts["num_cpus"] if opts["num_cpus"] is not None else 1,
            "GPU": opts["num_gpus"] or 0}
@@ -64,8 +80,7 @@ class RemoteFunction:
         self._function = fn
         self._options = options
         self._name = function_name(fn)
-        self._blob = None
-        self._fid = None
+        self._exported = Exported(fn)
         functools.update_wrapper(self, fn, updated=())
 
     def __call__(self, *args, **kwargs):
@@ -80,29 +95,23 @@ class RemoteFunction:
     def remote(self, *args, **kwargs):
         return self._remote(args, kwargs, self._options)
 
-    def _pickled(self) -> bytes:
-        if self._blob is None:
-            self._blob = ser.dumps(self._function)
-            self._fid = hashlib.sha1(self._blob).digest()
-        return self._blob
-
     def _remote(self, args, kwargs, options):
         client = context.client()
         opts = merged(TASK_DEFAULTS, options)
-        self._pickled()
+        self._exported.blob()
         parent = context.current_task_id() or client.driver_task_id
         task_id = client.new_task_id()
         nret = opts["num_returns"]
         enc_args, enc_kwargs, held = encode_args(client, args, kwargs, parent)
         retry = opts["retry_exceptions"]
         spec = {
-            "id": task_id, "fid": self._fid, "name": opts.get("name") or self._name,
+            "id": task_id, "fid": self._exported.fid, "name": opts.get("name") or self._name,
             "args": enc_args, "kwargs": enc_kwargs, "nret": nret, "res": resources_of(opts),
             "retries": opts["max_retries"],
             "retry_exc": retry if isinstance(retry, bool) else ser.dumps(list(retry)),
             "parent": context.current_task_id() or b"", "held": held,
         }
-        refs = client.submit(spec, self._pickled)
+        refs = client.submit(spec, self._exported.blob)
         if nret == 1:
             return refs[0]
         if nret == 0:

@@ -1,0 +1,62 @@
+"""Messages between the nodes of a cluster and the global scheduler (codes 0x60-0x7F of the
+runtime's range in zactor.protocol), and the control-store rows they rely on.
+
+Sockets (all TCP, CURVE-authenticated when the cluster has keys, see zactor/net/security.py):
+
+    node manager  ROUTER  node_port       peers' DEALERs (forwarded tasks, results, frees)
+                                          and the global scheduler's DEALER (decisions)
+    scheduler     ROUTER  scheduler_port  every node manager's DEALER (spilled tasks, PGs)
+    transfer      ROUTER  transfer_port   object bytes (zactor/transfer/, codes 0x80-0xBF)
+
+Control-store rows (values msgpack):
+
+    nodes[node_id] = {node_id, incarnation, host, node_port, transfer_port, ipc_address,
+                      resources_total {name: amount}, resources_available {...},
+                      queue_len, store_used, store_capacity, state: "alive" | "dead",
+                      started_at, reason (when dead)}
+        written by the node at registration and at every heartbeat (HEARTBEAT_INTERVAL_S);
+        the global scheduler marks a node "dead" after missed heartbeats (by the time *it*
+        last received one, so clocks need not agree) and the update is the death notice
+        every subscriber gets.
+    kv[b"cluster:scheduler"] = {host, port, pid, started_at}   where the scheduler listens
+    kv[b"pg:" + pg_id] = {pg_id, bundles [{res}], strategy, state, nodes [node_id per bundle]}
+"""
+
+from __future__ import annotations
+
+from zactor.protocol import define
+
+#: a node writes its row this often; the scheduler declares it dead after
+#: NODE_DEATH_TIMEOUT_S without one (both configurable: a busy 2-core machine running 4
+#: nodes under faults needs a longer timeout than an idle one)
+HEARTBEAT_INTERVAL_S = 0.1
+NODE_DEATH_TIMEOUT_S = 1.0
+
+# node manager -> scheduler: tasks that do not fit locally (or that name a strategy the
+#   local scheduler cannot decide). tasks: [{task_id, resources {name: amount}, strategy,
+#   deps [[oid, size_bytes, [node_id...]]...], origin node_id}]; strategy is None
+#   ("DEFAULT"), "SPREAD", ["node", node_id, soft], or ["pg", pg_id, bundle_index]
+SPILL = define(0x60, "SPILL", required=("tasks",))
+# scheduler -> node manager: where each task goes: [[task_id, node_id | None, reason]];
+#   None: no node fits now (infeasible: the origin warns and keeps it until one joins)
+PLACE = define(0x61, "PLACE", required=("decisions",))
+# node manager -> node manager: run these tasks for their origin. tasks: [[spec bytes,
+#   [[oid, state, data]...] args already resolved, or OBJ_REMOTE locations to pull]]
+FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
+                       optional={"functions": []})
+# node manager -> origin node manager: results of forwarded tasks:
+#   [[task_id, [[oid, state, data]...], flags]] (OBJ_REMOTE data: [node_id, size])
+REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",))
+# origin -> holder: drop these objects' copies (their last reference is gone)
+FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
+# driver/NM -> scheduler: create / remove a placement group (answered with OK {value})
+CREATE_PG = define(0x65, "CREATE_PG", required=("pg_id", "bundles", "strategy"),
+                   optional={"name": ""})
+REMOVE_PG = define(0x66, "REMOVE_PG", required=("pg_id",))
+# scheduler -> node manager: reserve (or release) bundles of a placement group on this node
+#   bundles: [[bundle_index, {name: amount}]]
+RESERVE_BUNDLES = define(0x67, "RESERVE_BUNDLES", required=("pg_id", "bundles"),
+                         optional={"release": False})
+# node manager -> node manager: a node that was declared dead and is still running learns
+#   it (also from its own row); it kills its workers and joins again as a new node
+FENCED = define(0x68, "FENCED", required=("node_id", "incarnation"))

@@ -48,21 +48,26 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
                 return _context_info()
             raise RuntimeError("Maybe you called zactor.init twice by accident? This error "
                                "can be suppressed by passing in 'ignore_reinit_error=True'.")
+        if address is None and os.environ.get("ZACTOR_ADDRESS"):
+            address = "auto"  # as Ray's RAY_ADDRESS: a driver started inside a cluster
         if address not in (None, "local"):
-            raise NotImplementedError(
-                f"init(address={address!r}): joining a running cluster comes with the "
-                f"multi-node cluster support; use zactor.init() for a local cluster")
-        cpus = os.cpu_count() or 1 if num_cpus is None else num_cpus
-        res = dict(resources or {})
-        for reserved in ("CPU", "GPU"):
-            if reserved in res:
-                raise ValueError(f"use num_cpus/num_gpus instead of resources[{reserved!r}]")
-        res["CPU"] = cpus
-        res["GPU"] = num_gpus if num_gpus is not None else _detect_gpus()
-        total_memory, available_memory = _memory()
-        store_bytes = int(object_store_memory or total_memory * DEFAULT_STORE_FRACTION)
-        # as Ray: the memory tasks may reserve (memory=) is what is free beside the store
-        res.setdefault("memory", max(0, available_memory - store_bytes))
+            if not isinstance(address, str):
+                raise TypeError(f"init(address=...) takes 'auto', 'local' or 'HOST:PORT', "
+                                f"not {type(address).__name__}")
+            if num_cpus is not None or num_gpus is not None or resources or \
+                    object_store_memory is not None:
+                raise ValueError("when connecting to an existing cluster, num_cpus, "
+                                 "num_gpus, resources and object_store_memory cannot be "
+                                 "given: they are the nodes' (zactor start --num-cpus ...)")
+            from zactor.cluster.discovery import join
+
+            client = join(address)
+            client.config["namespace"] = namespace or ""
+            client.config["log_to_driver"] = bool(log_to_driver)
+            context.set_client(client, "driver")
+            return _context_info()
+        res, store_bytes = node_resources(num_cpus, num_gpus, resources, object_store_memory)
+        cpus = res["CPU"]
         config = {"log_to_driver": bool(log_to_driver),
                   "inline_threshold": m.DEFAULT_INLINE_THRESHOLD_BYTES,
                   "namespace": namespace or "", **(_system_config or {})}
@@ -89,6 +94,22 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             on_ready=lambda address, pids: client.send(m.SET_GCS, {"address": address,
                                                                    "pids": pids}))
         return _context_info()
+
+
+def node_resources(num_cpus=None, num_gpus=None, resources=None, object_store_memory=None):
+    """A node's resources ({"CPU", "GPU", "memory", custom...}) and store size in bytes, from
+    Ray's arguments (defaults: every core, the GPUs visible, 30% of memory for the store)."""
+    res = dict(resources or {})
+    for reserved in ("CPU", "GPU"):
+        if reserved in res:
+            raise ValueError(f"use num_cpus/num_gpus instead of resources[{reserved!r}]")
+    res["CPU"] = (os.cpu_count() or 1) if num_cpus is None else num_cpus
+    res["GPU"] = num_gpus if num_gpus is not None else _detect_gpus()
+    total_memory, available_memory = _memory()
+    store_bytes = int(object_store_memory or total_memory * DEFAULT_STORE_FRACTION)
+    # as Ray: the memory tasks may reserve (memory=) is what is free beside the store
+    res.setdefault("memory", max(0, available_memory - store_bytes))
+    return res, store_bytes
 
 
 def _memory() -> tuple:

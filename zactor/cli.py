@@ -13,6 +13,10 @@ import importlib
 import sys
 
 SUBCOMMANDS = [
+    ("start", "zactor.cluster.start_cmd",
+     "start the head of a cluster, or a node that joins one, on this machine"),
+    ("stop", "zactor.cluster.stop_cmd", "stop the cluster processes this machine started"),
+    ("status", "zactor.cluster.status_cmd", "print the cluster's nodes, resources and stores"),
     ("microbenchmark", "zactor.benchmarks.microbenchmark_cli",
      "benchmark tasks, objects and the cluster (like `ray microbenchmark`)"),
     ("store-bench", "zactor.benchmarks.store", "benchmark the shared-memory object store"),

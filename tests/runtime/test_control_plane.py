@@ -35,7 +35,8 @@ def test_control_store_holds_node_job_functions_lineage_and_objects(cluster):
     node_id = bytes.fromhex(cluster.get_runtime_context().get_node_id())
     with GcsClient.connect(plane.store.address, timeout_s=10) as gcs:
         node = wait_for(lambda: gcs.get("nodes", node_id))
-        assert node["state"] == "ALIVE" and node["resources"]["CPU"] == 2
+        assert node["state"] == "alive" and node["resources_total"]["CPU"] == 2
+        assert node["ipc_address"].startswith("ipc://") and node["incarnation"]
         assert wait_for(lambda: gcs.scan("jobs"))
         assert wait_for(lambda: len(gcs.scan("functions")) >= 1)
         location = wait_for(lambda: gcs.get("objects", arr_id))

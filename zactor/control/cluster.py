@@ -80,8 +80,10 @@ class LocalControlStore:
     """A coordinator and ``shards`` x ``replicas`` replica processes under ``data_dir``."""
 
     def __init__(self, data_dir: str, shards: int = 1, replicas: int = 1, port: int = 0,
-                 keep_log_entries: int | None = None, log_level: str = "WARNING"):
+                 keep_log_entries: int | None = None, log_level: str = "WARNING",
+                 host: str = "127.0.0.1"):
         self.data_dir = data_dir
+        self.host = host  # the interface every process binds (a cluster's head: its address)
         self.shards = shards
         self.replicas_per_shard = replicas
         self.port = port
@@ -95,7 +97,7 @@ class LocalControlStore:
     # ---- lifecycle --------------------------------------------------------------------------
     def _argv(self, *extra) -> list:
         return [sys.executable, "-m", "zactor.control.replica_main", "--parent-pid",
-                str(os.getpid()), "--log-level", self.log_level, *extra]
+                str(os.getpid()), "--log-level", self.log_level, "--host", self.host, *extra]
 
     def start(self, timeout_s: float = 30.0) -> "LocalControlStore":
         deadline = time.monotonic() + timeout_s

@@ -51,7 +51,7 @@ class Actor:
     __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
                  "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
                  "creation", "restarts_left", "task_retries", "restarts", "checkpointable",
-                 "sequential", "log", "checkpoint", "kill_reason")
+                 "sequential", "log", "checkpoint", "kill_reason", "detached")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -76,6 +76,7 @@ class Actor:
         self.log: list = []             # calls sent since the last checkpoint (replay)
         self.kill_reason = "it was killed by zactor.kill()"
         self.checkpoint = None          # the last checkpoint's serialized state
+        self.detached = bool(info.get("detached"))  # outlives its job (until killed)
 
 
 class ActorManager:

@@ -120,7 +120,8 @@ class ActorClass:
                       "checkpointable": _checkpointable(self._cls),
                       "checkpoint_interval": opts["checkpoint_interval"],
                       "concurrent": _concurrent(self._cls, opts["max_concurrency"]),
-                      "max_task_retries": opts["max_task_retries"]},
+                      "max_task_retries": opts["max_task_retries"],
+                      "detached": opts["lifetime"] == "detached"},
         }
         # the creation task's return ("created") doubles as the handles' reference count:
         # every handle holds it, so when the last handle anywhere is gone the node manager

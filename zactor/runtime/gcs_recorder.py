@@ -21,7 +21,6 @@ Tables written (zactor/control/schema.py):
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -86,13 +85,9 @@ class GcsRecorder:
 
     # ---- what happens on the node ---------------------------------------------------------
 
-    def node_up(self, address: str, resources: dict, store_path: str) -> None:
-        self._write("put", "nodes", self.node_id, {
-            "address": address, "resources": resources, "store": store_path,
-            "pid": os.getpid(), "state": "ALIVE", "start_time": time.time()})
-
-    def node_down(self) -> None:
-        self._write("put", "nodes", self.node_id, {"state": "DEAD", "end_time": time.time()})
+    def write_node(self, node_id: bytes, row: dict) -> None:
+        """This node's row (zactor/cluster/messages.py: registration, heartbeat, death)."""
+        self._write("put", "nodes", node_id, row)
 
     def job_started(self, job_id: int, driver_pid: int) -> None:
         self._write("put", "jobs", job_id.to_bytes(4, "little"),

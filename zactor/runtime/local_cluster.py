@@ -27,6 +27,16 @@ STOP_TIMEOUT_S = 10.0
 SHM_DIR = "/dev/shm"
 
 
+def runtime_root() -> str:
+    """This user's directory for session directories and sockets, mode 0700 (ipc sockets in
+    it can be opened only by this user). Not ``/tmp/zactor``: a directory named like the
+    package in a script's folder would shadow an editable install of it."""
+    root = os.path.join(tempfile.gettempdir(), f"zactor-{os.getuid()}")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    return root
+
+
 def check_shm_room(store_bytes: int) -> None:
     """Refuse early, with advice, when /dev/shm cannot hold the store (small in containers)."""
     try:
@@ -118,8 +128,7 @@ class LocalNode:
         """Start the node manager's process and return at once: the caller can do its own
         start-up work (imports, ~0.1 s) while the node starts, then ``wait_ready()``."""
         check_shm_room(store_bytes)
-        root = os.path.join(tempfile.gettempdir(), "zactor")
-        os.makedirs(root, exist_ok=True)
+        root = runtime_root()
         session_dir = tempfile.mkdtemp(prefix=f"session_{os.getpid()}_", dir=root)
         ready_r, ready_w = os.pipe()
         cmd = [sys.executable, "-m", "zactor.runtime.node_main",

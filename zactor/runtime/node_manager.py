@@ -26,6 +26,8 @@ import zmq
 
 from zactor import protocol
 from zactor import serialization as ser
+from zactor.cluster.messages import HEARTBEAT_INTERVAL_S
+from zactor.cluster.node_link import NodeLink
 from zactor.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
@@ -108,7 +110,13 @@ class NodeManager:
         self.lineage_pending: deque = deque()  # (finish time, spec, return ids)
         self.gcs_pids: list = []
         self.actors = ActorManager(self)
-        self.gcs.node_up(self.address, resources.to_dict(), store.path)
+        self.link = NodeLink(self, host=config.get("host", "127.0.0.1"),
+                             cluster=bool(config.get("cluster")),
+                             heartbeat_interval_s=config.get("heartbeat_interval_s",
+                                                             HEARTBEAT_INTERVAL_S))
+        self.link.register()
+        if config.get("gcs_address"):  # a cluster node: the control store is already up
+            self.gcs.connect_in_background(config["gcs_address"])
         if initial_workers:
             self._start_workers(initial_workers)
             self.scheduler.starting += initial_workers
@@ -139,6 +147,7 @@ class NodeManager:
                     self.stop("the driver process died")
                 self._apply(self.scheduler.rebalance())
                 self._record_lineage(now)
+                self.link.tick(now)
                 self._flush_outbox()
         self._shutdown()
 
@@ -200,8 +209,9 @@ class NodeManager:
         kind = msg["kind"]
         job_id = msg["job_id"]
         if kind == "driver" and not job_id:
-            job_id, self.next_job = self.next_job, self.next_job + 1
+            job_id = self.link.new_job_id()
             self.gcs.job_started(job_id, msg["pid"])
+            self.link.driver_joined(identity, job_id)
         client = Client(identity, kind, msg["pid"], msg["worker_id"])
         self.clients[identity] = client
         self._send(identity, m.WELCOME, {
@@ -217,6 +227,8 @@ class NodeManager:
         client = self.clients.get(identity)
         if client is None:
             return
+        if client.kind == "driver":
+            self.link.driver_gone(identity, "its driver disconnected")
         self._drop_client(identity)
         if client.kind == "driver" and client.pid == self.parent_pid:
             self.stop("the driver disconnected")  # only the driver that started this node
@@ -295,17 +307,21 @@ class NodeManager:
                    {"value": self.actors.lookup(msg["name"], msg["namespace"])})
 
     def on_info(self, identity, msg) -> None:
+        """Cluster information, from the rows of the nodes alive (this node's own figures
+        are live; the others' are as of their last heartbeat)."""
         what = msg["what"]
-        if what == "total":
-            value = self.resources.to_dict()
-        elif what == "available":
-            value = {k: v for k, v in self.scheduler.resources.available.to_dict().items()
-                     if v > 0}
+        rows = self.link.alive_nodes()
+        rows[0] = self.link.row()
+        if what in ("total", "available"):
+            field = "resources_total" if what == "total" else "resources_available"
+            value: dict = {}
+            for row in rows:
+                for name, amount in row.get(field, {}).items():
+                    value[name] = value.get(name, 0) + amount
+            if what == "available":
+                value = {k: v for k, v in value.items() if v > 0}
         else:
-            value = [{"NodeID": self.node_id.hex(), "Alive": True,
-                      "NodeManagerAddress": "127.0.0.1", "Resources": self.resources.to_dict(),
-                      "alive": True, "ObjectStoreSocketName": self.store.path,
-                      "NodeManagerHostname": os.uname().nodename}]
+            value = [_ray_node_info(row) for row in rows]
         self._send(identity, m.INFO_REPLY, {"value": value})
 
     # ---- objects --------------------------------------------------------------------------
@@ -643,7 +659,7 @@ class NodeManager:
             os.waitpid(self.zygote_pid, 0)
         except ChildProcessError:
             pass
-        self.gcs.node_down()
+        self.link.deregister(self.stop_reason or "stopped")
         self.gcs.close()
         self.sock.close(0)
         self.ctx.term()
@@ -665,6 +681,18 @@ class NodeManager:
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
         "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
     }
+
+
+def _ray_node_info(row: dict) -> dict:
+    """A nodes-table row in the shape of Ray's ``ray.nodes()`` entries."""
+    return {"NodeID": row["node_id"].hex(), "Alive": row.get("state") == "alive",
+            "alive": row.get("state") == "alive", "NodeManagerAddress": row.get("host"),
+            "NodeManagerHostname": os.uname().nodename if row.get("host") == "127.0.0.1"
+            else row.get("host"), "NodeManagerPort": row.get("node_port"),
+            "ObjectStoreSocketName": row.get("store"),
+            "Resources": row.get("resources_total", {}),
+            "ObjectStoreUsedBytes": row.get("store_used", 0),
+            "ObjectStoreCapacityBytes": row.get("store_capacity", 0)}
 
 
 def _alive(pid: int) -> bool:

@@ -1,0 +1,71 @@
+"""Start and stop clusters with the real CLI (``zactor start`` / ``zactor stop``) in tests,
+and run driver programs against them as separate processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+
+from zactor.net.sockets import free_port
+
+CLI_TIMEOUT_S = 120
+
+
+def zactor_cli(*args, env=None, timeout=CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "zactor.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def run_driver(code: str, *, env=None, timeout=CLI_TIMEOUT_S) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def cluster_processes(supervisor_pid: int) -> list:
+    try:
+        parent = psutil.Process(supervisor_pid)
+        return [parent] + parent.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return []
+
+
+class CliCluster:
+    """A head started with ``zactor start --head`` on a free port; ``stop`` checks that
+    every process it started is gone."""
+
+    def __init__(self, num_cpus: int = 2, extra=()):
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        out = zactor_cli("start", "--head", "--port", str(self.port), "--num-cpus",
+                         str(num_cpus), "--object-store-memory", str(256 << 20), *extra)
+        assert out.returncode == 0, out.stdout + out.stderr
+        self.start_output = out.stdout
+        from zactor.cluster.supervisor import session_files
+
+        record = next(r for r in session_files() if r["address"] == self.address)
+        self.supervisor_pid = int(record["pid"])
+        self.processes = cluster_processes(self.supervisor_pid)
+        self.env = dict(os.environ, ZACTOR_ADDRESS=self.address)
+
+    def stop(self) -> None:
+        out = zactor_cli("stop", "--address", self.address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = [p for p in self.processes if _running(p)]
+            if not alive:
+                return
+            time.sleep(0.05)  # polling for exits with a deadline
+        raise AssertionError(f"processes left after zactor stop: {alive}")
+
+
+def _running(p: psutil.Process) -> bool:
+    try:
+        return p.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -1,0 +1,148 @@
+"""``zactor start/stop/status`` and drivers that join a running cluster (several drivers,
+detached actors outliving their driver, a driver's non-detached actors ending with it)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from tests.cluster.helpers import CliCluster, run_driver, zactor_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def head():
+    cluster = CliCluster(num_cpus=2)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_start_status_and_two_drivers_share_a_detached_actor(head):
+    assert f"zactor start --address {head.address}" in head.start_output
+    status = zactor_cli("status", "--address", head.address)
+    assert status.returncode == 0, status.stderr
+    assert "nodes: 1 alive" in status.stdout and "/ 2 CPU" in status.stdout
+
+    first = run_driver("""
+        import zactor
+        zactor.init(address="auto", namespace="app")
+
+        @zactor.remote
+        class Counter:
+            def __init__(self):
+                self.n = 0
+            def inc(self):
+                self.n += 1
+                return self.n
+
+        keeper = Counter.options(name="keeper", lifetime="detached").remote()
+        temp = Counter.options(name="temp").remote()
+        print("FIRST", zactor.get([keeper.inc.remote(), temp.inc.remote()]))
+
+        @zactor.remote
+        def square(x):
+            return x * x
+        print("TASKS", zactor.get([square.remote(i) for i in range(10)]))
+        print("CPUS", zactor.cluster_resources()["CPU"], len(zactor.nodes()))
+    """, env=head.env)
+    assert first.returncode == 0, first.stderr
+    assert "FIRST [1, 1]" in first.stdout
+    assert "TASKS [0, 1, 4, 9, 16, 25, 36, 49, 64, 81]" in first.stdout
+    assert "CPUS 2.0 1" in first.stdout
+
+    second = run_driver("""
+        import zactor
+        zactor.init(address="auto", namespace="app")
+        keeper = zactor.get_actor("keeper")
+        print("SECOND", zactor.get(keeper.inc.remote()))
+        try:
+            zactor.get_actor("temp")
+            print("TEMP ALIVE")
+        except ValueError:
+            print("TEMP GONE")
+        zactor.kill(keeper)
+    """, env=head.env)
+    assert second.returncode == 0, second.stderr
+    # the detached actor kept its state across drivers; the other ended with its job
+    assert "SECOND 2" in second.stdout and "TEMP GONE" in second.stdout
+
+    third = run_driver("""
+        import zactor
+        zactor.init(address="auto", namespace="app")
+        try:
+            zactor.get_actor("keeper")
+            print("KEEPER ALIVE")
+        except ValueError:
+            print("KEEPER GONE")
+    """, env=head.env)
+    assert "KEEPER GONE" in third.stdout, third.stderr
+
+
+def test_a_killed_driver_takes_its_actors_not_the_cluster(head):
+    code = """
+        import sys, zactor
+        zactor.init(address="auto", namespace="k")
+
+        @zactor.remote
+        class A:
+            def ping(self):
+                return "pong"
+
+        a = A.options(name="victim").remote()
+        assert zactor.get(a.ping.remote()) == "pong"
+        print("READY", flush=True)
+        sys.stdin.read()
+    """
+    import textwrap
+
+    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(code)], env=head.env,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        proc.stdout.close()
+    check = run_driver("""
+        import time, zactor
+        zactor.init(address="auto", namespace="k")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                zactor.get_actor("victim")
+            except ValueError:
+                print("GONE")
+                break
+            time.sleep(0.05)
+        print("TASK", zactor.get(zactor.remote(lambda: 42).remote()))
+    """, env=head.env)
+    assert "GONE" in check.stdout and "TASK 42" in check.stdout, check.stderr
+
+
+def test_init_auto_without_a_cluster_says_how_to_start_one():
+    out = run_driver("""
+        import zactor
+        try:
+            zactor.init(address="127.0.0.1:1")
+        except ConnectionError as exc:
+            print("ERR", exc)
+    """)
+    assert "ERR cannot reach the zactor cluster at 127.0.0.1:1" in out.stdout, out.stderr
+
+
+def test_start_rejects_bad_resources():
+    out = zactor_cli("start", "--head", "--resources", "{not json")
+    assert out.returncode != 0 and "--resources is not JSON" in out.stderr
+    out = zactor_cli("stop", "--address", "127.0.0.1:1")
+    assert out.returncode == 0 and "no zactor cluster processes" in out.stdout

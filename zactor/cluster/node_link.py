@@ -22,6 +22,7 @@ import random
 import sys
 import threading
 import time
+from collections import deque
 
 from zactor.cluster.messages import HEARTBEAT_INTERVAL_S
 
@@ -45,6 +46,7 @@ class NodeLink:
         self._next_fence_check = time.monotonic() + 1.0
         self._watching = False
         self.peers: dict[bytes, dict] = {}  # node id -> its row, as last published
+        self.deaths: deque = deque()  # (node id, reason), from the control-store thread
         self.fenced_reason = ""
         self.jobs: dict[int, bytes] = {}  # job id -> identity of its driver on this node
 
@@ -83,6 +85,10 @@ class NodeLink:
             self._check_drivers()
         if self.fenced_reason:
             self.fenced()
+        while self.deaths:
+            node_id, reason = self.deaths.popleft()
+            if self.nm.remote is not None:
+                self.nm.remote.node_died(node_id, reason)
         if now >= self._next_fence_check:
             self._next_fence_check = now + FENCE_CHECK_INTERVAL_S
             self._check_fenced()
@@ -148,7 +154,11 @@ class NodeLink:
         if not isinstance(row, dict):
             self.peers.pop(node_id, None)
             return
+        previous = self.peers.get(node_id)
         self.peers[node_id] = row
+        if node_id != self.nm.node_id and row.get("state") == "dead" and \
+                (previous is None or previous.get("state") == "alive"):
+            self.deaths.append((node_id, row.get("reason") or "missed heartbeats"))
         if node_id == self.nm.node_id and row.get("state") == "dead" and \
                 row.get("incarnation") == self.incarnation and row.get("fenced_by"):
             self.fenced_reason = row.get("reason") or "missed heartbeats"

@@ -28,6 +28,7 @@ from zactor import protocol
 from zactor import serialization as ser
 from zactor.cluster.messages import HEARTBEAT_INTERVAL_S
 from zactor.cluster.node_link import NodeLink
+from zactor.cluster.remote_tasks import RemoteTasks, cluster_spill_policy
 from zactor.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
@@ -81,8 +82,11 @@ class NodeManager:
         self.node_id = node_id
         self.config = config
         self.resources = resources
-        self.scheduler = ls.LocalScheduler(resources, pipeline_depth=config.get(
-            "pipeline_depth", DEFAULT_PIPELINE_DEPTH))
+        cluster = bool(config.get("cluster"))
+        self.scheduler = ls.LocalScheduler(
+            resources, pipeline_depth=config.get("pipeline_depth", DEFAULT_PIPELINE_DEPTH),
+            can_spill=cluster, spill_policy=cluster_spill_policy(
+                self, config.get("spill_queue_threshold")) if cluster else None)
         self.objects = ObjectTable()
         self.tasks: dict[bytes, Task] = {}
         self.children_of: dict[bytes, list] = {}
@@ -114,6 +118,9 @@ class NodeManager:
                              cluster=bool(config.get("cluster")),
                              heartbeat_interval_s=config.get("heartbeat_interval_s",
                                                              HEARTBEAT_INTERVAL_S))
+        #: tasks and objects of other nodes (a cluster node only)
+        self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
+        self.poller_changed = True
         self.link.register()
         if config.get("gcs_address"):  # a cluster node: the control store is already up
             self.gcs.connect_in_background(config["gcs_address"])
@@ -123,12 +130,20 @@ class NodeManager:
 
     # ---- the loop -----------------------------------------------------------------------
 
-    def serve(self) -> None:
+    def _make_poller(self) -> zmq.Poller:
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.zygote_report_fd, zmq.POLLIN)
+        for source in self.remote.poll_sources() if self.remote else ():
+            poller.register(source, zmq.POLLIN)
+        self.poller_changed = False
+        return poller
+
+    def serve(self) -> None:
         next_parent_check = 0.0
         while self.running:
+            if self.poller_changed:
+                poller = self._make_poller()
             events = dict(poller.poll(LOOP_POLL_MS))
             if self.sock in events:
                 for _ in range(10_000):  # bounded: timers and the zygote get their turn
@@ -139,6 +154,9 @@ class NodeManager:
                     self._on_frames(frames)
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
+            if self.remote is not None and len(events) > (self.sock in events) + (
+                    self.zygote_report_fd in events):
+                self.remote.on_readable()
             self._flush_outbox()
             now = time.monotonic()
             if now >= next_parent_check:
@@ -148,6 +166,8 @@ class NodeManager:
                 self._apply(self.scheduler.rebalance())
                 self._record_lineage(now)
                 self.link.tick(now)
+                if self.remote is not None:
+                    self.remote.tick(now)
                 self._flush_outbox()
         self._shutdown()
 
@@ -273,7 +293,10 @@ class NodeManager:
     def on_subscribe(self, identity, msg) -> None:
         for oid in msg["oids"]:
             e = self.objects.entries.get(oid)
-            if e is not None and e.state is not None:
+            if e is not None and e.state == m.OBJ_REMOTE:
+                e.waiters.add(identity)
+                self.remote.ensure_local(oid)
+            elif e is not None and e.state is not None:
                 self._notify(identity, [oid, e.state, e.data])
             elif e is None and self.objects.was_freed(oid):
                 self._notify(identity, self._lost(oid, "it was freed: no reference to it "
@@ -332,6 +355,15 @@ class NodeManager:
             return  # already had a value
         if state == m.OBJ_STORE:
             self.gcs.object_stored(oid, data)
+        elif state == m.OBJ_REMOTE:  # on another node: fetched when something here needs it
+            if e.waiters or self.scheduler.waits_for(oid):
+                self.remote.ensure_local(oid)
+            return
+        self.object_arrived(oid, e, collect)
+
+    def object_arrived(self, oid, e, collect=True) -> None:
+        """``oid``'s value is here (or its error): answer the waiters, wake the tasks."""
+        state, data = e.state, e.data
         for identity in e.waiters:
             self._notify(identity, [oid, state, data])
         e.waiters.clear()
@@ -345,7 +377,9 @@ class NodeManager:
             self.scheduler.object_gone(oid)
             if oid in self.actors.by_handle_ref:
                 self.actors.handles_gone(oid)
-            if e.state == m.OBJ_STORE:
+            if e.state == m.OBJ_REMOTE:
+                self.remote.freed(oid, e)
+            elif e.state == m.OBJ_STORE:
                 self.gcs.object_freed(oid)
                 try:
                     self.store.delete(oid)
@@ -402,14 +436,19 @@ class NodeManager:
             e.waiters.add(task.submitter)
         for oid in task.deps:
             self.objects.add_ref(oid)
+            if self.remote is not None:
+                self.remote.ensure_local(oid)  # no-op unless it is on another node
         for oid in task.held:
             self.objects.add_ref(oid)
         return self._request(task)
 
+    def make_task(self, spec, submitter) -> Task:
+        return Task(spec, submitter)
+
     def _schedule_task(self, task: Task) -> None:
         self._apply(self.scheduler.submit(self._request(task)))
 
-    def _request(self, task: Task) -> ls.TaskRequest:
+    def _request(self, task: Task, local_only: bool = False) -> ls.TaskRequest:
         spec = task.spec
         res = spec["res"]
         key = tuple(res.items())
@@ -424,7 +463,8 @@ class NodeManager:
         return ls.TaskRequest(
             spec["id"], demand, frozenset(task.deps),
             max_retries=(1 << 30) if retries < 0 else max(0, retries - task.attempt),
-            payload=spec["id"], dedicated=actor is not None and actor["op"] == "create")
+            payload=spec["id"], dedicated=actor is not None and actor["op"] == "create",
+            local_only=local_only)
 
     def _finish_task(self, task_id: bytes, results) -> None:
         task = self.tasks.pop(task_id, None)
@@ -441,6 +481,8 @@ class NodeManager:
                 self.actors.call_done(task_id, actor["aid"])
         for oid, state, data, *contained in results:
             self._set_value(oid, state, data, contained[0] if contained else ())
+        if task.submitter.startswith(b"peer:"):
+            self.remote.finished_for_peer(task, results)
         for oid in task.deps:
             self._free(self.objects.remove_ref(oid))
         for oid in task.held:
@@ -546,6 +588,8 @@ class NodeManager:
                     _kill(pid, signal.SIGKILL)
             elif kind is ls.DedicatedWorkerDied:
                 self.actors.worker_died(ins.worker_id, ins.detail)
+            elif kind is ls.Spill:
+                self.remote.spill(ins.task_id, ins.reason)
             elif kind is ls.Infeasible:
                 print(f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
                       f" but this node has {ins.total.to_dict()}; it waits for a node that "
@@ -660,6 +704,8 @@ class NodeManager:
         except ChildProcessError:
             pass
         self.link.deregister(self.stop_reason or "stopped")
+        if self.remote is not None:
+            self.remote.close()
         self.gcs.close()
         self.sock.close(0)
         self.ctx.term()

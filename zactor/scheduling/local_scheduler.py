@@ -56,6 +56,8 @@ class TaskRequest:
     payload: Any = None
     #: an actor-creation task keeps its worker (and its resources) for the actor's lifetime
     dedicated: bool = False
+    #: placed here by the cluster (or run for another node): never spilled again
+    local_only: bool = False
 
 
 # ---- instructions the scheduler returns ------------------------------------------------------
@@ -225,7 +227,7 @@ class LocalScheduler:
     def _accept(self, request: TaskRequest) -> list:
         if request.task_id in self.tasks:
             raise ValueError(f"task {request.task_id.hex()} submitted twice")
-        if self.can_spill:
+        if self.can_spill and not request.local_only:
             reason = None if self.resources.can_ever_fit(request.demand) else \
                 "does not fit on this node"
             if reason is None and self.spill_policy is not None:
@@ -242,6 +244,10 @@ class LocalScheduler:
         else:
             self._make_ready(task)
         return []
+
+    def waits_for(self, object_id: bytes) -> bool:
+        """Whether a task here waits for this object to become local."""
+        return object_id in self._waiters
 
     def object_local(self, object_id: bytes) -> list:
         self.local_objects.add(object_id)
@@ -472,7 +478,7 @@ class LocalScheduler:
             while queue:
                 task = self.tasks[queue[0]]
                 if not self.resources.can_ever_fit(demand):
-                    if self.can_spill:
+                    if self.can_spill and not task.request.local_only:
                         queue.popleft()
                         del self.tasks[task.request.task_id]
                         out.append(Spill(task.request.task_id, task.request.payload,

@@ -1,0 +1,436 @@
+"""Tasks that leave their node, and objects that live on another node: the node manager's
+side of bottom-up scheduling and object transfer.
+
+Runs inside the node manager's loop (``on_readable`` when its sockets have messages, ``tick``
+on timers). Ownership stays where a task was submitted (its *origin* node): the origin's
+object table holds the task's returns and every reference count; a node that runs a task for
+another one (the *executor*) keeps its results in its own store for the origin until the origin
+frees them. So a driver never talks to another node.
+
+    origin NM                    global scheduler            executor NM
+    Spill from its LocalScheduler
+    (deps ready) ---SPILL------------> picks a node
+                 <--PLACE----------
+    ---FORWARD_TASKS(spec, args: inline values, or OBJ_REMOTE locations)----->
+                                                              pulls remote args (transfer),
+                                                              runs the task locally
+    <--REMOTE_DONE(results: inline, or OBJ_REMOTE [executor, transfer addr, size])----
+    an OBJ_REMOTE result is pulled into the origin's store when something here needs it
+    (a client's get, a local task); FREE_OBJECTS tells the holder when its last ref is gone
+
+Without a scheduler daemon (none registered in the control store) the origin places spilled
+tasks itself with the same policy over the node rows it watches: scheduling degrades to
+decentralised, it does not stop.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+
+import zmq
+
+from zactor import protocol
+from zactor import serialization as ser
+from zactor.cluster import messages as cm
+from zactor.exceptions import ObjectLostError, WorkerCrashedError
+from zactor.net.sockets import bind_free, make_socket
+from zactor.runtime import messages as m
+
+SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
+SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
+
+
+class RemoteTasks:
+    def __init__(self, nm, link, host: str):
+        self.nm = nm
+        self.link = link
+        self.host = host
+        self.ctx = nm.ctx
+        self.router = make_socket(self.ctx, zmq.ROUTER, hwm=0)
+        link.node_port = int(bind_free(self.router, host).rsplit(":", 1)[1])
+        self.identity = b"peer:" + nm.node_id
+        self.dealers: dict[bytes, zmq.Socket] = {}
+        self.scheduler_sock = None
+        self.scheduler_addr = None
+        self._next_scheduler_lookup = 0.0
+        self.transfer = TransferLink(nm.store, host)
+        link.transfer_port = self.transfer.port
+        self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
+        self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
+        self.held_for_peer: dict[bytes, bytes] = {}  # oid -> origin node (at the executor)
+        self.free_out: dict[bytes, list] = {}    # node id -> oids to free there
+        self.functions_sent: dict[bytes, set] = {}
+
+    # ---- sockets ----------------------------------------------------------------------
+
+    def poll_sources(self) -> list:
+        return [self.router, self.transfer.fd] + list(self.dealers.values()) + (
+            [self.scheduler_sock] if self.scheduler_sock is not None else [])
+
+    def on_readable(self) -> None:
+        for sock in [self.router] + list(self.dealers.values()) + (
+                [self.scheduler_sock] if self.scheduler_sock is not None else []):
+            for _ in range(1000):
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                identity = frames.pop(0) if sock is self.router else None
+                self._on_frames(identity, frames)
+        for oid, error in self.transfer.finished():
+            self._pull_done(oid, error)
+
+    def _on_frames(self, identity, frames) -> None:
+        try:
+            msg = protocol.decode(frames)
+        except Exception as exc:  # noqa: BLE001 - a garbage frame never stops the node
+            print(f"zactor node manager: dropped a bad peer message ({exc})", file=sys.stderr)
+            return
+        handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
+                   "FREE_OBJECTS": self.on_free, "PLACE": self.on_place}.get(msg.name)
+        if handler is None:
+            return
+        try:
+            handler(identity, msg)
+        except Exception:  # noqa: BLE001 - a bad request must not kill the node
+            import traceback
+
+            traceback.print_exc()
+
+    def _peer(self, node_id: bytes):
+        sock = self.dealers.get(node_id)
+        if sock is None:
+            row = self.link.peers.get(node_id)
+            if row is None or row.get("state") != "alive":
+                return None
+            sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity, hwm=0)
+            sock.connect(f"tcp://{row['host']}:{row['node_port']}")
+            self.dealers[node_id] = sock
+            self.nm.poller_changed = True
+        return sock
+
+    # ---- origin: spilling and forwarding --------------------------------------------------
+
+    def spill(self, task_id: bytes, reason: str) -> None:
+        task = self.nm.tasks.get(task_id)
+        if task is not None:
+            self.spilling[task_id] = [task, None, reason]
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_scheduler_lookup:
+            self._next_scheduler_lookup = now + SCHEDULER_LOOKUP_S
+            self._lookup_scheduler()
+        requests = []
+        for task_id, entry in list(self.spilling.items()):
+            task, sent_at, _reason = entry
+            if task.cancelled or task_id not in self.nm.tasks:
+                del self.spilling[task_id]
+                continue
+            if sent_at is not None and now - sent_at < SPILL_RESEND_S:
+                continue
+            deps = self._dep_locations(task)
+            if deps is None:
+                continue  # an argument is not ready yet: spill once it exists
+            if self.scheduler_sock is None:
+                self._place(task_id, self.choose_node(task, deps))
+                continue
+            entry[1] = now
+            requests.append({"task_id": task_id, "resources": task.spec["res"],
+                             "strategy": task.spec.get("strategy"), "deps": deps,
+                             "origin": self.nm.node_id})
+        if requests:
+            self.scheduler_sock.send_multipart(protocol.encode(cm.SPILL, {"tasks": requests}))
+        for node_id, oids in self.free_out.items():
+            sock = self._peer(node_id)
+            if sock is not None:
+                sock.send_multipart(protocol.encode(cm.FREE_OBJECTS, {"oids": oids}))
+        self.free_out.clear()
+
+    def _lookup_scheduler(self) -> None:
+        client = self.nm.gcs.client
+        if client is None:
+            return
+        try:
+            row = client.get("kv", b"cluster:scheduler", timeout_s=0.2)
+        except Exception:  # noqa: BLE001 - try again later
+            return
+        addr = f"tcp://{row['host']}:{row['port']}" if isinstance(row, dict) else None
+        if addr != self.scheduler_addr:
+            if self.scheduler_sock is not None:
+                self.scheduler_sock.close(0)
+                self.scheduler_sock = None
+            self.scheduler_addr = addr
+            if addr is not None:
+                self.scheduler_sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity)
+                self.scheduler_sock.connect(addr)
+            self.nm.poller_changed = True
+
+    def _dep_locations(self, task):
+        """[[oid, size, [node ids holding it]]] of the task's arguments, or None while one
+        has no value yet."""
+        out = []
+        for oid in task.deps:
+            e = self.nm.objects.entries.get(oid)
+            if e is None or e.state is None:
+                return None
+            if e.state == m.OBJ_STORE:
+                out.append([oid, int(e.data), [self.nm.node_id]])
+            elif e.state == m.OBJ_REMOTE:
+                out.append([oid, int(e.data[2]), [e.data[0]]])
+            else:
+                out.append([oid, len(e.data) if isinstance(e.data, bytes) else 0,
+                            [self.nm.node_id]])
+        return out
+
+    def choose_node(self, task, deps) -> bytes | None:
+        """The scheduler's policy, run here while no scheduler daemon is registered."""
+        from zactor.cluster.placement import choose_node
+
+        return choose_node(self.link.alive_nodes(), task.spec["res"], deps,
+                           task.spec.get("strategy"), self.nm.node_id)
+
+    def on_place(self, _identity, msg) -> None:
+        for task_id, node_id, *_reason in msg["decisions"]:
+            if self.spilling.get(task_id, [None, None])[1] is not None:
+                self._place(task_id, node_id)
+
+    def _place(self, task_id: bytes, node_id) -> None:
+        entry = self.spilling.pop(task_id, None)
+        if entry is None:
+            return
+        task = entry[0]
+        if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
+            if node_id is None and not getattr(task, "warned", False):
+                task.warned = True
+                print(f"zactor: warning: task {task.spec.get('name')} needs "
+                      f"{task.spec['res']}, which no node of the cluster has; it waits "
+                      f"for a node that fits (infeasible)", file=sys.stderr)
+            if node_id is None:  # infeasible: keep asking (a fitting node may join)
+                self.spilling[task_id] = [task, time.monotonic(), entry[2]]
+                return
+            self.nm._apply(self.nm.scheduler.submit(self.nm._request(task, local_only=True)))
+            return
+        self._forward(task, node_id)
+
+    def _forward(self, task, node_id: bytes) -> None:
+        args = []
+        for oid in task.deps:
+            e = self.nm.objects.entries[oid]
+            if e.state == m.OBJ_STORE:
+                args.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
+                                                 int(e.data)]])
+            else:
+                args.append([oid, e.state, e.data])
+        sent = self.functions_sent.setdefault(node_id, set())
+        fid = task.spec["fid"]
+        functions = [] if fid in sent else [[fid, self.nm.functions[fid]]]
+        sent.add(fid)
+        self.forwarded[task.spec["id"]] = node_id
+        self._peer(node_id).send_multipart(protocol.encode(
+            cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
+
+    def on_remote_done(self, _identity, msg) -> None:
+        for task_id, results, _flags in msg["done"]:
+            if self.forwarded.pop(task_id, None) is not None:
+                self.nm._finish_task(task_id, results)
+
+    # ---- executor: running tasks for other nodes -------------------------------------------
+
+    def on_forward(self, identity, msg) -> None:
+        nm = self.nm
+        for fid, blob in msg["functions"]:
+            nm.functions.setdefault(fid, blob)
+        requests = []
+        for spec, args in msg["tasks"]:
+            for oid, state, data in args:
+                if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
+                    continue
+                nm.objects.set_value(oid, state, data)
+                if state == m.OBJ_REMOTE:
+                    self.ensure_local(oid)
+                else:
+                    nm._apply(nm.scheduler.object_local(oid))
+            task = nm.make_task(spec, identity)
+            for oid in task.returns:  # held for the origin until it sends FREE_OBJECTS
+                nm.objects.add_ref(oid)
+                self.held_for_peer[oid] = identity
+            nm._submit(task)
+            requests.append(nm._request(task, local_only=True))
+        nm._apply(nm.scheduler.submit_many(requests))
+
+    def finished_for_peer(self, task, results) -> None:
+        """A task run for another node finished: send its results to the origin (values in
+        this store travel as locations)."""
+        out = []
+        for oid, state, data, *_ in results:
+            if state == m.OBJ_STORE:
+                out.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
+                                                int(data)]])
+            else:
+                out.append([oid, state, data])
+        self.router.send_multipart([task.submitter, *protocol.encode(
+            cm.REMOTE_DONE, {"done": [[task.spec["id"], out, 0]]})])
+
+    def on_free(self, identity, msg) -> None:
+        for oid in msg["oids"]:
+            if self.held_for_peer.get(oid) == identity:
+                del self.held_for_peer[oid]
+                self.nm._free(self.nm.objects.remove_ref(oid))
+
+    # ---- objects on other nodes -----------------------------------------------------------
+
+    def freed(self, oid: bytes, e) -> None:
+        """The origin dropped an object whose bytes live on another node."""
+        if e.state == m.OBJ_REMOTE:
+            self.free_out.setdefault(e.data[0], []).append(oid)
+
+    def ensure_local(self, oid: bytes) -> None:
+        """Start pulling an OBJ_REMOTE object into this node's store (once)."""
+        e = self.nm.objects.entries.get(oid)
+        if e is None or e.state != m.OBJ_REMOTE:
+            return
+        self.transfer.pull(oid, e.data[1])
+
+    def _pull_done(self, oid: bytes, error) -> None:
+        nm = self.nm
+        e = nm.objects.entries.get(oid)
+        if e is None or e.state != m.OBJ_REMOTE:
+            if error is None:  # nobody wants it any more
+                try:
+                    nm.store.delete(oid)
+                except Exception:  # noqa: BLE001 - already gone
+                    pass
+            return
+        holder = e.data[0]
+        if error is not None:
+            e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
+                oid.hex(), reason=f"it could not be fetched from node {holder.hex()[:16]}: "
+                                  f"{error}"))
+        else:
+            e.state, e.data = m.OBJ_STORE, e.data[2]
+            nm.gcs.object_stored(oid, e.data)
+        nm.object_arrived(oid, e)
+        if error is None:  # the holder's copy is no longer the only one we rely on
+            self.free_out.setdefault(holder, []).append(oid)
+
+    # ---- a node died ------------------------------------------------------------------------
+
+    def node_died(self, node_id: bytes, reason: str) -> None:
+        sock = self.dealers.pop(node_id, None)
+        if sock is not None:
+            sock.close(0)
+            self.nm.poller_changed = True
+        for task_id, where in list(self.forwarded.items()):
+            if where != node_id:
+                continue
+            del self.forwarded[task_id]
+            task = self.nm.tasks.get(task_id)
+            if task is None:
+                continue
+            retries = task.spec["retries"]
+            if retries < 0 or task.attempt < retries:
+                task.attempt += 1
+                self.spilling[task_id] = [task, None, "its node died"]
+            else:
+                self.nm._fail_task(task_id, WorkerCrashedError(
+                    f"The node {node_id.hex()[:16]} running this task died ({reason}) and "
+                    f"the task's retries are spent (max_retries={retries})."))
+        for oid, e in list(self.nm.objects.entries.items()):
+            if e.state == m.OBJ_REMOTE and e.data[0] == node_id:
+                e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
+                    oid.hex(), reason=f"the node holding it ({node_id.hex()[:16]}) died: "
+                                      f"{reason}"))
+                self.nm.object_arrived(oid, e)
+
+    def close(self) -> None:
+        for sock in self.dealers.values():
+            sock.close(0)
+        if self.scheduler_sock is not None:
+            self.scheduler_sock.close(0)
+        self.router.close(0)
+        self.transfer.close()
+
+
+class TransferLink:
+    """The node's object-transfer server and client (zactor/transfer/), behind the three
+    calls the node needs: ``pull`` (asynchronous), ``finished`` (what completed) and ``fd``
+    (readable when something completed, for the node's poller)."""
+
+    def __init__(self, store, host: str):
+        from zactor.transfer import TransferClient, TransferServer
+
+        self.server = TransferServer(store, host)
+        self.port = self.server.port
+        self.address = f"{host}:{self.port}"
+        self.client = TransferClient(store)
+        self._done: deque = deque()
+        self._pulling: set = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.fd = self._wake_r
+
+    def pull(self, oid: bytes, address: str) -> None:
+        if oid in self._pulling:
+            return
+        self._pulling.add(oid)
+
+        def done(error=None, oid=oid):
+            self._done.append((oid, error))
+            try:
+                os.write(self._wake_w, b"x")
+            except BlockingIOError:
+                pass
+
+        self.client.pull(oid, address, callback=done)
+
+    def finished(self) -> list:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while self._done:
+            oid, error = self._done.popleft()
+            self._pulling.discard(oid)
+            out.append((oid, error))
+        return out
+
+    def close(self) -> None:
+        self.client.close()
+        self.server.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+
+def cluster_spill_policy(nm, queue_threshold=None):
+    """The paper's bottom-up rule, as a LocalScheduler hook: keep a task when it can run
+    here now or the local queue is short; otherwise (or when its strategy names other nodes)
+    hand it to the global scheduler. A lone node keeps everything."""
+    threshold = queue_threshold if queue_threshold is not None else \
+        max(1, int(nm.resources.to_dict().get("CPU", 1)))
+
+    def policy(request, scheduler):
+        task = nm.tasks.get(request.payload)
+        strategy = task.spec.get("strategy") if task is not None else None
+        if request.dedicated and strategy is None:
+            return None  # actors stay where they were created (calls route through here)
+        if strategy is None and len(nm.link.alive_nodes()) <= 1:
+            return None
+        if strategy == "SPREAD":
+            return "scheduling_strategy SPREAD"
+        if isinstance(strategy, (list, tuple)) and strategy:
+            if strategy[0] == "node" and strategy[1] == nm.node_id:
+                return None
+            return f"scheduling strategy {strategy[0]}"
+        if scheduler.resources.can_fit_now(request.demand):
+            return None
+        if scheduler.queue_length() >= threshold and len(nm.link.alive_nodes()) > 1:
+            return f"local queue of {scheduler.queue_length()} and no free resources"
+        return None
+
+    return policy

@@ -38,7 +38,7 @@ DEFAULT_CHUNK_BYTES = 4 << 20
 DEFAULT_WINDOW = 4            # chunk requests in flight per pull: 16 MB at the default size
 DEFAULT_IDLE_TIMEOUT_S = 10.0
 _TICK_MS = 50
-_MONITOR_EVENTS = (zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
                    | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
@@ -283,13 +283,12 @@ class TransferClient:
         from zmq.utils.monitor import parse_monitor_message
 
         event = parse_monitor_message(frames)["event"]
-        if event == zmq.EVENT_CONNECTED:
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             peer.connected = True
         elif event == zmq.EVENT_DISCONNECTED and peer.connected:
             peer.connected = False
             self._peer_failed(peer, "peer_lost", "the connection to the peer was lost")
-        elif event in (zmq.EVENT_HANDSHAKE_FAILED_AUTH, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL,
-                       zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL):
+        else:  # a failed handshake, or a connection closed by the peer before it completed
             self._peer_failed(peer, "refused", "the peer refused the handshake (cluster keys "
                                                "or encrypt setting differ)")
 
@@ -423,10 +422,10 @@ class TransferClient:
         with self._lock:
             if self._pulls.get(pull.oid) is pull:
                 del self._pulls[pull.oid]
+        pull.handle._set(pull.size, error)  # first: a poller woken below sees it done
         if self._completed is not None:
             self._completed.append(pull.handle)
             try:
                 os.write(self._done_w, b"d")
             except BlockingIOError:  # the pipe is full: it is readable anyway
                 pass
-        pull.handle._set(pull.size, error)

@@ -22,6 +22,7 @@ import zmq
 
 from zactor import protocol as P
 from zactor.exceptions import ControlStoreUnavailableError
+from zactor.net.security import curve_client, keys_from
 from zactor.net.sockets import make_socket, tcp_address
 
 STOP_GRACE_S = 5.0
@@ -80,7 +81,11 @@ class LocalControlStore:
     """A coordinator and ``shards`` x ``replicas`` replica processes under ``data_dir``."""
 
     def __init__(self, data_dir: str, shards: int = 1, replicas: int = 1, port: int = 0,
-                 keep_log_entries: int | None = None, log_level: str = "WARNING"):
+                 keep_log_entries: int | None = None, log_level: str = "WARNING", keys=None):
+        # keys: ClusterKeys (from a file: children get its path, never the secret) or a path
+        self.keys = keys_from(keys)
+        if self.keys is not None and not self.keys.path:
+            raise ValueError("keys for a control store must come from a key file")
         self.data_dir = data_dir
         self.shards = shards
         self.replicas_per_shard = replicas
@@ -94,8 +99,9 @@ class LocalControlStore:
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _argv(self, *extra) -> list:
+        keys = ["--key-file", self.keys.path] if self.keys is not None else []
         return [sys.executable, "-m", "zactor.control.replica_main", "--parent-pid",
-                str(os.getpid()), "--log-level", self.log_level, *extra]
+                str(os.getpid()), "--log-level", self.log_level, *keys, *extra]
 
     def start(self, timeout_s: float = 30.0) -> "LocalControlStore":
         deadline = time.monotonic() + timeout_s
@@ -156,7 +162,7 @@ class LocalControlStore:
     # ---- introspection ----------------------------------------------------------------------
     def config(self, timeout_s: float = 5.0) -> list:
         """The coordinator's current configuration: [[epoch, [[id, addr, pub], ...]], ...]."""
-        sock = make_socket(self._ctx, zmq.DEALER)
+        sock = curve_client(make_socket(self._ctx, zmq.DEALER), self.keys)
         try:
             sock.connect(tcp_address(self.address))
             sock.send_multipart(P.encode(P.GET_CONFIG, {}))

@@ -19,6 +19,7 @@ from zactor import protocol as P
 from zactor.control.pubsub import SubscriberIO
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_ATTEMPT_TIMEOUT_MS, POLL_INTERVAL_MS
+from zactor.net.security import curve_client
 from zactor.net.sockets import make_socket
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ class ClientIO(SubscriberIO):
         self.c = client
         ctx = client._ctx
         self.ident = b"c-" + client.cid.hex().encode()
-        self.coord = make_socket(ctx, zmq.DEALER, self.ident)
+        self.coord = curve_client(make_socket(ctx, zmq.DEALER, self.ident), client.keys)
         self.coord.connect(client.address)
-        self.coord_sub = make_socket(ctx, zmq.SUB)
+        self.coord_sub = curve_client(make_socket(ctx, zmq.SUB), client.keys)
         self.coord_sub.setsockopt(zmq.SUBSCRIBE, b"config")
         self.coord_pub = None
         self.dealers: dict = {}                  # replica address -> DEALER
@@ -99,7 +100,7 @@ class ClientIO(SubscriberIO):
     def dealer(self, addr: str) -> zmq.Socket:
         sock = self.dealers.get(addr)
         if sock is None:
-            sock = make_socket(self.c._ctx, zmq.DEALER, self.ident)
+            sock = curve_client(make_socket(self.c._ctx, zmq.DEALER, self.ident), self.c.keys)
             sock.connect(addr)
             self.dealers[addr] = sock
             self.sockets_changed = True

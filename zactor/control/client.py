@@ -30,6 +30,7 @@ from zactor.control.pubsub import Subscription
 from zactor.control.schema import OP_DELETE, OP_PUT, check_table, key_bytes, shard_of
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
+from zactor.net.security import keys_from
 from zactor.net.sockets import make_socket, tcp_address
 
 READ_MANY_CHUNK = 1000
@@ -87,7 +88,9 @@ class WriteFuture:
 
 class GcsClient:
     def __init__(self, address: str, timeout_s: float = CLIENT_DEFAULT_TIMEOUT_S,
-                 max_batch: int = 2000, max_inflight: int = 4):
+                 max_batch: int = 2000, max_inflight: int = 4, keys=None):
+        # keys (ClusterKeys or key file path): connect as a CURVE client of a keyed store
+        self.keys = keys_from(keys)
         self.address = tcp_address(address)
         self.timeout_s = timeout_s
         self.max_batch = max_batch
@@ -119,8 +122,11 @@ class GcsClient:
         client = cls(address, timeout_s=timeout_s, **kwargs)
         if not client._have_config.wait(timeout_s):
             client.close()
+            hint = "" if client.keys is not None else (
+                " (if that control store runs with cluster keys, pass keys=)")
             raise ControlStoreUnavailableError(
-                f"no control-store coordinator answered at {address} within {timeout_s} s")
+                f"no control-store coordinator answered at {address} within {timeout_s} s"
+                f"{hint}")
         return client
 
     # ---- plumbing ---------------------------------------------------------------------------

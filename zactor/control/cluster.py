@@ -22,6 +22,7 @@ import zmq
 
 from zactor import protocol as P
 from zactor.exceptions import ControlStoreUnavailableError
+from zactor.net.security import curve_client, keys_from
 from zactor.net.sockets import make_socket, tcp_address
 
 STOP_GRACE_S = 5.0
@@ -80,8 +81,12 @@ class LocalControlStore:
     """A coordinator and ``shards`` x ``replicas`` replica processes under ``data_dir``."""
 
     def __init__(self, data_dir: str, shards: int = 1, replicas: int = 1, port: int = 0,
-                 keep_log_entries: int | None = None, log_level: str = "WARNING",
+                 keep_log_entries: int | None = None, log_level: str = "WARNING", keys=None,
                  host: str = "127.0.0.1"):
+        # keys: ClusterKeys (from a file: children get its path, never the secret) or a path
+        self.keys = keys_from(keys)
+        if self.keys is not None and not self.keys.path:
+            raise ValueError("keys for a control store must come from a key file")
         self.data_dir = data_dir
         self.host = host  # the interface every process binds (a cluster's head: its address)
         self.shards = shards
@@ -96,8 +101,10 @@ class LocalControlStore:
 
     # ---- lifecycle --------------------------------------------------------------------------
     def _argv(self, *extra) -> list:
+        keys = ["--key-file", self.keys.path] if self.keys is not None else []
         return [sys.executable, "-m", "zactor.control.replica_main", "--parent-pid",
-                str(os.getpid()), "--log-level", self.log_level, "--host", self.host, *extra]
+                str(os.getpid()), "--log-level", self.log_level, "--host", self.host, *keys,
+                *extra]
 
     def start(self, timeout_s: float = 30.0) -> "LocalControlStore":
         deadline = time.monotonic() + timeout_s
@@ -158,7 +165,7 @@ class LocalControlStore:
     # ---- introspection ----------------------------------------------------------------------
     def config(self, timeout_s: float = 5.0) -> list:
         """The coordinator's current configuration: [[epoch, [[id, addr, pub], ...]], ...]."""
-        sock = make_socket(self._ctx, zmq.DEALER)
+        sock = curve_client(make_socket(self._ctx, zmq.DEALER), self.keys)
         try:
             sock.connect(tcp_address(self.address))
             sock.send_multipart(P.encode(P.GET_CONFIG, {}))

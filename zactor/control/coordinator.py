@@ -33,6 +33,7 @@ import zmq
 
 from zactor import protocol as P
 from zactor.net.liveness import COORDINATOR_STARTUP_GRACE_MS, DEAD_AFTER_MS, POLL_INTERVAL_MS
+from zactor.net.security import curve_server, keys_from, start_authenticator
 from zactor.net.sockets import MonitoredPeer, bind_free, make_socket
 
 log = logging.getLogger(__name__)
@@ -163,7 +164,10 @@ class CoordinatorState:
 
 class CoordinatorProcess:
     def __init__(self, data_dir: str, port: int = 0, host: str = "127.0.0.1",
-                 shards: int = 1, replicas: int = 1):
+                 shards: int = 1, replicas: int = 1, keys=None):
+        # keys (ClusterKeys or key file path): CURVE on both sockets, only the cluster's key
+        # admitted (zactor/net/security.py); None keeps the loopback-only, keyless setup
+        self.keys = keys_from(keys)
         os.makedirs(data_dir, exist_ok=True)
         conn = sqlite3.connect(os.path.join(data_dir, "coordinator.sqlite"),
                                isolation_level=None)
@@ -177,9 +181,10 @@ class CoordinatorProcess:
             shards, replicas = saved["num_shards"], saved["replicas_per_shard"]
         self.state = CoordinatorState(shards, replicas, saved)
         self.ctx = zmq.Context()
-        self.router = make_socket(self.ctx, zmq.ROUTER)
+        self.auth = start_authenticator(self.ctx, self.keys)
+        self.router = curve_server(make_socket(self.ctx, zmq.ROUTER), self.keys)
         self.addr = bind_free(self.router, host, port)
-        self.pub = make_socket(self.ctx, zmq.PUB)
+        self.pub = curve_server(make_socket(self.ctx, zmq.PUB), self.keys)
         # Rebind the PUB port of a previous run so subscribed clients reconnect by themselves.
         row = self.db.execute("SELECT value FROM state WHERE name='pub_port'").fetchone()
         try:
@@ -228,7 +233,8 @@ class CoordinatorProcess:
                 self.peers.pop(rid).close()
                 peer = None
             if peer is None:
-                self.peers[rid] = MonitoredPeer(self.ctx, addr, identity=b"coordinator")
+                self.peers[rid] = MonitoredPeer(self.ctx, addr, identity=b"coordinator",
+                                                keys=self.keys)
 
     def _on_message(self, ident: bytes, frames: list) -> None:
         try:
@@ -304,5 +310,7 @@ class CoordinatorProcess:
             peer.close()
         self.router.close(0)
         self.pub.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         self.db.close()

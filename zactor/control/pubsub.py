@@ -22,6 +22,7 @@ import zmq
 from zactor import protocol as P
 from zactor.control.log_store import OP_ARCHIVE
 from zactor.control.schema import OP_DELETE, OP_PUT, topic
+from zactor.net.security import curve_client
 from zactor.net.sockets import make_socket
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,7 @@ class SubscriberIO:
         if tail is not None and (current is None or current[0] != tail[2]):
             if current is not None:
                 current[1].close(0)
-            sock = make_socket(self.c._ctx, zmq.SUB, hwm=1_000_000)
+            sock = curve_client(make_socket(self.c._ctx, zmq.SUB, hwm=1_000_000), self.c.keys)
             sock.connect(tail[2])
             self.subsocks[shard] = (tail[2], sock)
             self.sockets_changed = True

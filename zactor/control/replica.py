@@ -28,6 +28,7 @@ from zactor.control import chain as C
 from zactor.control.log_store import SqliteLogStore
 from zactor.control.schema import TABLES, topic
 from zactor.net.liveness import HEARTBEAT_INTERVAL_MS, POLL_INTERVAL_MS
+from zactor.net.security import curve_client, curve_server, keys_from, start_authenticator
 from zactor.net.sockets import MonitoredPeer, bind_free, make_socket, tcp_address
 
 log = logging.getLogger(__name__)
@@ -55,7 +56,9 @@ def replica_id_for(data_dir: str) -> str:
 
 class ReplicaProcess:
     def __init__(self, coordinator: str, data_dir: str, port: int = 0, host: str = "127.0.0.1",
-                 keep_log_entries: int = KEEP_LOG_ENTRIES, parent_pid: int | None = None):
+                 keep_log_entries: int = KEEP_LOG_ENTRIES, parent_pid: int | None = None,
+                 keys=None):
+        self.keys = keys_from(keys)  # CURVE on every socket when given (see coordinator.py)
         self.data_dir = data_dir
         self.rid = replica_id_for(data_dir)
         self.keep_log_entries = keep_log_entries
@@ -63,11 +66,13 @@ class ReplicaProcess:
         self.store = SqliteLogStore(data_dir)
         self.machine = C.ChainReplica(self.rid, self.store)
         self.ctx = zmq.Context()
-        self.router = make_socket(self.ctx, zmq.ROUTER)
+        self.auth = start_authenticator(self.ctx, self.keys)
+        self.router = curve_server(make_socket(self.ctx, zmq.ROUTER), self.keys)
         self.addr = bind_free(self.router, host, port)
-        self.pub = make_socket(self.ctx, zmq.PUB, hwm=1_000_000)
+        self.pub = curve_server(make_socket(self.ctx, zmq.PUB, hwm=1_000_000), self.keys)
         self.pub_addr = bind_free(self.pub, host, 0)
-        self.coord = make_socket(self.ctx, zmq.DEALER, self.rid.encode())
+        self.coord = curve_client(make_socket(self.ctx, zmq.DEALER, self.rid.encode()),
+                                  self.keys)
         self.coord.connect(tcp_address(coordinator))
         self.peers: dict = {}   # replica id -> MonitoredPeer
         self.addrs: dict = {}   # replica id -> ROUTER address, from the configuration
@@ -117,7 +122,8 @@ class ReplicaProcess:
                 self.peers.pop(rid).close()
         for rid in wanted:
             if rid not in self.peers and rid in self.addrs:
-                self.peers[rid] = MonitoredPeer(self.ctx, self.addrs[rid], self.rid.encode())
+                self.peers[rid] = MonitoredPeer(self.ctx, self.addrs[rid], self.rid.encode(),
+                                                keys=self.keys)
 
     # ---- instructions -----------------------------------------------------------------------
     def _run(self, instructions: list) -> None:
@@ -278,5 +284,7 @@ class ReplicaProcess:
             peer.close()
         for sock in (self.router, self.pub, self.coord):
             sock.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         self.store.close()

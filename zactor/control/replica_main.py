@@ -40,6 +40,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--parent-pid", type=int, default=None,
                         help="exit when this process dies")
     parser.add_argument("--log-level", default="WARNING")
+    parser.add_argument("--key-file", default=None,
+                        help="cluster key file (zactor.net.security): CURVE on every socket, "
+                             "only holders of the key may connect (default: no keys)")
 
 
 def _die_with_parent(parent_pid) -> None:
@@ -62,13 +65,15 @@ def run(args) -> int:
     if args.coordinator_mode:
         from zactor.control.coordinator import CoordinatorProcess
         port = DEFAULT_COORDINATOR_PORT if args.port is None else args.port
-        proc = CoordinatorProcess(args.data_dir, port, args.host, args.shards, args.replicas)
+        proc = CoordinatorProcess(args.data_dir, port, args.host, args.shards, args.replicas,
+                                  keys=args.key_file)
         info = {"role": "coordinator", "id": "coordinator", "addr": proc.addr,
                 "pub_addr": proc.pub_addr}
     elif args.coordinator:
         from zactor.control.replica import KEEP_LOG_ENTRIES, ReplicaProcess
         proc = ReplicaProcess(args.coordinator, args.data_dir, args.port or 0, args.host,
-                              args.keep_log or KEEP_LOG_ENTRIES, args.parent_pid)
+                              args.keep_log or KEEP_LOG_ENTRIES, args.parent_pid,
+                              keys=args.key_file)
         info = {"role": "replica", "id": proc.rid, "addr": proc.addr, "pub_addr": proc.pub_addr}
     else:
         print("zactor gcs: give --coordinator HOST:PORT or --coordinator-mode", file=sys.stderr)

@@ -54,11 +54,15 @@ def free_port(host: str = LOOPBACK) -> int:
 
 class MonitoredPeer:
     """A DEALER connected to one peer plus its monitor socket; ``poll_events`` returns True
-    once the peer's connection has closed after having been up."""
+    once the peer's connection has closed after having been up. With ``keys``
+    (zactor.net.security.ClusterKeys) the DEALER is a CURVE client of the cluster."""
 
-    def __init__(self, ctx: zmq.Context, addr: str, identity: bytes | None = None):
+    def __init__(self, ctx: zmq.Context, addr: str, identity: bytes | None = None,
+                 keys=None):
+        from zactor.net.security import curve_client
+
         self.addr = addr
-        self.sock = make_socket(ctx, zmq.DEALER, identity)
+        self.sock = curve_client(make_socket(ctx, zmq.DEALER, identity), keys)
         self.monitor = self.sock.get_monitor_socket(
             zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED)
         self.sock.connect(addr)

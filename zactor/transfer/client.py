@@ -1,0 +1,431 @@
+"""TransferClient: pulls objects from other nodes' TransferServers into the local store.
+
+Runs in the node manager's process (or any process with a store handle), in one thread of
+its own with its own zmq context: one DEALER (plus its monitor) per peer address. Callers on
+other threads hand it work through a queue and a wake pipe; results come back as PullHandles
+(``result``/``add_done_callback``) and, with ``pollable=True``, through ``fileno()`` /
+``completed()`` for a poll loop.
+
+A pull writes straight into the local store: META gives the size, the client reserves the
+object (``create_buffer``), keeps ``window`` chunk requests outstanding (the credit), copies
+each reply into place, and seals after the last one; any failure aborts the object, so a
+failed pull never leaves a partial object behind. Concurrent pulls of one object share one
+transfer (one handle). A peer is declared lost as soon as its connection drops (socket
+monitor), refused when the CURVE handshake fails, and silent after ``idle_timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+
+import lz4.block
+import zmq
+
+from zactor import protocol as P
+from zactor.exceptions import ObjectExistsError, ProtocolError
+from zactor.net.security import curve_client, keys_from
+from zactor.net.sockets import make_socket, tcp_address
+from zactor.transfer import messages as M
+from zactor.transfer.handle import PullHandle, _Pull
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CHUNK_BYTES = 4 << 20
+DEFAULT_WINDOW = 4            # chunk requests in flight per pull: 16 MB at the default size
+DEFAULT_IDLE_TIMEOUT_S = 10.0
+_TICK_MS = 50
+_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
+                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
+
+
+class _Peer:
+    """One server: its DEALER, monitor, HMAC session and requests in flight."""
+
+    def __init__(self, ctx, address: str, keys, encrypt: bool):
+        self.address = address
+        self.sock = make_socket(ctx, zmq.DEALER, hwm=1000)
+        if encrypt:
+            curve_client(self.sock, keys)
+        self.monitor = self.sock.get_monitor_socket(_MONITOR_EVENTS)
+        self.sock.connect(address)
+        self.connected = False
+        self.needs_session = keys is not None and not encrypt
+        self.session = None  # (sid, nonce) once welcomed
+        self.hello_sent = False
+        self.seq = 0
+        self.waiting: deque = deque()  # requests held until the session opens
+        self.requests: dict = {}       # req_id -> (pull, offset or None for META)
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.monitor.close(0)
+        self.sock.close(0)
+
+
+class TransferClient:
+    """Pull objects into ``store`` (used from the client's thread only).
+
+    ``keys``/``encrypt`` must match the servers' (see TransferServer). ``chunk_bytes`` and
+    ``window`` set the chunk size and the chunks in flight per pull; ``compress`` lets a
+    server lz4-compress when its samples say it pays (False: never ask).
+    """
+
+    def __init__(self, store, *, keys=None, encrypt: bool = True,
+                 chunk_bytes: int = DEFAULT_CHUNK_BYTES, window: int = DEFAULT_WINDOW,
+                 idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, compress: bool = True,
+                 pollable: bool = False):
+        if chunk_bytes <= 0 or window <= 0:
+            raise ValueError("chunk_bytes and window must be positive")
+        self.store = store
+        self.keys = keys_from(keys)
+        self.encrypt = encrypt
+        self.chunk_bytes = chunk_bytes
+        self.window = window
+        self.idle_timeout_s = idle_timeout_s
+        self.compress = compress
+        self._lock = threading.Lock()
+        self._inbox: deque = deque()
+        self._pulls: dict = {}  # oid -> _Pull (active)
+        self._peers: dict = {}  # address -> _Peer
+        self._completed: deque | None = deque() if pollable else None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        self._done_r = self._done_w = None
+        if pollable:
+            self._done_r, self._done_w = os.pipe()
+            os.set_blocking(self._done_r, False)
+            os.set_blocking(self._done_w, False)
+        self._closed = False
+        self._ctx = zmq.Context()
+        self._thread = threading.Thread(target=self._run, name="zactor-transfer-client",
+                                        daemon=True)
+        self._thread.start()
+
+    # ---- public API (any thread) --------------------------------------------------------
+
+    def pull(self, oid: bytes, address: str, *, timeout: float | None = None,
+             callback=None) -> PullHandle:
+        """Start pulling ``oid`` from the server at ``address`` (``host:port`` or
+        ``tcp://host:port``); returns at once. A pull of an object already being pulled
+        joins that transfer (same handle). ``callback(handle)`` runs when it ends, in the
+        client's thread (keep it short). ``timeout``: seconds for the whole pull."""
+        oid = bytes(oid)
+        if len(oid) != 28:
+            raise ValueError(f"object ids are 28 bytes, got {len(oid)}")
+        address = tcp_address(address)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("TransferClient is closed")
+            pull = self._pulls.get(oid)
+            if pull is None:
+                pull = _Pull(oid, address, deadline)
+                self._pulls[oid] = pull
+                self._inbox.append(pull)
+            elif deadline is not None:
+                pull.extend_deadline(deadline)
+            handle = pull.handle
+        if callback is not None:
+            handle.add_done_callback(callback)
+        os.write(self._wake_w, b"p")
+        return handle
+
+    def fetch(self, oid: bytes, address: str, timeout: float = 60.0) -> int:
+        """Pull and wait; returns the object's size or raises TransferError."""
+        return self.pull(oid, address, timeout=timeout).result(timeout + 1.0)
+
+    def fileno(self) -> int:
+        """(pollable=True) A file descriptor readable while ``completed()`` has handles."""
+        if self._done_r is None:
+            raise RuntimeError("create the TransferClient with pollable=True")
+        return self._done_r
+
+    def completed(self) -> list:
+        """(pollable=True) Handles of pulls finished since the last call (success or not)."""
+        if self._completed is None:
+            raise RuntimeError("create the TransferClient with pollable=True")
+        try:
+            while os.read(self._done_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while self._completed:
+            out.append(self._completed.popleft())
+        return out
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Fail pulls in flight (aborting their objects), close sockets. Idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        os.write(self._wake_w, b"c")
+        self._thread.join(timeout_s)
+        for fd in (self._wake_r, self._wake_w, self._done_r, self._done_w):
+            if fd is not None:
+                os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # ---- the client thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while True:
+                poller = zmq.Poller()
+                poller.register(self._wake_r, zmq.POLLIN)
+                for peer in self._peers.values():
+                    poller.register(peer.sock, zmq.POLLIN)
+                    poller.register(peer.monitor, zmq.POLLIN)
+                poller.poll(_TICK_MS)
+                try:
+                    os.read(self._wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                if self._closed:
+                    break
+                self._take_new()
+                for peer in list(self._peers.values()):
+                    self._drain(peer)
+                self._check_timers(time.monotonic())
+        except Exception:
+            log.exception("transfer client thread failed")
+        finally:
+            for pull in list(self._pulls.values()):
+                self._fail(pull, "closed", "the transfer client was closed")
+            for peer in self._peers.values():
+                peer.close()
+            self._ctx.term()
+
+    def _take_new(self) -> None:
+        while True:
+            with self._lock:
+                if not self._inbox:
+                    return
+                pull = self._inbox.popleft()
+            local = self.store.get_buffer(pull.oid)
+            if local is not None:  # already here: nothing to move
+                with local:
+                    pull.size = local.data.nbytes
+                self._finish(pull)
+                continue
+            peer = self._peers.get(pull.address)
+            if peer is None:
+                peer = self._peers[pull.address] = _Peer(self._ctx, pull.address, self.keys,
+                                                          self.encrypt)
+            pull.touch()
+            self._request(peer, pull, M.XFER_META_REQ, None, 0)
+
+    def _request(self, peer: _Peer, pull, mtype, offset, length) -> None:
+        if peer.needs_session and peer.session is None:
+            peer.waiting.append((pull, mtype, offset, length))
+            if not peer.hello_sent:
+                peer.hello_sent = True
+                peer.hello_id = P.next_request_id()
+                self._send(peer, P.encode(M.XFER_HELLO, {}, peer.hello_id))
+            return
+        req_id = P.next_request_id()
+        body = {"oid": pull.oid}
+        if offset is not None:
+            body.update(offset=offset, length=length, compress=pull.compress)
+        if peer.needs_session:
+            peer.seq += 1
+            sid, nonce = peer.session
+            body.update(sid=sid, seq=peer.seq, mac=M.request_mac(
+                self._mac_key, nonce, peer.seq, mtype.code, req_id, pull.oid, offset or 0,
+                length))
+        peer.requests[req_id] = (pull, offset)
+        pull.outstanding += 1
+        self._send(peer, P.encode(mtype, body, req_id))
+
+    @property
+    def _mac_key(self) -> bytes:
+        return self.keys.hmac_key(M.MAC_PURPOSE)
+
+    def _send(self, peer, frames) -> None:
+        try:
+            peer.sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as e:  # over the high-water mark: the pull times out instead
+            log.debug("transfer client: request to %s dropped: %s", peer.address, e)
+
+    def _drain(self, peer: _Peer) -> None:
+        while True:
+            try:
+                frames = peer.monitor.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            self._on_event(peer, frames)
+        for _ in range(256):
+            try:
+                frames = peer.sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                msg_type, req_id = P.decode_header(frames[0].bytes)
+                self._on_reply(peer, msg_type, req_id, frames)
+            except ProtocolError as e:
+                log.warning("transfer client: bad reply from %s dropped: %s", peer.address, e)
+
+    def _on_event(self, peer: _Peer, frames) -> None:
+        from zmq.utils.monitor import parse_monitor_message
+
+        event = parse_monitor_message(frames)["event"]
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            peer.connected = True
+        elif event == zmq.EVENT_DISCONNECTED and peer.connected:
+            peer.connected = False
+            self._peer_failed(peer, "peer_lost", "the connection to the peer was lost")
+        else:  # a failed handshake, or a connection closed by the peer before it completed
+            self._peer_failed(peer, "refused", "the peer refused the handshake (cluster keys "
+                                               "or encrypt setting differ)")
+
+    def _peer_failed(self, peer: _Peer, reason: str, detail: str) -> None:
+        """Fail every pull using ``peer``; its session is gone (a restarted server)."""
+        for pull in {p for p, _ in peer.requests.values()} | {w[0] for w in peer.waiting}:
+            self._fail(pull, reason, detail)
+        peer.requests.clear()
+        peer.waiting.clear()
+        peer.session, peer.hello_sent = None, False
+
+    def _on_reply(self, peer: _Peer, mtype, req_id: int, frames) -> None:
+        if mtype is M.XFER_WELCOME and peer.hello_sent and req_id == peer.hello_id:
+            msg = P.decode([f.bytes for f in frames[:2]])
+            peer.session = (msg["sid"], msg["nonce"])
+            waiting, peer.waiting = peer.waiting, deque()
+            for pull, mt, offset, length in waiting:
+                if pull.oid in self._pulls:
+                    self._request(peer, pull, mt, offset, length)
+            return
+        entry = peer.requests.pop(req_id, None)
+        if entry is None:
+            return  # a reply to a pull already failed or finished
+        pull, offset = entry
+        pull.outstanding -= 1
+        if pull.done:
+            return
+        pull.touch()
+        try:
+            msg = P.decode([frames[0].bytes, frames[1].bytes])
+        except ProtocolError as e:
+            self._fail(pull, P.ERR_MALFORMED, f"bad reply: {e}")
+            return
+        if mtype is P.ERROR:
+            self._fail(pull, msg["code"], msg["message"])
+        elif mtype is M.XFER_META and offset is None:
+            self._on_meta(peer, pull, msg)
+        elif mtype is M.XFER_CHUNK and offset == msg["offset"] and len(frames) == 3:
+            self._on_chunk(peer, pull, msg, frames[2])
+        else:
+            self._fail(pull, P.ERR_MALFORMED, f"unexpected reply {mtype.name}")
+
+    def _on_meta(self, peer, pull, msg) -> None:
+        size = msg["size"]
+        if not isinstance(size, int) or size < 0:
+            self._fail(pull, P.ERR_MALFORMED, f"bad size {size!r}")
+            return
+        pull.size = size
+        pull.compress = bool(msg["compress"]) and self.compress
+        try:
+            pull.buf = self.store.create_buffer(pull.oid, size, bytes(msg["metadata"]))
+        except ObjectExistsError:
+            if self.store.contains(pull.oid):  # another writer finished it meanwhile
+                self._finish(pull)
+            else:
+                self._fail(pull, "store", "another writer is creating it in the local store")
+            return
+        except Exception as e:  # full store, bad size: the node manager decides what next
+            self._fail(pull, "store", f"{type(e).__name__}: {e}")
+            return
+        if size == 0:
+            self._finish(pull)
+            return
+        self._ask_more(peer, pull)
+
+    def _ask_more(self, peer, pull) -> None:
+        while pull.outstanding < self.window and pull.next_offset < pull.size:
+            length = min(self.chunk_bytes, pull.size - pull.next_offset)
+            self._request(peer, pull, M.XFER_CHUNK_REQ, pull.next_offset, length)
+            pull.next_offset += length
+
+    def _on_chunk(self, peer, pull, msg, payload) -> None:
+        offset, length = msg["offset"], msg["length"]
+        if length != min(self.chunk_bytes, pull.size - offset):
+            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} has length {length}")
+            return
+        data = payload.buffer
+        if msg["codec"] == M.CODEC_LZ4:
+            try:
+                data = lz4.block.decompress(data, uncompressed_size=length)
+            except Exception as e:  # lz4.block.LZ4BlockError or a bad size
+                self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} does not decompress: {e}")
+                return
+        if len(data) != length:
+            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset}: {len(data)} bytes, "
+                                              f"expected {length}")
+            return
+        pull.buf[offset:offset + length] = data
+        pull.received += length
+        pull.handle.bytes_received = pull.received
+        if pull.received == pull.size:
+            self._finish(pull)
+        else:
+            self._ask_more(peer, pull)
+
+    def _check_timers(self, now: float) -> None:
+        for pull in list(self._pulls.values()):
+            if pull.deadline is not None and now > pull.deadline:
+                self._fail(pull, "timeout", "the pull's timeout expired")
+            elif now - pull.last_activity > self.idle_timeout_s:
+                self._fail(pull, "timeout", f"no reply from the peer for "
+                                            f"{self.idle_timeout_s:g}s (is it running?)")
+
+    # ---- endings ------------------------------------------------------------------------
+
+    def _finish(self, pull) -> None:
+        if pull.buf is not None:
+            pull.buf.release()
+            pull.buf = None
+            try:
+                self.store.seal(pull.oid)
+            except Exception as e:
+                self._end(pull, M.TransferError(pull.oid, pull.address, "store", str(e)))
+                return
+        self._end(pull, None)
+
+    def _fail(self, pull, reason: str, detail: str) -> None:
+        if pull.done:
+            return
+        if pull.buf is not None:  # drop our view before the memory goes back to the store
+            pull.buf.release()
+            pull.buf = None
+            try:
+                self.store.abort(pull.oid)
+            except Exception:
+                log.exception("transfer client: abort of %s failed", pull.oid.hex())
+        self._end(pull, M.TransferError(pull.oid, pull.address, reason, detail))
+
+    def _end(self, pull, error) -> None:
+        pull.done = True
+        with self._lock:
+            if self._pulls.get(pull.oid) is pull:
+                del self._pulls[pull.oid]
+        pull.handle._set(pull.size, error)  # first: a poller woken below sees it done
+        if self._completed is not None:
+            self._completed.append(pull.handle)
+            try:
+                os.write(self._done_w, b"d")
+            except BlockingIOError:  # the pipe is full: it is readable anyway
+                pass

@@ -348,8 +348,9 @@ class SchedulerDaemon:
             if mtype is M.SPILL:
                 return self._reply(ident, req_id, M.PLACE,
                                    {"decisions": self.on_spill(ident, msg)})
-            handler = {M.CREATE_PG: self.on_create_pg, M.REMOVE_PG: self.on_remove_pg,
-                       M.GET_PG: self.on_get_pg}.get(mtype)
+            handler = {M.CREATE_PG.code: self.on_create_pg,  # MessageType is unhashable
+                       M.REMOVE_PG.code: self.on_remove_pg,
+                       M.GET_PG.code: self.on_get_pg}.get(mtype.code)
             if handler is None:
                 if mtype is P.PING:
                     return self._reply(ident, req_id, P.PONG, {"sender": "scheduler"})
@@ -360,7 +361,8 @@ class SchedulerDaemon:
         except ControlStoreError as exc:
             self._reply(ident, req_id, P.ERROR, {"code": ERR_UNAVAILABLE, "message": str(exc)})
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            log.warning("bad %s from %r: %s", mtype.name, ident[:32], exc)
+            log.warning("bad %s from %r: %s", mtype.name, ident[:32], exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
             self._reply(ident, req_id, P.ERROR, {"code": P.ERR_MALFORMED, "message": str(exc)})
 
     def _reply(self, ident, req_id, mtype, body) -> None:

@@ -216,7 +216,24 @@ class GlobalPolicy:
         self._last_spread[view.node_id] = self._spread_clock
         return view
 
+    def resolve(self, node_id):
+        """The known node id a strategy names: drivers send hex strings (Ray's public form),
+        node rows may use raw bytes; either names the same node."""
+        if node_id in self.nodes:
+            return node_id
+        if isinstance(node_id, str):
+            try:
+                alt = bytes.fromhex(node_id)
+            except ValueError:
+                return node_id
+        elif isinstance(node_id, (bytes, bytearray)):
+            alt = bytes(node_id).hex()
+        else:
+            return node_id
+        return alt if alt in self.nodes else node_id
+
     def _decide_affinity(self, demand, deps, node_id, soft):
+        node_id = self.resolve(node_id)
         view = self.nodes.get(node_id)
         ok = view is not None and view.alive and demand.fits_in(view.total)
         if ok and (not soft or demand.fits_in(view.available)):

@@ -274,6 +274,10 @@ class SchedulerDaemon:
         pg_id = pg_key(msg["pg_id"])
         row = self.pgs.pop(pg_id, None)
         if row is None:
+            # a re-sent REMOVE_PG (its answer was lost) finds the removed row: answer it again
+            stored = self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
+            if isinstance(stored, dict) and stored.get("state") == "removed":
+                return stored
             raise KeyError(f"placement group {pg_id!r} does not exist")
         bundles = parse_bundles(row["bundles"])
         nodes = list(row.get("nodes") or [])
@@ -289,7 +293,11 @@ class SchedulerDaemon:
     def on_get_pg(self, msg: P.Message):
         if msg["pg_id"] is None:
             return {k.hex(): v for k, v in sorted(self.pgs.items())}
-        return self.pgs.get(pg_key(msg["pg_id"]))
+        pg_id = pg_key(msg["pg_id"])
+        if pg_id in self.pgs:
+            return self.pgs[pg_id]
+        # removed groups leave memory (bounded state) but keep their row: read it there
+        return self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
 
     # ---- spilled tasks -------------------------------------------------------------------------
     def on_spill(self, ident: bytes, msg: P.Message) -> list:

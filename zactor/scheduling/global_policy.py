@@ -50,6 +50,12 @@ class NodeView:
     bandwidth: float = DEFAULT_BANDWIDTH
     avg_task_s: float = DEFAULT_TASK_S
     row: dict = field(default_factory=dict)
+    key: str = ""
+    par: int = 1
+
+    def __post_init__(self):
+        self.key = node_key(self.node_id)
+        self.par = self.parallelism()
 
     @classmethod
     def from_row(cls, row: dict) -> "NodeView":
@@ -60,8 +66,9 @@ class NodeView:
                    available=total if avail is None else ResourceSet(avail),
                    queue_len=max(0, int(row.get("queue_len") or 0)),
                    alive=row.get("state", "alive") == "alive",
-                   bandwidth=float(row.get("bandwidth") or DEFAULT_BANDWIDTH),
-                   avg_task_s=float(row.get("avg_task_s") or DEFAULT_TASK_S), row=row)
+                   bandwidth=max(1.0, float(row.get("bandwidth") or DEFAULT_BANDWIDTH)),
+                   avg_task_s=max(0.0, float(row.get("avg_task_s") or DEFAULT_TASK_S)),
+                   row=row)
 
     def parallelism(self) -> int:
         return max(1, self.total.units(CPU) // RESOURCE_UNIT)
@@ -100,6 +107,35 @@ def parse_strategy(strategy):
     raise ValueError(f"unknown scheduling strategy {strategy!r}")
 
 
+def _fits(items, units: dict) -> bool:
+    # the hot loop reads ResourceSet's unit dicts directly: a method call and a generator per
+    # (task, node) pair cost more than the whole comparison
+    for name, amount in items:
+        if units.get(name, 0) < amount:
+            return False
+    return True
+
+
+def _dep_bytes(deps):
+    """(bytes of all inputs, {node_id: bytes of them it holds})."""
+    total, local = 0, {}
+    for dep in deps or ():
+        size = max(0, int(dep[1] or 0))
+        total += size
+        for holder in set(dep[2] or ()):
+            local[holder] = local.get(holder, 0) + size
+    return total, local
+
+
+def _wait(view: NodeView, items, total: int, local: dict) -> float:
+    wait = view.queue_len * view.avg_task_s / view.par
+    if not _fits(items, view.available._units):
+        wait += view.avg_task_s  # it waits at least for one running task to end
+    if total:
+        wait += (total - local.get(view.node_id, 0)) / max(1.0, view.bandwidth)
+    return wait
+
+
 class GlobalPolicy:
     """Node views, placement-group bundle locations, and the placement decisions."""
 
@@ -108,6 +144,10 @@ class GlobalPolicy:
         self.default_bandwidth = bandwidth
         self.nodes: dict = {}          # node_id -> NodeView
         self.pgs: dict = {}            # pg_id -> {"bundles": [ResourceSet], "nodes": [...]}
+        self._alive = None             # sorted alive node ids; rebuilt when membership changes
+        self._alive_gen = 0            # bumped whenever _alive or any node's totals change
+        self._fit_cache: dict = {}     # demand -> fitting node ids, for _alive_gen
+        self._fit_cache_gen = -1
         self._spread_clock = 0
         self._last_spread: dict = {}   # node_id -> clock of its last SPREAD pick
 
@@ -118,20 +158,33 @@ class GlobalPolicy:
             view.bandwidth = self.default_bandwidth
         if "avg_task_s" not in row:
             view.avg_task_s = self.default_task_s
+        old = self.nodes.get(view.node_id)
+        if old is None or old.alive != view.alive:
+            self._alive = None
+            self._alive_gen += 1
+        elif old.total != view.total:
+            self._alive_gen += 1
         self.nodes[view.node_id] = view
         return view
 
     def remove_node(self, node_id) -> None:
         self.nodes.pop(node_id, None)
         self._last_spread.pop(node_id, None)
+        self._alive = None
+        self._alive_gen += 1
 
     def mark_dead(self, node_id) -> None:
         if node_id in self.nodes:
             self.nodes[node_id].alive = False
+            self._alive = None
+            self._alive_gen += 1
 
     def alive_nodes(self) -> list:
-        return sorted((v for v in self.nodes.values() if v.alive),
-                      key=lambda v: node_key(v.node_id))
+        if self._alive is None:
+            self._alive = [v.node_id for v in sorted(
+                (v for v in self.nodes.values() if v.alive), key=lambda v: v.key)]
+        nodes = self.nodes
+        return [nodes[n] for n in self._alive]
 
     def set_pg(self, pg_id, bundles, nodes) -> None:
         """Record where a placement group's bundles are (None: not placed)."""
@@ -155,19 +208,45 @@ class GlobalPolicy:
     # ---- estimates --------------------------------------------------------------------------
     def estimate_s(self, view: NodeView, demand: ResourceSet, deps) -> float:
         """Estimated seconds before the task could start on ``view``'s node."""
-        wait = view.queue_len * view.avg_task_s / view.parallelism()
-        if not demand.fits_in(view.available):
-            wait += view.avg_task_s  # it waits at least for one running task to end
-        remote = 0
-        for dep in deps or ():
-            size, holders = int(dep[1] or 0), dep[2] or ()
-            if view.node_id not in holders:
-                remote += max(0, size)
-        return wait + remote / max(1.0, view.bandwidth)
+        total, local = _dep_bytes(deps)
+        return _wait(view, list(demand._units.items()), total, local)
 
     def _best(self, candidates, demand, deps):
-        return min(candidates, key=lambda v: (self.estimate_s(v, demand, deps),
-                                              v.utilisation(demand), node_key(v.node_id)))
+        """The candidate with the lowest estimate; ties: least utilised, then smallest id."""
+        items = list(demand._units.items())
+        total, local = _dep_bytes(deps)
+        low, ties = None, []
+        for v in candidates:  # _wait inlined: this loop is the policy's whole cost
+            w = v.queue_len * v.avg_task_s / v.par
+            avail = v.available._units
+            for name, amount in items:
+                if avail.get(name, 0) < amount:
+                    w += v.avg_task_s
+                    break
+            if total:
+                w += (total - local.get(v.node_id, 0)) / v.bandwidth
+            if low is None or w < low - 1e-12:
+                low, ties = w, [v]
+            elif w <= low + 1e-12:
+                ties.append(v)
+        if len(ties) == 1:
+            return ties[0]
+        return min(ties, key=lambda v: (v.utilisation(demand), v.key))
+
+    def fitting(self, demand: ResourceSet) -> list:
+        """Alive nodes whose totals can hold ``demand``; cached per demand until membership
+        or a node's totals change (totals are nearly static; a burst repeats few demands)."""
+        if self._fit_cache_gen != self._alive_gen or len(self._fit_cache) > 4096:
+            self._fit_cache = {}
+            self._fit_cache_gen = self._alive_gen
+        alive = self.alive_nodes()
+        ids = self._fit_cache.get(demand)
+        if ids is None:
+            items = list(demand._units.items())
+            ids = self._fit_cache[demand] = [v.node_id for v in alive
+                                             if _fits(items, v.total._units)]
+        nodes = self.nodes
+        return [nodes[n] for n in ids]
 
     def _commit(self, view: NodeView, demand: ResourceSet) -> None:
         if demand.fits_in(view.available):
@@ -192,7 +271,7 @@ class GlobalPolicy:
         elif kind == "node":
             node, reason = self._decide_affinity(demand, deps, *args)
         else:
-            fitting = [v for v in self.alive_nodes() if demand.fits_in(v.total)]
+            fitting = self.fitting(demand)
             if not fitting:
                 return Decision(task_id, None, f"{INFEASIBLE}: no alive node has {demand}")
             if kind == "SPREAD":
@@ -211,7 +290,7 @@ class GlobalPolicy:
         # prefer nodes with room now; among them the one picked least recently (round robin)
         free = [v for v in fitting if demand.fits_in(v.available)] or fitting
         view = min(free, key=lambda v: (self._last_spread.get(v.node_id, -1),
-                                        node_key(v.node_id)))
+                                        v.key))
         self._spread_clock += 1
         self._last_spread[view.node_id] = self._spread_clock
         return view
@@ -242,7 +321,7 @@ class GlobalPolicy:
             why = ("unknown node" if view is None else "node is dead" if not view.alive
                    else f"node cannot hold {demand}")
             return None, f"{FAILED}: hard node affinity to {node_key(node_id)}: {why}"
-        fitting = [v for v in self.alive_nodes() if demand.fits_in(v.total)]
+        fitting = self.fitting(demand)
         if not fitting:
             return None, f"{INFEASIBLE}: no alive node has {demand}"
         if ok and not any(demand.fits_in(v.available) for v in fitting):

@@ -22,6 +22,8 @@ SUBCOMMANDS = [
     ("store-bench", "zactor.benchmarks.store", "benchmark the shared-memory object store"),
     ("gcs", "zactor.control.replica_main", "run one control-store replica (or coordinator)"),
     ("gcs-bench", "zactor.benchmarks.control", "benchmark the control store"),
+    ("scheduler", "zactor.scheduling.scheduler_main",
+     "run the cluster's global scheduler (spilled tasks, placement groups, node deaths)"),
 ]
 
 

@@ -20,6 +20,27 @@ Control-store rows (values msgpack):
         every subscriber gets.
     kv[b"cluster:scheduler"] = {host, port, pid, started_at}   where the scheduler listens
     kv[b"pg:" + pg_id] = {pg_id, bundles [{res}], strategy, state, nodes [node_id per bundle]}
+
+Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all optional:
+
+    nodes rows may carry ``bandwidth`` (bytes/s the node pulls remote objects at, default
+        1e9) and ``avg_task_s`` (its measured mean task duration, default 0.01 s): the
+        scheduler's waiting-time estimate uses them.
+    pg rows also carry ``name``, ``created_at`` and ``reason``; ``state`` is "pending" (not
+        placed yet: retried whenever a node joins or frees resources), "created" (every bundle
+        reserved), "rescheduling" (a bundle's node died; ``nodes`` has None there until it is
+        placed again) or "removed"; ``pg_id`` is bytes (a str id is UTF-8 encoded).
+    PLACE reasons start with a code: "placed: ...", "infeasible: ..." (no alive node can hold
+        it now: the origin keeps the task; the scheduler sends another PLACE, req_id 0, when a
+        node that fits appears, and the origin also re-sends the SPILL every few seconds since a
+        restarted scheduler forgot it) or "failed: ..." (never placeable: hard affinity to a dead
+        or unknown node, a removed placement group, a bundle too small: fail the task).
+    CREATE_PG is answered OK {value: the pg row} (state "created" or "pending", with ``reason``
+        naming why it does not fit yet), or ERROR "malformed" for bad bundles / strategy.
+        Re-sending a CREATE_PG for an existing pg_id returns its row (resends are harmless).
+    REMOVE_PG is answered OK {value: the pg row, state "removed"} (ERROR when unknown).
+    GET_PG (below) reads pg rows through the scheduler (drivers without a control-store client).
+    FENCED is also sent scheduler -> node manager when a node it declared dead writes a row.
 """
 
 from __future__ import annotations
@@ -60,3 +81,6 @@ RESERVE_BUNDLES = define(0x67, "RESERVE_BUNDLES", required=("pg_id", "bundles"),
 # node manager -> node manager: a node that was declared dead and is still running learns
 #   it (also from its own row); it kills its workers and joins again as a new node
 FENCED = define(0x68, "FENCED", required=("node_id", "incarnation"))
+# driver -> scheduler: one placement group's row (pg_id) or, with pg_id None, every row:
+#   answered OK {value: row | None} / OK {value: {pg_id.hex(): row}}
+GET_PG = define(0x69, "GET_PG", optional={"pg_id": None})

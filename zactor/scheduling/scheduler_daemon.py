@@ -1,0 +1,411 @@
+"""The global scheduler's event loop: sockets and control-store rows around ``GlobalPolicy``.
+
+Runs in the ``zactor scheduler`` process (scheduler_main.py). Stateless by design: whatever it
+must not lose is a control-store row (nodes, kv pg:*), so a SIGKILLed scheduler restarted
+anywhere rebuilds its state by scanning them. What it keeps only in memory is soft: the
+optimistic view adjustments (the next heartbeats replace them), the infeasible tasks waiting for
+a node (their origins re-send SPILLs), when it last heard from each node (a restart grants
+every node a fresh node-death-timeout).
+
+One thread owns the sockets: a ROUTER for node managers and drivers (SPILL, CREATE_PG,
+REMOVE_PG, GET_PG) and a DEALER per node manager (RESERVE_BUNDLES, FENCED). The control-store
+client's IO thread delivers ``nodes`` updates into a queue this loop drains.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import time
+
+import zmq
+
+from zactor import protocol as P
+from zactor.cluster import messages as M
+from zactor.control.client import GcsClient
+from zactor.exceptions import ControlStoreError, ProtocolError
+from zactor.net.sockets import bind_free, make_socket
+from zactor.scheduling.global_policy import FAILED, INFEASIBLE, GlobalPolicy, node_key
+from zactor.scheduling.pg_placement import STRATEGIES
+from zactor.scheduling.resources import ResourceSet
+
+log = logging.getLogger(__name__)
+POLL_MS = 10
+TICK_S = 0.02              # death checks and pending retries at most this often
+GCS_TIMEOUT_S = 5.0
+MAX_PENDING_TASKS = 100_000
+SCHEDULER_KEY = b"cluster:scheduler"
+ERR_UNAVAILABLE = "unavailable"
+
+
+def pg_key(pg_id) -> bytes:
+    if isinstance(pg_id, str):
+        return pg_id.encode()
+    if isinstance(pg_id, bytes) and pg_id:
+        return pg_id
+    raise ValueError(f"pg_id must be non-empty bytes or str, got {pg_id!r}")
+
+
+def parse_bundles(bundles) -> list:
+    if not isinstance(bundles, list) or not bundles:
+        raise ValueError("bundles must be a non-empty list of {resource: amount} maps")
+    out = []
+    for i, b in enumerate(bundles):
+        if not isinstance(b, dict) or not b:
+            raise ValueError(f"bundle {i} must be a non-empty map, got {b!r}")
+        for name, amount in b.items():
+            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
+                raise ValueError(f"bundle {i}: resource {name!r} must be > 0, got {amount!r}")
+        out.append(ResourceSet(b))
+    return out
+
+
+class SchedulerDaemon:
+    def __init__(self, gcs_address: str, host: str = "127.0.0.1", port: int = 0,
+                 node_death_timeout_s: float = M.NODE_DEATH_TIMEOUT_S):
+        self.death_timeout_s = node_death_timeout_s
+        self.gcs = GcsClient.connect(gcs_address, timeout_s=GCS_TIMEOUT_S)
+        self.ctx = zmq.Context()
+        self.router = make_socket(self.ctx, zmq.ROUTER)
+        self.addr = bind_free(self.router, host, port)
+        self.host, self.port = host, int(self.addr.rsplit(":", 1)[1])
+        self.policy = GlobalPolicy()
+        self.updates: queue.Queue = queue.Queue()
+        self.node_keys: dict = {}        # node_id -> its nodes-table key
+        self.last_heard: dict = {}       # node_id -> monotonic time of its last alive row
+        self.fenced: set = set()         # (node_id, incarnation) declared dead
+        self.dealers: dict = {}          # node_id -> (address, DEALER)
+        self.pgs: dict = {}              # pg_id bytes -> row
+        self.pending = collections.OrderedDict()  # task_id -> (origin identity, task)
+        self.dirty = False               # nodes changed: retry what did not fit
+        self.running = True
+        self.next_tick = 0.0
+        self.stats = collections.Counter()
+
+    # ---- start-up: rebuild from the control store -------------------------------------------
+    def start(self) -> None:
+        # subscribe before scanning: an update racing the scan is delivered after it, and a
+        # row read twice is harmless (the newer one wins)
+        self.sub = self.gcs.subscribe("nodes", callback=self.updates.put)
+        now = time.monotonic()
+        for key, row in self.gcs.scan("nodes", timeout_s=GCS_TIMEOUT_S):
+            self._on_row(key, row, "put", now)
+        for key, row in self.gcs.scan("kv", prefix=b"pg:", timeout_s=GCS_TIMEOUT_S):
+            if isinstance(row, dict) and row.get("state") != "removed":
+                self._load_pg(key[3:], row)
+        self.gcs.put("kv", SCHEDULER_KEY, {"host": self.host, "port": self.port,
+                                           "pid": os.getpid(), "started_at": time.time()},
+                     timeout_s=GCS_TIMEOUT_S)
+        log.info("scheduler at %s: %d nodes, %d placement groups", self.addr,
+                 len(self.policy.nodes), len(self.pgs))
+
+    def _load_pg(self, pg_id: bytes, row: dict) -> None:
+        try:
+            bundles = parse_bundles(row["bundles"])
+            nodes = list(row.get("nodes") or [None] * len(bundles))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring malformed pg row %r: %s", pg_id, exc)
+            return
+        self.pgs[pg_id] = row
+        self.policy.set_pg(pg_id, bundles, nodes)
+        # the scheduler may have died between writing the row and telling the nodes: tell
+        # them again (a node treats a reservation it already holds as a no-op)
+        self._send_reservations(pg_id, bundles, nodes, release=False)
+        if row.get("state") != "created":
+            self.dirty = True
+
+    # ---- node rows ----------------------------------------------------------------------------
+    def _drain_updates(self, now: float) -> None:
+        while True:
+            try:
+                upd = self.updates.get_nowait()
+            except queue.Empty:
+                return
+            if upd.op in ("put", "resync", "delete"):
+                self._on_row(upd.key, upd.value, upd.op, now)
+
+    def _on_row(self, key: bytes, row, op: str, now: float) -> None:
+        if op == "delete":
+            nid = next((n for n, k in self.node_keys.items() if k == key), None)
+            if nid is not None:
+                self._node_gone(nid, "its row was deleted")
+                self.policy.remove_node(nid)
+            return
+        try:
+            nid, inc, state = row["node_id"], row.get("incarnation"), row.get("state", "alive")
+            if state == "alive" and (nid, inc) in self.fenced:
+                self._refence(key, row)
+                return
+            view = self.policy.update_node(row)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("ignoring malformed nodes row %r: %s", key, exc)
+            return
+        self.node_keys[nid] = key
+        if view.alive:
+            self.last_heard[nid] = now
+            self.dirty = True
+        else:
+            self._node_gone(nid, row.get("reason", "dead"))
+            self.fenced.add((nid, inc))
+
+    def _refence(self, key: bytes, row: dict) -> None:
+        """A node declared dead wrote an alive row: tell it and restore the death notice."""
+        log.warning("node %s (incarnation %s) was declared dead and still writes rows",
+                    node_key(row["node_id"]), row.get("incarnation"))
+        self._send_node(row["node_id"], M.FENCED, {"node_id": row["node_id"],
+                                                   "incarnation": row.get("incarnation")}, row)
+        self.gcs.put_async("nodes", key, dict(row, state="dead", reason="fenced: declared "
+                                              "dead by the global scheduler"))
+
+    def _check_deaths(self, now: float) -> None:
+        for nid, heard in list(self.last_heard.items()):
+            if now - heard <= self.death_timeout_s:
+                continue
+            view = self.policy.nodes.get(nid)
+            reason = (f"no heartbeat received by the global scheduler for "
+                      f"{self.death_timeout_s:g} s")
+            log.warning("node %s is dead: %s", node_key(nid), reason)
+            self.stats["nodes_dead"] += 1
+            self.policy.mark_dead(nid)
+            if view is not None:
+                self.fenced.add((nid, view.row.get("incarnation")))
+                self.gcs.put_async("nodes", self.node_keys[nid],
+                                   dict(view.row, state="dead", reason=reason))
+            self._node_gone(nid, reason)
+
+    def _node_gone(self, nid, reason: str) -> None:
+        self.last_heard.pop(nid, None)
+        entry = self.dealers.pop(nid, None)
+        if entry is not None:
+            entry[1].close(0)
+        for pg_id, row in self.pgs.items():
+            nodes = row.get("nodes") or []
+            if nid in nodes and row.get("state") in ("created", "rescheduling"):
+                lost = [i for i, n in enumerate(nodes) if n == nid]
+                log.warning("placement group %r loses bundles %s (%s)", pg_id, lost, reason)
+                row = dict(row, nodes=[None if n == nid else n for n in nodes],
+                           state="rescheduling", reason=f"node died: {reason}")
+                self._save_pg(pg_id, row, wait=False)
+                self.dirty = True
+
+    # ---- sockets to node managers --------------------------------------------------------------
+    def _send_node(self, nid, mtype, body, row=None) -> None:
+        row = row or (self.policy.nodes[nid].row if nid in self.policy.nodes else None)
+        if row is None:
+            return
+        addr = f"tcp://{row.get('host')}:{row.get('node_port')}"
+        entry = self.dealers.get(nid)
+        if entry is None or entry[0] != addr:
+            if entry is not None:
+                entry[1].close(0)
+            sock = make_socket(self.ctx, zmq.DEALER, b"zactor-scheduler-%d" % os.getpid())
+            sock.connect(addr)
+            entry = self.dealers[nid] = (addr, sock)
+        try:
+            entry[1].send_multipart(P.encode(mtype, body, P.next_request_id()), zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("cannot send %s to node %s: %s", mtype.name, node_key(nid), exc)
+
+    def _drain_dealers(self) -> None:
+        for _addr, sock in list(self.dealers.values()):
+            while True:  # node replies (OK / ERROR) carry nothing the scheduler needs
+                try:
+                    sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+
+    def _send_reservations(self, pg_id, bundles, nodes, release: bool) -> None:
+        per_node: dict = {}
+        for i, (b, n) in enumerate(zip(bundles, nodes)):
+            if n is not None:
+                per_node.setdefault(n, []).append([i, b.to_dict()])
+        for n, items in sorted(per_node.items(), key=lambda kv: node_key(kv[0])):
+            self._send_node(n, M.RESERVE_BUNDLES, {"pg_id": pg_id, "bundles": items,
+                                                   "release": release})
+
+    # ---- placement groups ----------------------------------------------------------------------
+    def _save_pg(self, pg_id: bytes, row: dict, wait: bool = True) -> None:
+        self.pgs[pg_id] = row
+        if wait:
+            self.gcs.put("kv", b"pg:" + pg_id, row, timeout_s=GCS_TIMEOUT_S)
+        else:
+            self.gcs.put_async("kv", b"pg:" + pg_id, row)
+
+    def _try_place_pg(self, pg_id: bytes, row: dict, wait: bool = True) -> dict:
+        """Place what is unplaced of a pending/rescheduling group; returns its new row."""
+        bundles = parse_bundles(row["bundles"])
+        nodes = list(row.get("nodes") or [None] * len(bundles))
+        fixed = {i: n for i, n in enumerate(nodes) if n is not None}
+        placed = self.policy.place_bundles(bundles, row["strategy"], fixed)
+        if placed is None:
+            reason = (f"{len(bundles) - len(fixed)} bundle(s) {[b.to_dict() for b in bundles]}"
+                      f" cannot be reserved {row['strategy']} on the alive nodes now")
+            self.policy.set_pg(pg_id, bundles, nodes)
+            if row.get("reason") != reason or pg_id not in self.pgs:
+                row = dict(row, reason=reason, nodes=nodes)
+                self._save_pg(pg_id, row, wait)
+            return row
+        new = {i: n for i, n in enumerate(placed) if i not in fixed}
+        for i, n in new.items():
+            self.policy.reserve(n, bundles[i])
+        self.policy.set_pg(pg_id, bundles, placed)
+        row = dict(row, nodes=placed, state="created", reason="")
+        self._save_pg(pg_id, row, wait)
+        self._send_reservations(pg_id, bundles, [placed[i] if i in new else None
+                                                 for i in range(len(placed))], release=False)
+        self.stats["pgs_placed"] += 1
+        return row
+
+    def on_create_pg(self, msg: P.Message):
+        pg_id = pg_key(msg["pg_id"])
+        if pg_id in self.pgs:
+            return self.pgs[pg_id]
+        bundles = parse_bundles(msg["bundles"])
+        if msg["strategy"] not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {msg['strategy']!r}")
+        row = {"pg_id": pg_id, "bundles": [b.to_dict() for b in bundles],
+               "strategy": msg["strategy"], "state": "pending", "nodes": [None] * len(bundles),
+               "name": str(msg.get("name") or ""), "created_at": time.time(), "reason": ""}
+        return self._try_place_pg(pg_id, row)
+
+    def on_remove_pg(self, msg: P.Message):
+        pg_id = pg_key(msg["pg_id"])
+        row = self.pgs.pop(pg_id, None)
+        if row is None:
+            # a re-sent REMOVE_PG (its answer was lost) finds the removed row: answer it again
+            stored = self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
+            if isinstance(stored, dict) and stored.get("state") == "removed":
+                return stored
+            raise KeyError(f"placement group {pg_id!r} does not exist")
+        bundles = parse_bundles(row["bundles"])
+        nodes = list(row.get("nodes") or [])
+        for b, n in zip(bundles, nodes):
+            if n is not None:
+                self.policy.unreserve(n, b)
+        self._send_reservations(pg_id, bundles, nodes, release=True)
+        self.policy.drop_pg(pg_id)
+        row = dict(row, state="removed")
+        self.gcs.put("kv", b"pg:" + pg_id, row, timeout_s=GCS_TIMEOUT_S)
+        return row
+
+    def on_get_pg(self, msg: P.Message):
+        if msg["pg_id"] is None:
+            return {k.hex(): v for k, v in sorted(self.pgs.items())}
+        pg_id = pg_key(msg["pg_id"])
+        if pg_id in self.pgs:
+            return self.pgs[pg_id]
+        # removed groups leave memory (bounded state) but keep their row: read it there
+        return self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
+
+    # ---- spilled tasks -------------------------------------------------------------------------
+    def on_spill(self, ident: bytes, msg: P.Message) -> list:
+        tasks = msg["tasks"]
+        if not isinstance(tasks, list) or not all(isinstance(t, dict) and "task_id" in t
+                                                  for t in tasks):
+            raise ValueError("tasks must be a list of maps with a task_id")
+        out = []
+        for task in tasks:
+            d = self.policy.decide(task)
+            self.stats["decisions"] += 1
+            if d.node_id is None and d.reason.startswith(INFEASIBLE):
+                self.pending[d.task_id] = (ident, task)
+                self.pending.move_to_end(d.task_id)
+                while len(self.pending) > MAX_PENDING_TASKS:
+                    self.pending.popitem(last=False)  # its origin re-sends it
+            else:
+                self.pending.pop(d.task_id, None)
+            out.append(d.wire())
+        return out
+
+    def _retry_pending(self) -> None:
+        for pg_id, row in list(self.pgs.items()):
+            if row.get("state") in ("pending", "rescheduling"):
+                self._try_place_pg(pg_id, row, wait=False)
+        by_origin: dict = {}
+        for task_id, (ident, task) in list(self.pending.items()):
+            try:
+                d = self.policy.decide(task)
+            except (KeyError, TypeError, ValueError):
+                d = None
+            if d is None or d.node_id is not None or d.reason.startswith(FAILED):
+                del self.pending[task_id]
+                if d is not None:
+                    by_origin.setdefault(ident, []).append(d.wire())
+        for ident, decisions in by_origin.items():
+            self.router.send_multipart([ident, *P.encode(M.PLACE, {"decisions": decisions})])
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def handle(self, frames: list) -> None:
+        if len(frames) < 3:
+            log.warning("dropping a message of %d frames", len(frames))
+            return
+        ident = frames[0]
+        try:
+            mtype, req_id = P.decode_header(frames[1])
+        except ProtocolError as exc:
+            log.warning("dropping garbage from %r: %s", ident[:32], exc)
+            return
+        try:
+            msg = P.decode(frames[1:])
+        except ProtocolError as exc:
+            return self._reply(ident, req_id, P.ERROR, {"code": P.ERR_MALFORMED,
+                                                         "message": str(exc)})
+        try:
+            if mtype is M.SPILL:
+                return self._reply(ident, req_id, M.PLACE,
+                                   {"decisions": self.on_spill(ident, msg)})
+            handler = {M.CREATE_PG.code: self.on_create_pg,  # MessageType is unhashable
+                       M.REMOVE_PG.code: self.on_remove_pg,
+                       M.GET_PG.code: self.on_get_pg}.get(mtype.code)
+            if handler is None:
+                if mtype is P.PING:
+                    return self._reply(ident, req_id, P.PONG, {"sender": "scheduler"})
+                return self._reply(ident, req_id, P.ERROR, {
+                    "code": P.ERR_UNKNOWN_TYPE, "message": f"the scheduler does not serve "
+                                                          f"{mtype.name}"})
+            self._reply(ident, req_id, P.OK, {"value": handler(msg)})
+        except ControlStoreError as exc:
+            self._reply(ident, req_id, P.ERROR, {"code": ERR_UNAVAILABLE, "message": str(exc)})
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            log.warning("bad %s from %r: %s", mtype.name, ident[:32], exc,
+                        exc_info=log.isEnabledFor(logging.DEBUG))
+            self._reply(ident, req_id, P.ERROR, {"code": P.ERR_MALFORMED, "message": str(exc)})
+
+    def _reply(self, ident, req_id, mtype, body) -> None:
+        try:
+            frames = P.encode(mtype, body, req_id)
+        except ProtocolError as exc:  # e.g. a task_id msgpack cannot hold: answer the error
+            frames = P.encode(P.ERROR, {"code": P.ERR_MALFORMED, "message": str(exc)}, req_id)
+        self.router.send_multipart([ident, *frames])
+
+    def serve(self) -> None:
+        while self.running:
+            if self.router.poll(POLL_MS):
+                for _ in range(1000):
+                    try:
+                        frames = self.router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self.handle(frames)
+            now = time.monotonic()
+            self._drain_updates(now)
+            if now >= self.next_tick:
+                self.next_tick = now + TICK_S
+                self._check_deaths(now)
+                self._drain_dealers()
+                if self.dirty:
+                    self.dirty = False
+                    self._retry_pending()
+
+    def close(self) -> None:
+        for _addr, sock in self.dealers.values():
+            sock.close(0)
+        self.router.close(0)
+        self.ctx.term()
+        try:
+            self.gcs.flush(timeout_s=1.0)
+        except ControlStoreError:
+            pass
+        self.gcs.close()

@@ -178,7 +178,8 @@ def cleanup_stale(prefix: str = DEFAULT_PREFIX) -> list[str]:
     """Remove namespaces and gateway veths named ``<prefix><pid>...`` whose pid is dead
     (a crashed or SIGKILLed test run). Leftovers of live pids are left alone, as they
     may be a parallel run's. Returns the names removed."""
-    ns_re = re.compile(rf"^{re.escape(prefix)}(\d+)x\d+(?:s|h\d+)$")
+    # <tag>s, <tag>h<i>, and available()'s probe <prefix><pid>p
+    ns_re = re.compile(rf"^{re.escape(prefix)}(\d+)(?:x\d+(?:s|h\d+)|p)$")
     link_re = re.compile(rf"^{re.escape(prefix)}(\d+)g\d+$")
     removed = []
     for name in _root_links():

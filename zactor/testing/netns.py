@@ -14,6 +14,9 @@ driver there can reach the hosts. The bridge lives in a dedicated "switch" names
 their namespace, so only namespace names and the gateway carry the unique tag
 ``<prefix><pid>x<counter>`` (gateway: ``<prefix><pid>g<counter>``, at most 15 characters).
 
+Only the network is separate: processes in the hosts share the file system (/dev/shm
+included), pids and users with the rest of the machine. IPv4 only (faults ignore IPv6).
+
 Faults are silent packet loss, never an error a socket could see at once: every namespace
 holds permanent neighbour (ARP) entries for every address, so no address resolution can fail
 and turn into EHOSTUNREACH after 3 s.
@@ -244,7 +247,10 @@ class HostNetwork:
             cleanup_stale(self.prefix)
             self._setup()
         except BaseException:
-            self.close()
+            try:
+                self.close()
+            except NetnsError:
+                pass  # the setup error below is the one to report
             raise
         return self
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from zactor.testing import netns
-from zactor.testing.netns import HostNetwork, NetnsError, cleanup_stale
+from zactor.testing.netns import GATEWAY, HostNetwork, NetnsError, cleanup_stale
 
 # Echo server: prints its port once listening, then echoes every connection (one thread each).
 ECHO_SERVER = """
@@ -144,6 +144,49 @@ def test_partition_blocks_across_sides_only(host_network):
     net.heal()
     assert probe(a[0], a[2].address, port[2]) == "ok"
     assert probe(a[3], a[1].address, port[1]) == "ok"
+
+
+# UDP receiver: prints its port, then the first datagram or "none" after 1.5 s.
+UDP_RECEIVER = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 0)); s.settimeout(1.5)
+print(s.getsockname()[1], flush=True)
+try:
+    print(s.recv(16).decode(), flush=True)
+except socket.timeout:
+    print("none", flush=True)
+"""
+
+
+def udp_from_root(host) -> str:
+    proc = host.popen([sys.executable, "-c", UDP_RECEIVER], stdout=subprocess.PIPE)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"hello", (host.address, int(_read_line(proc))))
+    got = _read_line(proc)
+    proc.wait(timeout=10)
+    return got
+
+
+def test_partition_from_the_gateway(host_network):
+    net = host_network(2)
+    h0, h1 = net.hosts
+    port = {h.index: start_echo(h) for h in net.hosts}
+    with socket.socket() as srv:  # a server in the root namespace, on the gateway address
+        srv.bind((net.gateway_address, 0))
+        srv.listen(8)
+        root_port = srv.getsockname()[1]
+        net.partition([GATEWAY], [h1])
+        assert probe(None, h1.address, port[1], timeout=1.0) == "timeout"
+        assert probe(h1, net.gateway_address, root_port, timeout=1.0) == "timeout"
+        assert probe(None, h0.address, port[0]) == "ok"
+        assert probe(h0, h1.address, port[1]) == "ok"
+        # the ingress half on its own (no reply involved): a datagram from root is dropped
+        assert udp_from_root(h1) == "none"
+        assert udp_from_root(h0) == "hello"
+        net.heal()
+        assert probe(None, h1.address, port[1]) == "ok"
+    with pytest.raises(ValueError):
+        host_network(1, gateway=False).partition([GATEWAY], [0])
 
 
 def _present() -> tuple[set, set]:

@@ -26,7 +26,9 @@ and turn into EHOSTUNREACH after 3 s.
   action (no act_gact, cls_matchall, sch_netem), so each host of one side routes each address
   of the other side (a /32 route) to ``sink``, a veth whose peer is down, which drops
   what it is given. Hosts of one side still reach each other and the gateway; ``heal()``
-  removes the routes. Established connections are re-routed at their next packet.
+  removes the routes. Established connections are re-routed at their next packet. The
+  gateway (``GATEWAY``) may be on a side too: its hosts then also filter what comes from it
+  (strict rp_filter), so nothing is added to the root namespace.
 
 Cleanup: ``close()`` (or leaving the ``with``) kills the processes started in the hosts (and
 any other process left in its namespaces), deletes the gateway veth and the namespaces (which
@@ -60,6 +62,7 @@ from zactor.testing._ip import (  # noqa: F401 - _run and the listings are used 
 )
 
 DEFAULT_PREFIX = "zt"
+GATEWAY = "gateway"  # the root namespace, as a side of HostNetwork.partition
 _counter = itertools.count()
 _open_networks: set = set()
 _open_lock = threading.Lock()
@@ -206,6 +209,7 @@ class HostNetwork:
         self._procs: list[subprocess.Popen] = []
         self._made: list[str] = []  # namespaces created so far, for a cleanup after a failure
         self._cut: set[tuple[int, str]] = set()  # (host index, address) routed to its sink
+        self._rp_filter: set[int] = set()  # hosts with strict reverse-path filtering on
         self._closed = False
 
     # -- setup ------------------------------------------------------------------------
@@ -297,31 +301,48 @@ class HostNetwork:
         _wait_links_up(links)
 
     # -- faults -----------------------------------------------------------------------
-    def _resolve(self, hosts: Iterable[Host | int]) -> list[Host]:
-        out = []
+    def _resolve(self, hosts: Iterable[Host | int | str]) -> list[Host | str]:
+        out: list[Host | str] = []
         for h in hosts:
+            if h == GATEWAY:
+                if self.gateway_address is None:
+                    raise ValueError("this network has no gateway (gateway=False)")
+                out.append(GATEWAY)
+                continue
             host = self.hosts[h] if isinstance(h, int) else h
             if host.network is not self:
                 raise ValueError(f"{host} is not a host of this network")
             out.append(host)
         return out
 
-    def partition(self, a_hosts: Iterable[Host | int], b_hosts: Iterable[Host | int]) -> None:
+    def partition(self, a_hosts: Iterable[Host | int | str],
+                  b_hosts: Iterable[Host | int | str]) -> None:
         """Drop every packet between a host of ``a_hosts`` and one of ``b_hosts`` (Host
-        objects or indices), silently and both ways. Hosts of one side, and the gateway,
-        still reach each other. Partitions add up until :meth:`heal`."""
+        objects, indices, or GATEWAY for the root namespace), silently and both ways. Hosts
+        of one side still reach each other, and the gateway unless it is on a side.
+        Partitions add up until :meth:`heal`."""
         a, b = self._resolve(a_hosts), self._resolve(b_hosts)
-        if {h.index for h in a} & {h.index for h in b}:
+        if {getattr(h, "index", h) for h in a} & {getattr(h, "index", h) for h in b}:
             raise ValueError("a host cannot be on both sides of a partition")
         for side, other in ((a, b), (b, a)):
             for h in side:
+                if h == GATEWAY:
+                    continue  # the root namespace is left alone: its hosts drop both ways
                 lines = []
                 for o in other:
-                    if (h.index, o.address) not in self._cut:
-                        self._cut.add((h.index, o.address))
-                        lines += [f"route replace {o.address}/32 dev sink",
-                                  f"neigh replace {o.address} lladdr {o.mac} dev sink "
-                                  f"nud permanent"]
+                    address, mac = ((self.gateway_address, _mac(self.subnet.network_address + 1))
+                                    if o == GATEWAY else (o.address, o.mac))
+                    if o == GATEWAY and h.index not in self._rp_filter:
+                        # strict reverse-path filtering drops what comes from the gateway
+                        # once its address is routed to the sink, not to eth0: the ingress
+                        # half of the cut, with no rule in the root namespace
+                        h.run(["sh", "-c", "echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter"],
+                              timeout=10, check=True)
+                        self._rp_filter.add(h.index)
+                    if (h.index, address) not in self._cut:
+                        self._cut.add((h.index, address))
+                        lines += [f"route replace {address}/32 dev sink",
+                                  f"neigh replace {address} lladdr {mac} dev sink nud permanent"]
                 _batch(h.name, lines)
 
     def heal(self) -> None:

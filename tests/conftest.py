@@ -10,6 +10,8 @@ import time
 import psutil
 import pytest
 
+from tests.netns_fixtures import host_network  # noqa: F401 - registers the fixture for every test
+
 SHM_DIR = "/dev/shm"
 LEAK_GRACE_S = 10.0
 

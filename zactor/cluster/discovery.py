@@ -60,7 +60,8 @@ def find_local_node(coordinator: str, timeout_s: float = DISCOVERY_TIMEOUT_S) ->
             f"the zactor cluster at {coordinator} has no node on this machine "
             f"({len(rows)} node(s) known); start one here with "
             f"`zactor start --address {coordinator}`, then connect")
-    candidates.sort(key=lambda r: (r.get("host") not in mine, -r.get("started_at", 0)))
+    # the oldest node on this machine: the head, when this is the head machine
+    candidates.sort(key=lambda r: (r.get("host") not in mine, r.get("started_at", 0)))
     return candidates[0]
 
 

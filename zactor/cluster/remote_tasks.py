@@ -25,10 +25,8 @@ decentralised, it does not stop.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
-from collections import deque
 
 import zmq
 
@@ -41,6 +39,9 @@ from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
+#: a task whose inputs on other nodes exceed this goes to the global scheduler, which
+#: weighs moving the task against moving the data (the paper's locality rule)
+LOCALITY_THRESHOLD_BYTES = 100 * 1024
 
 
 class RemoteTasks:
@@ -63,6 +64,7 @@ class RemoteTasks:
         self.held_for_peer: dict[bytes, bytes] = {}  # oid -> origin node (at the executor)
         self.free_out: dict[bytes, list] = {}    # node id -> oids to free there
         self.functions_sent: dict[bytes, set] = {}
+        self.warned: set = set()  # infeasible tasks already warned about
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -134,13 +136,14 @@ class RemoteTasks:
             deps = self._dep_locations(task)
             if deps is None:
                 continue  # an argument is not ready yet: spill once it exists
+            request = {"task_id": task_id, "resources": task.spec["res"],
+                       "strategy": task.spec.get("strategy"), "deps": deps,
+                       "origin": self.nm.node_id}
             if self.scheduler_sock is None:
-                self._place(task_id, self.choose_node(task, deps))
+                self._decide_here(task_id, request)
                 continue
             entry[1] = now
-            requests.append({"task_id": task_id, "resources": task.spec["res"],
-                             "strategy": task.spec.get("strategy"), "deps": deps,
-                             "origin": self.nm.node_id})
+            requests.append(request)
         if requests:
             self.scheduler_sock.send_multipart(protocol.encode(cm.SPILL, {"tasks": requests}))
         for node_id, oids in self.free_out.items():
@@ -185,33 +188,41 @@ class RemoteTasks:
                             [self.nm.node_id]])
         return out
 
-    def choose_node(self, task, deps) -> bytes | None:
+    def _decide_here(self, task_id: bytes, request: dict) -> None:
         """The scheduler's policy, run here while no scheduler daemon is registered."""
-        from zactor.cluster.placement import choose_node
+        from zactor.cluster.placement import decide
 
-        return choose_node(self.link.alive_nodes(), task.spec["res"], deps,
-                           task.spec.get("strategy"), self.nm.node_id)
+        node_id, reason = decide(self.link.alive_nodes(), request)
+        self._place(task_id, node_id, reason)
 
     def on_place(self, _identity, msg) -> None:
-        for task_id, node_id, *_reason in msg["decisions"]:
+        for task_id, node_id, *reason in msg["decisions"]:
             if self.spilling.get(task_id, [None, None])[1] is not None:
-                self._place(task_id, node_id)
+                self._place(task_id, node_id, reason[0] if reason else "")
 
-    def _place(self, task_id: bytes, node_id) -> None:
+    def _place(self, task_id: bytes, node_id, reason: str = "") -> None:
+        from zactor.cluster.placement import is_failure
+
         entry = self.spilling.pop(task_id, None)
         if entry is None:
             return
         task = entry[0]
+        if node_id is None and is_failure(reason):
+            self.nm._fail_task(task_id, ValueError(
+                f"task {task.spec.get('name')} cannot be scheduled: {reason}"))
+            return
         if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
-            if node_id is None and not getattr(task, "warned", False):
-                task.warned = True
+            if node_id is None and task_id not in self.warned:
+                self.warned.add(task_id)
                 print(f"zactor: warning: task {task.spec.get('name')} needs "
-                      f"{task.spec['res']}, which no node of the cluster has; it waits "
-                      f"for a node that fits (infeasible)", file=sys.stderr)
+                      f"{task.spec['res']}, which no node of the cluster has now ({reason}); "
+                      f"it waits for a node that fits (infeasible)", file=sys.stderr)
             if node_id is None:  # infeasible: keep asking (a fitting node may join)
                 self.spilling[task_id] = [task, time.monotonic(), entry[2]]
                 return
-            self.nm._apply(self.nm.scheduler.submit(self.nm._request(task, local_only=True)))
+            request = self.nm._request(task, local_only=True)
+            self.nm._apply(self.nm.scheduler.submit(request))
+            self.pull_missing([request])
             return
         self._forward(task, node_id)
 
@@ -260,6 +271,7 @@ class RemoteTasks:
             nm._submit(task)
             requests.append(nm._request(task, local_only=True))
         nm._apply(nm.scheduler.submit_many(requests))
+        self.pull_missing(requests)
 
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
@@ -286,6 +298,14 @@ class RemoteTasks:
         """The origin dropped an object whose bytes live on another node."""
         if e.state == m.OBJ_REMOTE:
             self.free_out.setdefault(e.data[0], []).append(oid)
+
+    def pull_missing(self, requests) -> None:
+        """Start pulling the remote arguments of the tasks that stayed here (a spilled task's
+        arguments are pulled by the node that runs it)."""
+        for request in requests:
+            for oid in request.deps:
+                if self.nm.scheduler.waits_for(oid):
+                    self.ensure_local(oid)
 
     def ensure_local(self, oid: bytes) -> None:
         """Start pulling an OBJ_REMOTE object into this node's store (once)."""
@@ -359,52 +379,24 @@ class TransferLink:
     calls the node needs: ``pull`` (asynchronous), ``finished`` (what completed) and ``fd``
     (readable when something completed, for the node's poller)."""
 
-    def __init__(self, store, host: str):
+    def __init__(self, store, host: str, keys=None):
         from zactor.transfer import TransferClient, TransferServer
 
-        self.server = TransferServer(store, host)
+        self.server = TransferServer(store, host, keys=keys)
         self.port = self.server.port
         self.address = f"{host}:{self.port}"
-        self.client = TransferClient(store)
-        self._done: deque = deque()
-        self._pulling: set = set()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self.fd = self._wake_r
+        self.client = TransferClient(store, keys=keys, pollable=True)
+        self.fd = self.client.fileno()
 
     def pull(self, oid: bytes, address: str) -> None:
-        if oid in self._pulling:
-            return
-        self._pulling.add(oid)
-
-        def done(error=None, oid=oid):
-            self._done.append((oid, error))
-            try:
-                os.write(self._wake_w, b"x")
-            except BlockingIOError:
-                pass
-
-        self.client.pull(oid, address, callback=done)
+        self.client.pull(oid, address)  # a pull already running is joined, not repeated
 
     def finished(self) -> list:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        out = []
-        while self._done:
-            oid, error = self._done.popleft()
-            self._pulling.discard(oid)
-            out.append((oid, error))
-        return out
+        return [(h.oid, h.exception(0)) for h in self.client.completed()]
 
     def close(self) -> None:
         self.client.close()
         self.server.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
 
 def cluster_spill_policy(nm, queue_threshold=None):
@@ -412,7 +404,7 @@ def cluster_spill_policy(nm, queue_threshold=None):
     here now or the local queue is short; otherwise (or when its strategy names other nodes)
     hand it to the global scheduler. A lone node keeps everything."""
     threshold = queue_threshold if queue_threshold is not None else \
-        max(1, int(nm.resources.to_dict().get("CPU", 1)))
+        2 * max(1, int(nm.resources.to_dict().get("CPU", 1)))
 
     def policy(request, scheduler):
         task = nm.tasks.get(request.payload)
@@ -427,10 +419,19 @@ def cluster_spill_policy(nm, queue_threshold=None):
             if strategy[0] == "node" and strategy[1] == nm.node_id:
                 return None
             return f"scheduling strategy {strategy[0]}"
-        if scheduler.resources.can_fit_now(request.demand):
-            return None
-        if scheduler.queue_length() >= threshold and len(nm.link.alive_nodes()) > 1:
-            return f"local queue of {scheduler.queue_length()} and no free resources"
+        remote_bytes = sum(_remote_size(nm, oid) for oid in request.deps)
+        if remote_bytes > LOCALITY_THRESHOLD_BYTES:
+            return f"{remote_bytes} bytes of its inputs are on other nodes"
+        # tasks here (waiting, queued or running) against what the node can run at once:
+        # a batch is accepted before any of it is scheduled, so free resources alone
+        # would keep a whole burst local
+        if len(scheduler.tasks) >= threshold and len(nm.link.alive_nodes()) > 1:
+            return f"{len(scheduler.tasks)} tasks here already"
         return None
 
     return policy
+
+
+def _remote_size(nm, oid: bytes) -> int:
+    e = nm.objects.entries.get(oid)
+    return int(e.data[2]) if e is not None and e.state == m.OBJ_REMOTE else 0

@@ -422,6 +422,8 @@ class NodeManager:
                 else:
                     requests.append(request)
         self._apply(self.scheduler.submit_many(requests))
+        if self.remote is not None:
+            self.remote.pull_missing(requests)
         self._apply_deltas(client, deltas, -1)
 
     def _submit(self, task: Task) -> None:
@@ -436,8 +438,6 @@ class NodeManager:
             e.waiters.add(task.submitter)
         for oid in task.deps:
             self.objects.add_ref(oid)
-            if self.remote is not None:
-                self.remote.ensure_local(oid)  # no-op unless it is on another node
         for oid in task.held:
             self.objects.add_ref(oid)
         return self._request(task)

@@ -111,6 +111,11 @@ class RemoteFunction:
             "retry_exc": retry if isinstance(retry, bool) else ser.dumps(list(retry)),
             "parent": context.current_task_id() or b"", "held": held,
         }
+        strategy = opts.get("scheduling_strategy")
+        if strategy not in (None, "DEFAULT"):
+            from zactor.util.scheduling_strategies import strategy_to_wire
+
+            spec["strategy"] = strategy_to_wire(strategy)
         refs = client.submit(spec, self._exported.blob)
         if nret == 1:
             return refs[0]

@@ -34,6 +34,52 @@ def cluster_processes(supervisor_pid: int) -> list:
         return []
 
 
+class NetnsCluster:
+    """A head on ``net.hosts[0]`` and a node on each other host, started with the CLI inside
+    their namespaces; a driver in the root namespace reaches the head through the gateway."""
+
+    def __init__(self, net, cpus=(1, 1, 1), resources=None, death_timeout_s=3.0,
+                 port=6390):
+        self.net = net
+        head = net.hosts[0]
+        self.address = f"{head.address}:{port}"
+        self.env = dict(os.environ, ZACTOR_ADDRESS=self.address)
+        self.start_node(0, cpus[0], head=True, death_timeout_s=death_timeout_s,
+                        resources=(resources or {}).get(0))
+        for i in range(1, len(cpus)):
+            self.start_node(i, cpus[i], resources=(resources or {}).get(i))
+
+    def start_node(self, i, cpus, head=False, death_timeout_s=3.0, resources=None):
+        host = self.net.hosts[i]
+        argv = [sys.executable, "-m", "zactor.cli", "start", "--host", host.address,
+                "--num-cpus", str(cpus), "--object-store-memory", str(512 << 20)]
+        if head:
+            argv += ["--head", "--port", self.address.rsplit(":", 1)[1],
+                     "--node-death-timeout", str(death_timeout_s)]
+        else:
+            argv += ["--address", self.address]
+        if resources:
+            import json
+
+            argv += ["--resources", json.dumps(resources)]
+        out = host.run(argv, timeout=CLI_TIMEOUT_S)
+        assert out.returncode == 0, out.stdout + out.stderr
+
+    def supervisors(self) -> list:
+        from zactor.cluster.supervisor import session_files
+
+        return [r for r in session_files() if r["address"] == self.address]
+
+    def stop(self) -> None:
+        processes = [p for r in self.supervisors() for p in cluster_processes(int(r["pid"]))]
+        out = zactor_cli("stop", "--address", self.address)
+        assert out.returncode == 0, out.stdout + out.stderr
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(p) for p in processes):
+            time.sleep(0.05)  # polling for exits with a deadline
+        assert not any(_running(p) for p in processes), "processes left after zactor stop"
+
+
 class CliCluster:
     """A head started with ``zactor start --head`` on a free port; ``stop`` checks that
     every process it started is gone."""

@@ -433,5 +433,17 @@ def cluster_spill_policy(nm, queue_threshold=None):
 
 
 def _remote_size(nm, oid: bytes) -> int:
+    """Bytes of ``oid`` on another node; an object still being made on another node counts
+    as large (where the task should run is decided once its size and place are known)."""
     e = nm.objects.entries.get(oid)
-    return int(e.data[2]) if e is not None and e.state == m.OBJ_REMOTE else 0
+    if e is None:
+        return 0
+    if e.state == m.OBJ_REMOTE:
+        return int(e.data[2])
+    if e.state is None and e.producer is not None:
+        producer = nm.tasks.get(e.producer)
+        # spilled (in this very batch, too: the scheduler did not keep it) or forwarded
+        if producer is not None and not producer.spec.get("actor") and \
+                e.producer not in nm.scheduler.tasks:
+            return LOCALITY_THRESHOLD_BYTES + 1
+    return 0

@@ -45,6 +45,9 @@ def add_arguments(parser) -> None:
                         help="head: control-store replicas per chain")
     parser.add_argument("--gcs-shards", type=int, default=1,
                         help="head: control-store chains (shards)")
+    parser.add_argument("--node-death-timeout", type=float, default=None, metavar="S",
+                        help="head: declare a node dead after S seconds without a heartbeat "
+                             "(raise it on busy machines)")
     parser.add_argument("--system-config", default=None,
                         help="JSON runtime settings (e.g. heartbeat limits)")
     parser.add_argument("--block", action="store_true",
@@ -94,6 +97,8 @@ def run(args) -> int:
     if args.head:
         argv += ["--head", "--port", str(args.port), "--gcs-replicas",
                  str(args.gcs_replicas), "--gcs-shards", str(args.gcs_shards)]
+        if args.node_death_timeout is not None:
+            argv += ["--node-death-timeout", str(args.node_death_timeout)]
     else:
         argv += ["--address", args.address]
     ready_r, ready_w = os.pipe()

@@ -107,6 +107,8 @@ class Supervisor:
     def _start_scheduler(self) -> None:
         argv = [sys.executable, "-m", "zactor.cli", "scheduler", "--address", self.address,
                 "--host", self.host, "--parent-pid", str(os.getpid())]
+        if self.args.node_death_timeout is not None:
+            argv += ["--node-death-timeout", str(self.args.node_death_timeout)]
         try:
             import zactor.scheduling.scheduler_main  # noqa: F401 - is the daemon installed?
         except ImportError:
@@ -206,6 +208,7 @@ def main(argv=None) -> int:
     parser.add_argument("--resources", required=True, help="JSON, CPU and GPU included")
     parser.add_argument("--store-bytes", type=int, required=True)
     parser.add_argument("--system-config", default="{}")
+    parser.add_argument("--node-death-timeout", type=float, default=None)
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="write 'READY <json>' or 'FAILED <why>' here once started")
     args = parser.parse_args(argv)

@@ -308,7 +308,16 @@ def test_restart_after_sigkill_rebuilds_from_the_control_store(cluster):
                                   "strategy": "STRICT_PACK"})
     old = cluster.sched
     old.kill(signal.SIGKILL)
-    cluster.start_scheduler(port=old.info["port"])
+    # a task spilled while no scheduler runs: the origin re-sends it until one answers
+    during = []
+    origin = threading.Thread(target=lambda: during.append(
+        spill(a, task(b"during", cpus=6), resend_s=M.SPILL_RESEND_S)))
+    origin.start()
+    try:
+        cluster.start_scheduler(port=old.info["port"])
+    finally:
+        origin.join(DEADLINE_S + 5)
+    assert during and during[0][0][:2] == [b"during", "b"]
     assert cluster.sched.pid != old.pid
     # the same DEALERs reach the new process; its state came from the rows
     assert a.peer.ok(M.GET_PG, {"pg_id": b"keep"})["nodes"] == row["nodes"]
@@ -349,3 +358,16 @@ def test_garbage_never_crashes_it(cluster):
         raw.close(0)
     assert spill(a, task(1))[0][1] == "a"
     assert cluster.sched.alive()
+
+
+def test_cli_help_and_refused_options():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "zactor", "scheduler", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--node-death-timeout" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "zactor", "scheduler", "--address",
+                          "127.0.0.1:1", "--node-death-timeout", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "node-death-timeout" in out.stderr

@@ -52,6 +52,11 @@ from zactor.protocol import define
 #: nodes under faults needs a longer timeout than an idle one)
 HEARTBEAT_INTERVAL_S = 0.1
 NODE_DEATH_TIMEOUT_S = 1.0
+#: the origin re-sends a SPILL it got no PLACE for after SPILL_RESEND_S (the scheduler may have
+#: restarted: re-read kv cluster:scheduler first), and re-sends the SPILL of a task answered
+#: "infeasible" every INFEASIBLE_RESPILL_S (a restarted scheduler forgot the tasks it kept)
+SPILL_RESEND_S = 1.0
+INFEASIBLE_RESPILL_S = 5.0
 
 # node manager -> scheduler: tasks that do not fit locally (or that name a strategy the
 #   local scheduler cannot decide). tasks: [{task_id, resources {name: amount}, strategy,

@@ -135,7 +135,7 @@ class FakeNode:
 
 
 class Cluster:
-    def __init__(self, tmp_path, death_timeout_s=2.0):
+    def __init__(self, tmp_path, death_timeout_s=5.0):
         self.store = start_control_store(str(tmp_path / "gcs"))
         self.gcs = GcsClient.connect(self.store.address)
         self.ctx = zmq.Context()

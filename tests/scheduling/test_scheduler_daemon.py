@@ -342,9 +342,14 @@ def test_garbage_never_crashes_it(cluster):
         assert P.decode(raw.recv_multipart())["code"] == P.ERR_MALFORMED
         peer = Peer.__new__(Peer)
         peer.sock, peer.inbox = raw, []
-        bad = [(M.SPILL, {"tasks": "no"}), (M.SPILL, {"tasks": [{"task_id": 1,
-                                                                 "strategy": "WHAT"}]}),
-               (M.SPILL, {"tasks": [{"task_id": 1, "resources": {"CPU": -1}}]}),
+        # a malformed entry fails alone; the others in its SPILL are placed
+        reply = peer.request(M.SPILL, {"tasks": [
+            {"task_id": 1, "strategy": "WHAT"}, {"task_id": 2, "resources": {"CPU": -1}},
+            {"task_id": 3, "deps": [[b"o", "big"]]}, {"task_id": 4}]})
+        assert [d[1] for d in reply["decisions"]] == [None, None, None, "a"]
+        assert all(d[2].startswith("failed: malformed") for d in reply["decisions"][:3])
+        bad = [(M.SPILL, {"tasks": "no"}), (M.SPILL, {"tasks": [{"no_task_id": 1}]}),
+               (M.SPILL, {"tasks": [[1, 2]]}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [], "strategy": "PACK"}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [{"CPU": 0}], "strategy": "PACK"}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [{"CPU": 1}], "strategy": "BEST"}),

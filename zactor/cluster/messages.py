@@ -34,7 +34,9 @@ Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all opt
         it now: the origin keeps the task; the scheduler sends another PLACE, req_id 0, when a
         node that fits appears, and the origin also re-sends the SPILL every few seconds since a
         restarted scheduler forgot it) or "failed: ..." (never placeable: hard affinity to a dead
-        or unknown node, a removed placement group, a bundle too small: fail the task).
+        or unknown node, a removed placement group, a bundle too small, a malformed entry
+        ("failed: malformed task: ...", the rest of its SPILL is still placed): fail the task).
+        A SPILL whose ``tasks`` is not a list of maps with ``task_id`` is answered ERROR.
     CREATE_PG is answered OK {value: the pg row} (state "created" or "pending", with ``reason``
         naming why it does not fit yet), or ERROR "malformed" for bad bundles / strategy.
         Re-sending a CREATE_PG for an existing pg_id returns its row (resends are harmless).

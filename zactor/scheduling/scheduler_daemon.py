@@ -28,7 +28,13 @@ from zactor.cluster import messages as M
 from zactor.control.client import GcsClient
 from zactor.exceptions import ControlStoreError, ProtocolError
 from zactor.net.sockets import bind_free, make_socket
-from zactor.scheduling.global_policy import FAILED, INFEASIBLE, GlobalPolicy, node_key
+from zactor.scheduling.global_policy import (
+    FAILED,
+    INFEASIBLE,
+    Decision,
+    GlobalPolicy,
+    node_key,
+)
 from zactor.scheduling.scheduler_pgs import GCS_TIMEOUT_S, PlacementGroups
 
 log = logging.getLogger(__name__)
@@ -97,7 +103,8 @@ class SchedulerDaemon(PlacementGroups):
                 self.policy.remove_node(nid)
             return
         try:
-            nid, inc, state = row["node_id"], row.get("incarnation"), row.get("state", "alive")
+            nid, inc = row["node_id"], row.get("incarnation")
+            state = str(row.get("state", "alive")).lower()
             if state == "alive" and (nid, inc) in self.fenced:
                 self._refence(key, row)
                 return
@@ -192,7 +199,11 @@ class SchedulerDaemon(PlacementGroups):
             raise ValueError("tasks must be a list of maps with a task_id")
         out = []
         for task in tasks:
-            d = self.policy.decide(task)
+            try:
+                d = self.policy.decide(task)
+            except (KeyError, TypeError, ValueError) as exc:
+                # one bad entry fails alone: the rest of the batch is still placed
+                d = Decision(task["task_id"], None, f"{FAILED}: malformed task: {exc}")
             self.stats["decisions"] += 1
             if d.node_id is None and d.reason.startswith(INFEASIBLE):
                 self.pending[d.task_id] = (ident, task)

@@ -99,6 +99,7 @@ class PlacementGroups:
         self._send_reservations(pg_id, bundles, [placed[i] if i in new else None
                                                  for i in range(len(placed))], release=False)
         self.stats["pgs_placed"] += 1
+        self.dirty = True  # tasks waiting for this group's bundles can be placed now
         return row
 
     def on_create_pg(self, msg: P.Message):

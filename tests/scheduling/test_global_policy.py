@@ -178,8 +178,10 @@ def _brute_force(caps, bundles, strategy):
 @given(st.lists(node_st, min_size=1, max_size=4), st.lists(bundle_st, min_size=1, max_size=4),
        st.sampled_from(["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]))
 def test_pg_placement_properties(caps, bundles, strategy):
-    vs = [NodeView.from_row({"node_id": f"n{i}", "resources_total": c})
-          for i, c in enumerate(caps)]
+    # caps are what is available; totals are larger (the rest is in use)
+    vs = [NodeView.from_row({"node_id": f"n{i}", "resources_total": {k: 2 * v + 1 for k, v
+                                                                     in c.items()},
+                             "resources_available": c}) for i, c in enumerate(caps)]
     out = place_bundles(vs, bundles, strategy)
     assert out == place_bundles(vs, bundles, strategy)  # deterministic
     if out is None:

@@ -135,7 +135,7 @@ class FakeNode:
 
 
 class Cluster:
-    def __init__(self, tmp_path, death_timeout_s=2.0):
+    def __init__(self, tmp_path, death_timeout_s=5.0):
         self.store = start_control_store(str(tmp_path / "gcs"))
         self.gcs = GcsClient.connect(self.store.address)
         self.ctx = zmq.Context()
@@ -308,7 +308,16 @@ def test_restart_after_sigkill_rebuilds_from_the_control_store(cluster):
                                   "strategy": "STRICT_PACK"})
     old = cluster.sched
     old.kill(signal.SIGKILL)
-    cluster.start_scheduler(port=old.info["port"])
+    # a task spilled while no scheduler runs: the origin re-sends it until one answers
+    during = []
+    origin = threading.Thread(target=lambda: during.append(
+        spill(a, task(b"during", cpus=6), resend_s=M.SPILL_RESEND_S)))
+    origin.start()
+    try:
+        cluster.start_scheduler(port=old.info["port"])
+    finally:
+        origin.join(DEADLINE_S + 5)
+    assert during and during[0][0][:2] == [b"during", "b"]
     assert cluster.sched.pid != old.pid
     # the same DEALERs reach the new process; its state came from the rows
     assert a.peer.ok(M.GET_PG, {"pg_id": b"keep"})["nodes"] == row["nodes"]
@@ -333,9 +342,14 @@ def test_garbage_never_crashes_it(cluster):
         assert P.decode(raw.recv_multipart())["code"] == P.ERR_MALFORMED
         peer = Peer.__new__(Peer)
         peer.sock, peer.inbox = raw, []
-        bad = [(M.SPILL, {"tasks": "no"}), (M.SPILL, {"tasks": [{"task_id": 1,
-                                                                 "strategy": "WHAT"}]}),
-               (M.SPILL, {"tasks": [{"task_id": 1, "resources": {"CPU": -1}}]}),
+        # a malformed entry fails alone; the others in its SPILL are placed
+        reply = peer.request(M.SPILL, {"tasks": [
+            {"task_id": 1, "strategy": "WHAT"}, {"task_id": 2, "resources": {"CPU": -1}},
+            {"task_id": 3, "deps": [[b"o", "big"]]}, {"task_id": 4}]})
+        assert [d[1] for d in reply["decisions"]] == [None, None, None, "a"]
+        assert all(d[2].startswith("failed: malformed") for d in reply["decisions"][:3])
+        bad = [(M.SPILL, {"tasks": "no"}), (M.SPILL, {"tasks": [{"no_task_id": 1}]}),
+               (M.SPILL, {"tasks": [[1, 2]]}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [], "strategy": "PACK"}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [{"CPU": 0}], "strategy": "PACK"}),
                (M.CREATE_PG, {"pg_id": b"p", "bundles": [{"CPU": 1}], "strategy": "BEST"}),
@@ -349,3 +363,16 @@ def test_garbage_never_crashes_it(cluster):
         raw.close(0)
     assert spill(a, task(1))[0][1] == "a"
     assert cluster.sched.alive()
+
+
+def test_cli_help_and_refused_options():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "zactor", "scheduler", "--help"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "--node-death-timeout" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "zactor", "scheduler", "--address",
+                          "127.0.0.1:1", "--node-death-timeout", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "node-death-timeout" in out.stderr

@@ -76,16 +76,18 @@ def bench_policy(n_nodes: int, n_tasks: int, seed: int) -> None:
           f"   ({dt / n_tasks * 1e6:.1f} us each)", flush=True)
     for strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
         bundles = [{"CPU": 2}] * 8
-        n = 200
+        n = 500
         t0 = time.perf_counter()
-        for _ in range(n):
-            for row in rows:
-                policy.update_node(row)
+        for _ in range(n):  # placing does not change the views (the daemon reserves after)
             policy.place_bundles(bundles, strategy)
         dt = time.perf_counter() - t0
         print(f"  place_bundles {strategy:<13} 8 x 2 CPU    {n / dt:>10,.0f} groups/s"
-              f"      ({dt / n * 1e3:.2f} ms each, incl. {n_nodes} view refreshes)",
-              flush=True)
+              f"      ({dt / n * 1e3:.2f} ms each)", flush=True)
+    t0 = time.perf_counter()
+    for row in rows:
+        policy.update_node(row)
+    dt = time.perf_counter() - t0
+    print(f"  update_node (one heartbeat row)        {n_nodes / dt:>10,.0f} rows/s", flush=True)
 
 
 def _heartbeats(gcs, rows, stop: threading.Event) -> None:

@@ -34,7 +34,9 @@ Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all opt
         it now: the origin keeps the task; the scheduler sends another PLACE, req_id 0, when a
         node that fits appears, and the origin also re-sends the SPILL every few seconds since a
         restarted scheduler forgot it) or "failed: ..." (never placeable: hard affinity to a dead
-        or unknown node, a removed placement group, a bundle too small: fail the task).
+        or unknown node, a removed placement group, a bundle too small, a malformed entry
+        ("failed: malformed task: ...", the rest of its SPILL is still placed): fail the task).
+        A SPILL whose ``tasks`` is not a list of maps with ``task_id`` is answered ERROR.
     CREATE_PG is answered OK {value: the pg row} (state "created" or "pending", with ``reason``
         naming why it does not fit yet), or ERROR "malformed" for bad bundles / strategy.
         Re-sending a CREATE_PG for an existing pg_id returns its row (resends are harmless).
@@ -52,6 +54,11 @@ from zactor.protocol import define
 #: nodes under faults needs a longer timeout than an idle one)
 HEARTBEAT_INTERVAL_S = 0.1
 NODE_DEATH_TIMEOUT_S = 1.0
+#: the origin re-sends a SPILL it got no PLACE for after SPILL_RESEND_S (the scheduler may have
+#: restarted: re-read kv cluster:scheduler first), and re-sends the SPILL of a task answered
+#: "infeasible" every INFEASIBLE_RESPILL_S (a restarted scheduler forgot the tasks it kept)
+SPILL_RESEND_S = 1.0
+INFEASIBLE_RESPILL_S = 5.0
 
 # node manager -> scheduler: tasks that do not fit locally (or that name a strategy the
 #   local scheduler cannot decide). tasks: [{task_id, resources {name: amount}, strategy,

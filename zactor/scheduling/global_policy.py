@@ -65,7 +65,7 @@ class NodeView:
         return cls(node_id=row["node_id"], total=total,
                    available=total if avail is None else ResourceSet(avail),
                    queue_len=max(0, int(row.get("queue_len") or 0)),
-                   alive=row.get("state", "alive") == "alive",
+                   alive=str(row.get("state", "alive")).lower() == "alive",
                    bandwidth=max(1.0, float(row.get("bandwidth") or DEFAULT_BANDWIDTH)),
                    avg_task_s=max(0.0, float(row.get("avg_task_s") or DEFAULT_TASK_S)),
                    row=row)

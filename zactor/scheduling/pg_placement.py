@@ -15,7 +15,6 @@ large is then reported as not fitting now and retried when nodes change).
 
 from __future__ import annotations
 
-from zactor.scheduling.global_policy import node_key
 from zactor.scheduling.resources import ResourceSet
 
 STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -41,7 +40,7 @@ def place_bundles(views, bundles, strategy: str, fixed=None):
         raise ValueError(f"placement strategy must be one of {STRATEGIES}, got {strategy!r}")
     bundles = [b if isinstance(b, ResourceSet) else ResourceSet(b) for b in bundles]
     fixed = dict(fixed or {})
-    views = sorted((v for v in views if v.alive), key=lambda v: node_key(v.node_id))
+    views = sorted((v for v in views if v.alive), key=lambda v: v.key)
     by_id = {v.node_id: v for v in views}
     free = {v.node_id: v.available for v in views}
     todo = [i for i in range(len(bundles)) if i not in fixed]
@@ -59,7 +58,7 @@ def place_bundles(views, bundles, strategy: str, fixed=None):
             cands = views
         cands = [v for v in cands if total.fits_in(free[v.node_id])]
         if cands:
-            best = min(cands, key=lambda v: (_util(v, free[v.node_id]), node_key(v.node_id)))
+            best = min(cands, key=lambda v: (_util(v, free[v.node_id]), v.key))
             for i in todo:
                 out[i] = best.node_id
             return out
@@ -83,9 +82,14 @@ def _match(views, bundles, todo, free, taken):
     """Each bundle in ``todo`` on a distinct node outside ``taken``: a maximum bipartite
     matching by augmenting paths (exact); nodes tried least utilised first."""
     order = sorted((v for v in views if v.node_id not in taken),
-                   key=lambda v: (_util(v, free[v.node_id]), node_key(v.node_id)))
-    fits = {i: [v.node_id for v in order if bundles[i].fits_in(free[v.node_id])]
-            for i in todo}
+                   key=lambda v: (_util(v, free[v.node_id]), v.key))
+    by_bundle: dict = {}  # identical bundles (the common case) share one scan of the nodes
+    fits = {}
+    for i in todo:
+        b = bundles[i]
+        if b not in by_bundle:
+            by_bundle[b] = [v.node_id for v in order if b.fits_in(free[v.node_id])]
+        fits[i] = by_bundle[b]
     owner: dict = {}  # node_id -> bundle index
 
     def augment(i, seen) -> bool:
@@ -118,7 +122,7 @@ def _search(views, bundles, todo, free, used, out, pack: bool):
 
         def key(v):
             return (sign * used.get(v.node_id, 0), _util(v, free[v.node_id]),
-                    node_key(v.node_id))
+                    v.key)
 
         return sorted(cands, key=key)
 

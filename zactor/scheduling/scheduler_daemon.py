@@ -10,6 +10,7 @@ every node a fresh node-death-timeout).
 One thread owns the sockets: a ROUTER for node managers and drivers (SPILL, CREATE_PG,
 REMOVE_PG, GET_PG) and a DEALER per node manager (RESERVE_BUNDLES, FENCED). The control-store
 client's IO thread delivers ``nodes`` updates into a queue this loop drains.
+Placement groups: scheduler_pgs.py.
 """
 
 from __future__ import annotations
@@ -27,42 +28,25 @@ from zactor.cluster import messages as M
 from zactor.control.client import GcsClient
 from zactor.exceptions import ControlStoreError, ProtocolError
 from zactor.net.sockets import bind_free, make_socket
-from zactor.scheduling.global_policy import FAILED, INFEASIBLE, GlobalPolicy, node_key
-from zactor.scheduling.pg_placement import STRATEGIES
-from zactor.scheduling.resources import ResourceSet
+from zactor.scheduling.global_policy import (
+    FAILED,
+    INFEASIBLE,
+    Decision,
+    GlobalPolicy,
+    node_key,
+)
+from zactor.scheduling.scheduler_pgs import GCS_TIMEOUT_S, PlacementGroups
 
 log = logging.getLogger(__name__)
 POLL_MS = 10
-TICK_S = 0.02              # death checks and pending retries at most this often
-GCS_TIMEOUT_S = 5.0
+TICK_S = 0.02              # death checks at most this often
+RETRY_S = 0.1              # re-decisions of what did not fit at most this often
 MAX_PENDING_TASKS = 100_000
 SCHEDULER_KEY = b"cluster:scheduler"
 ERR_UNAVAILABLE = "unavailable"
 
 
-def pg_key(pg_id) -> bytes:
-    if isinstance(pg_id, str):
-        return pg_id.encode()
-    if isinstance(pg_id, bytes) and pg_id:
-        return pg_id
-    raise ValueError(f"pg_id must be non-empty bytes or str, got {pg_id!r}")
-
-
-def parse_bundles(bundles) -> list:
-    if not isinstance(bundles, list) or not bundles:
-        raise ValueError("bundles must be a non-empty list of {resource: amount} maps")
-    out = []
-    for i, b in enumerate(bundles):
-        if not isinstance(b, dict) or not b:
-            raise ValueError(f"bundle {i} must be a non-empty map, got {b!r}")
-        for name, amount in b.items():
-            if isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount <= 0:
-                raise ValueError(f"bundle {i}: resource {name!r} must be > 0, got {amount!r}")
-        out.append(ResourceSet(b))
-    return out
-
-
-class SchedulerDaemon:
+class SchedulerDaemon(PlacementGroups):
     def __init__(self, gcs_address: str, host: str = "127.0.0.1", port: int = 0,
                  node_death_timeout_s: float = M.NODE_DEATH_TIMEOUT_S):
         self.death_timeout_s = node_death_timeout_s
@@ -81,7 +65,7 @@ class SchedulerDaemon:
         self.pending = collections.OrderedDict()  # task_id -> (origin identity, task)
         self.dirty = False               # nodes changed: retry what did not fit
         self.running = True
-        self.next_tick = 0.0
+        self.next_tick = self.next_retry = 0.0
         self.stats = collections.Counter()
 
     # ---- start-up: rebuild from the control store -------------------------------------------
@@ -101,21 +85,6 @@ class SchedulerDaemon:
         log.info("scheduler at %s: %d nodes, %d placement groups", self.addr,
                  len(self.policy.nodes), len(self.pgs))
 
-    def _load_pg(self, pg_id: bytes, row: dict) -> None:
-        try:
-            bundles = parse_bundles(row["bundles"])
-            nodes = list(row.get("nodes") or [None] * len(bundles))
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("ignoring malformed pg row %r: %s", pg_id, exc)
-            return
-        self.pgs[pg_id] = row
-        self.policy.set_pg(pg_id, bundles, nodes)
-        # the scheduler may have died between writing the row and telling the nodes: tell
-        # them again (a node treats a reservation it already holds as a no-op)
-        self._send_reservations(pg_id, bundles, nodes, release=False)
-        if row.get("state") != "created":
-            self.dirty = True
-
     # ---- node rows ----------------------------------------------------------------------------
     def _drain_updates(self, now: float) -> None:
         while True:
@@ -134,10 +103,12 @@ class SchedulerDaemon:
                 self.policy.remove_node(nid)
             return
         try:
-            nid, inc, state = row["node_id"], row.get("incarnation"), row.get("state", "alive")
+            nid, inc = row["node_id"], row.get("incarnation")
+            state = str(row.get("state", "alive")).lower()
             if state == "alive" and (nid, inc) in self.fenced:
                 self._refence(key, row)
                 return
+            old = self.policy.nodes.get(nid)
             view = self.policy.update_node(row)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("ignoring malformed nodes row %r: %s", key, exc)
@@ -145,7 +116,11 @@ class SchedulerDaemon:
         self.node_keys[nid] = key
         if view.alive:
             self.last_heard[nid] = now
-            self.dirty = True
+            # retry what did not fit only when room may have appeared: a new or revived node,
+            # or more of some resource than the scheduler believed (not on every heartbeat)
+            if (old is None or not old.alive or old.total != view.total
+                    or not view.available.fits_in(old.available)):
+                self.dirty = True
         else:
             self._node_gone(nid, row.get("reason", "dead"))
             self.fenced.add((nid, inc))
@@ -216,89 +191,6 @@ class SchedulerDaemon:
                 except zmq.Again:
                     break
 
-    def _send_reservations(self, pg_id, bundles, nodes, release: bool) -> None:
-        per_node: dict = {}
-        for i, (b, n) in enumerate(zip(bundles, nodes)):
-            if n is not None:
-                per_node.setdefault(n, []).append([i, b.to_dict()])
-        for n, items in sorted(per_node.items(), key=lambda kv: node_key(kv[0])):
-            self._send_node(n, M.RESERVE_BUNDLES, {"pg_id": pg_id, "bundles": items,
-                                                   "release": release})
-
-    # ---- placement groups ----------------------------------------------------------------------
-    def _save_pg(self, pg_id: bytes, row: dict, wait: bool = True) -> None:
-        self.pgs[pg_id] = row
-        if wait:
-            self.gcs.put("kv", b"pg:" + pg_id, row, timeout_s=GCS_TIMEOUT_S)
-        else:
-            self.gcs.put_async("kv", b"pg:" + pg_id, row)
-
-    def _try_place_pg(self, pg_id: bytes, row: dict, wait: bool = True) -> dict:
-        """Place what is unplaced of a pending/rescheduling group; returns its new row."""
-        bundles = parse_bundles(row["bundles"])
-        nodes = list(row.get("nodes") or [None] * len(bundles))
-        fixed = {i: n for i, n in enumerate(nodes) if n is not None}
-        placed = self.policy.place_bundles(bundles, row["strategy"], fixed)
-        if placed is None:
-            reason = (f"{len(bundles) - len(fixed)} bundle(s) {[b.to_dict() for b in bundles]}"
-                      f" cannot be reserved {row['strategy']} on the alive nodes now")
-            self.policy.set_pg(pg_id, bundles, nodes)
-            if row.get("reason") != reason or pg_id not in self.pgs:
-                row = dict(row, reason=reason, nodes=nodes)
-                self._save_pg(pg_id, row, wait)
-            return row
-        new = {i: n for i, n in enumerate(placed) if i not in fixed}
-        for i, n in new.items():
-            self.policy.reserve(n, bundles[i])
-        self.policy.set_pg(pg_id, bundles, placed)
-        row = dict(row, nodes=placed, state="created", reason="")
-        self._save_pg(pg_id, row, wait)
-        self._send_reservations(pg_id, bundles, [placed[i] if i in new else None
-                                                 for i in range(len(placed))], release=False)
-        self.stats["pgs_placed"] += 1
-        return row
-
-    def on_create_pg(self, msg: P.Message):
-        pg_id = pg_key(msg["pg_id"])
-        if pg_id in self.pgs:
-            return self.pgs[pg_id]
-        bundles = parse_bundles(msg["bundles"])
-        if msg["strategy"] not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {msg['strategy']!r}")
-        row = {"pg_id": pg_id, "bundles": [b.to_dict() for b in bundles],
-               "strategy": msg["strategy"], "state": "pending", "nodes": [None] * len(bundles),
-               "name": str(msg.get("name") or ""), "created_at": time.time(), "reason": ""}
-        return self._try_place_pg(pg_id, row)
-
-    def on_remove_pg(self, msg: P.Message):
-        pg_id = pg_key(msg["pg_id"])
-        row = self.pgs.pop(pg_id, None)
-        if row is None:
-            # a re-sent REMOVE_PG (its answer was lost) finds the removed row: answer it again
-            stored = self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
-            if isinstance(stored, dict) and stored.get("state") == "removed":
-                return stored
-            raise KeyError(f"placement group {pg_id!r} does not exist")
-        bundles = parse_bundles(row["bundles"])
-        nodes = list(row.get("nodes") or [])
-        for b, n in zip(bundles, nodes):
-            if n is not None:
-                self.policy.unreserve(n, b)
-        self._send_reservations(pg_id, bundles, nodes, release=True)
-        self.policy.drop_pg(pg_id)
-        row = dict(row, state="removed")
-        self.gcs.put("kv", b"pg:" + pg_id, row, timeout_s=GCS_TIMEOUT_S)
-        return row
-
-    def on_get_pg(self, msg: P.Message):
-        if msg["pg_id"] is None:
-            return {k.hex(): v for k, v in sorted(self.pgs.items())}
-        pg_id = pg_key(msg["pg_id"])
-        if pg_id in self.pgs:
-            return self.pgs[pg_id]
-        # removed groups leave memory (bounded state) but keep their row: read it there
-        return self.gcs.get("kv", b"pg:" + pg_id, timeout_s=GCS_TIMEOUT_S)
-
     # ---- spilled tasks -------------------------------------------------------------------------
     def on_spill(self, ident: bytes, msg: P.Message) -> list:
         tasks = msg["tasks"]
@@ -307,7 +199,11 @@ class SchedulerDaemon:
             raise ValueError("tasks must be a list of maps with a task_id")
         out = []
         for task in tasks:
-            d = self.policy.decide(task)
+            try:
+                d = self.policy.decide(task)
+            except (KeyError, TypeError, ValueError) as exc:
+                # one bad entry fails alone: the rest of the batch is still placed
+                d = Decision(task["task_id"], None, f"{FAILED}: malformed task: {exc}")
             self.stats["decisions"] += 1
             if d.node_id is None and d.reason.startswith(INFEASIBLE):
                 self.pending[d.task_id] = (ident, task)
@@ -395,8 +291,9 @@ class SchedulerDaemon:
                 self.next_tick = now + TICK_S
                 self._check_deaths(now)
                 self._drain_dealers()
-                if self.dirty:
+                if self.dirty and now >= self.next_retry:
                     self.dirty = False
+                    self.next_retry = now + RETRY_S
                     self._retry_pending()
 
     def close(self) -> None:

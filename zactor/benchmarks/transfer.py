@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -134,10 +135,16 @@ class _RawReader:
             got += n
 
 
-def _timed(fn) -> float:
-    t0 = time.perf_counter()
+def _cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(fn) -> tuple:
+    """(wall seconds, CPU seconds of this whole process: every thread, libzmq's included)."""
+    c0, t0 = _cpu_s(), time.perf_counter()
     fn()
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, _cpu_s() - c0
 
 
 def run(args) -> dict:
@@ -156,6 +163,7 @@ def run(args) -> dict:
     store = ObjectStore.create(f"/dev/shm/zactor-bench-{pid}-client", args.size + (64 << 20),
                                warm_bytes=args.size + (64 << 20))
     results = {"raw TCP socket copy": []}
+    cpu_s: dict = {}
     clients = []
     try:
         ports = json.loads(proc.stdout.readline())
@@ -177,8 +185,9 @@ def run(args) -> dict:
                 times[label] = _timed(lambda c=client, a=address: pull(c, a))
                 store.delete(OID)
             if round_:  # round 0 warms connections, sessions and both segments
-                for label, t in times.items():
-                    results[label].append(t)
+                for label, (wall, cpu) in times.items():
+                    results[label].append(wall)
+                    cpu_s.setdefault(label, []).append(cpu)
         raw.sock.close()
     finally:
         for _, client, _ in clients:
@@ -193,21 +202,27 @@ def run(args) -> dict:
         shutil.rmtree(tmp, ignore_errors=True)
         if os.path.exists(server_store):  # a killed server cannot remove its own segment
             os.unlink(server_store)
+    results["cpu"] = cpu_s
     return results
 
 
 def report(args, results: dict) -> None:
     size_gb = args.size / 1e9
+    results = dict(results)
+    results["cpu"] = results.pop("cpu")
     raw_times = results["raw TCP socket copy"]
     raw = size_gb / statistics.median(raw_times)
     print(f"pull of one {args.size >> 20} MB object (random bytes), median of {args.repeat}, "
           f"chunks {args.chunk_mb} MB x {args.window} in flight, host {args.host}"
           f"{', netns ' + args.netns if args.netns else ''}")
-    print(f"{'':36} {'GB/s':>7} {'vs raw':>7} {'per-round ratio (median)':>25}")
+    print(f"{'':36} {'GB/s':>7} {'vs raw':>7} {'per-round ratio':>16} {'client CPU s/GB':>16}")
     for label, times in results.items():
+        if label == "cpu":
+            continue
         gbs = size_gb / statistics.median(times)
         per_round = statistics.median(r / t for r, t in zip(raw_times, times))
-        print(f"{label:36} {gbs:7.2f} {gbs / raw:6.2f}x {per_round:24.2f}x")
+        cpu = statistics.median(results["cpu"][label]) / size_gb
+        print(f"{label:36} {gbs:7.2f} {gbs / raw:6.2f}x {per_round:15.2f}x {cpu:16.3f}")
 
 
 def main(argv=None) -> int:

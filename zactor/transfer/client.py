@@ -30,6 +30,7 @@ from zactor.exceptions import ObjectExistsError, ProtocolError
 from zactor.net.security import curve_client, keys_from
 from zactor.net.sockets import make_socket, tcp_address
 from zactor.transfer import messages as M
+from zactor.transfer._malloc import keep_chunk_buffers
 from zactor.transfer.handle import PullHandle, _Pull
 
 log = logging.getLogger(__name__)
@@ -75,13 +76,15 @@ class TransferClient:
 
     ``keys``/``encrypt`` must match the servers' (see TransferServer). ``chunk_bytes`` and
     ``window`` set the chunk size and the chunks in flight per pull; ``compress`` lets a
-    server lz4-compress when its samples say it pays (False: never ask).
+    server lz4-compress when its samples say it pays (False: never ask). ``pollable``:
+    also report finished pulls through ``fileno()``/``completed()``. ``tune_malloc``: fix
+    glibc's malloc thresholds process-wide so chunk buffers are reused (see _malloc.py).
     """
 
     def __init__(self, store, *, keys=None, encrypt: bool = True,
                  chunk_bytes: int = DEFAULT_CHUNK_BYTES, window: int = DEFAULT_WINDOW,
                  idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S, compress: bool = True,
-                 pollable: bool = False):
+                 pollable: bool = False, tune_malloc: bool = True):
         if chunk_bytes <= 0 or window <= 0:
             raise ValueError("chunk_bytes and window must be positive")
         self.store = store
@@ -91,6 +94,8 @@ class TransferClient:
         self.window = window
         self.idle_timeout_s = idle_timeout_s
         self.compress = compress
+        if tune_malloc:
+            keep_chunk_buffers(chunk_bytes, chunk_bytes * window)
         self._lock = threading.Lock()
         self._inbox: deque = deque()
         self._pulls: dict = {}  # oid -> _Pull (active)

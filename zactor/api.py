@@ -112,6 +112,20 @@ def node_resources(num_cpus=None, num_gpus=None, resources=None, object_store_me
     return res, store_bytes
 
 
+def _cluster_request(mtype, body: dict, timeout_s: float):
+    """Send one request to the cluster's global scheduler (placement groups); its answer."""
+    client = context.client()
+    coordinator = client.config.get("gcs_address")
+    if not client.config.get("cluster") or not coordinator:
+        raise RuntimeError("placement groups need a cluster with a global scheduler: start "
+                           "one with `zactor start --head` and connect with "
+                           "zactor.init(address='auto'); the local cluster of a bare "
+                           "zactor.init() has none")
+    from zactor.cluster.scheduler_client import cluster_request
+
+    return cluster_request(coordinator, mtype, body, timeout_s)
+
+
 def _memory() -> tuple:
     """(total, available) bytes of memory. Read from /proc on Linux: importing psutil would
     cost init ~20 ms before the node manager can be started."""
@@ -151,6 +165,9 @@ def shutdown() -> None:
         if client is not None and context.mode() == "driver":
             context.clear_client()
             client.close()
+            from zactor.cluster import scheduler_client
+
+            scheduler_client.close_all()
         if _node is not None:
             _node.stop()  # the node first: it flushes its last writes to the control store
             plane = getattr(_node, "control_plane", None)

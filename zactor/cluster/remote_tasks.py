@@ -65,6 +65,7 @@ class RemoteTasks:
         self.free_out: dict[bytes, list] = {}    # node id -> oids to free there
         self.functions_sent: dict[bytes, set] = {}
         self.warned: set = set()  # infeasible tasks already warned about
+        self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -92,7 +93,9 @@ class RemoteTasks:
             print(f"zactor node manager: dropped a bad peer message ({exc})", file=sys.stderr)
             return
         handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
-                   "FREE_OBJECTS": self.on_free, "PLACE": self.on_place}.get(msg.name)
+                   "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
+                   "RESERVE_BUNDLES": self.on_reserve_bundles,
+                   "FENCED": self.on_fenced}.get(msg.name)
         if handler is None:
             return
         try:
@@ -335,6 +338,28 @@ class RemoteTasks:
         nm.object_arrived(oid, e)
         if error is None:  # the holder's copy is no longer the only one we rely on
             self.free_out.setdefault(holder, []).append(oid)
+
+    # ---- placement groups and fencing ----------------------------------------------------
+
+    def on_reserve_bundles(self, _identity, msg) -> None:
+        from zactor.cluster import bundles
+
+        for index, amounts in msg["bundles"]:
+            key = (msg["pg_id"], index)
+            if msg["release"]:
+                if key not in self.bundles:
+                    continue
+                self.bundles.pop(key)
+                removed, added = bundles.reservation(msg["pg_id"], index, amounts)
+                self.nm._apply(self.nm.scheduler.change_capacity(added, removed))
+            elif key not in self.bundles:  # a repeated reservation is a no-op
+                self.bundles[key] = amounts
+                removed, added = bundles.reservation(msg["pg_id"], index, amounts)
+                self.nm._apply(self.nm.scheduler.change_capacity(removed, added))
+
+    def on_fenced(self, _identity, msg) -> None:
+        if msg["node_id"] == self.nm.node_id and msg["incarnation"] == self.link.incarnation:
+            self.link.fenced_reason = "the global scheduler declared it dead"
 
     # ---- a node died ------------------------------------------------------------------------
 

@@ -451,6 +451,11 @@ class NodeManager:
     def _request(self, task: Task, local_only: bool = False) -> ls.TaskRequest:
         spec = task.spec
         res = spec["res"]
+        strategy = spec.get("strategy")
+        if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "pg":
+            from zactor.cluster.bundles import rewrite_demand
+
+            res = rewrite_demand(res, strategy[1], strategy[2])
         key = tuple(res.items())
         demand = self._demands.get(key)
         if demand is None:  # a few shapes of demand recur: build each ResourceSet once

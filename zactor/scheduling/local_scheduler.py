@@ -245,6 +245,15 @@ class LocalScheduler:
             self._make_ready(task)
         return []
 
+    def change_capacity(self, removed: ResourceSet, added: ResourceSet) -> list:
+        """Turn ``removed`` of this node's resources into ``added`` ones (a placement group's
+        bundle reserved here: CPU becomes CPU_group_i_<pg>; released: the reverse). What is
+        available may go below zero until running tasks give ``removed`` back."""
+        res = self.resources
+        res.total = res.total - removed + added
+        res.available = res.available - removed + added
+        return self._schedule()
+
     def waits_for(self, object_id: bytes) -> bool:
         """Whether a task here waits for this object to become local."""
         return object_id in self._waiters

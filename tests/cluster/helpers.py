@@ -87,6 +87,7 @@ class CliCluster:
     def __init__(self, num_cpus: int = 2, extra=()):
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.nodes = []  # supervisor pids of the nodes added
         out = zactor_cli("start", "--head", "--port", str(self.port), "--num-cpus",
                          str(num_cpus), "--object-store-memory", str(256 << 20), *extra)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -97,6 +98,25 @@ class CliCluster:
         self.supervisor_pid = int(record["pid"])
         self.processes = cluster_processes(self.supervisor_pid)
         self.env = dict(os.environ, ZACTOR_ADDRESS=self.address)
+
+    def add_node(self, num_cpus: int = 1, *extra) -> int:
+        """Start a node that joins (same machine, loopback); its supervisor's pid."""
+        from zactor.cluster.supervisor import session_files
+
+        before = {int(r["pid"]) for r in session_files()}
+        out = zactor_cli("start", "--address", self.address, "--num-cpus", str(num_cpus),
+                         "--object-store-memory", str(256 << 20), *extra)
+        assert out.returncode == 0, out.stdout + out.stderr
+        pid = next(int(r["pid"]) for r in session_files()
+                   if r["address"] == self.address and int(r["pid"]) not in before)
+        self.nodes.append(pid)
+        self.processes += cluster_processes(pid)
+        return pid
+
+    def record(self, supervisor_pid: int) -> dict:
+        from zactor.cluster.supervisor import session_files
+
+        return next(r for r in session_files() if int(r["pid"]) == supervisor_pid)
 
     def stop(self) -> None:
         out = zactor_cli("stop", "--address", self.address)

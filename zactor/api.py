@@ -123,7 +123,8 @@ def _cluster_request(mtype, body: dict, timeout_s: float):
                            "zactor.init() has none")
     from zactor.cluster.scheduler_client import cluster_request
 
-    return cluster_request(coordinator, mtype, body, timeout_s)
+    return cluster_request(coordinator, mtype, body, timeout_s,
+                           keys=client.config.get("key_file"))
 
 
 def _memory() -> tuple:

@@ -146,3 +146,25 @@ def test_start_rejects_bad_resources():
     assert out.returncode != 0 and "--resources is not JSON" in out.stderr
     out = zactor_cli("stop", "--address", "127.0.0.1:1")
     assert out.returncode == 0 and "no zactor cluster processes" in out.stdout
+
+
+def test_a_client_without_the_cluster_keys_is_refused(head, tmp_path):
+    from zactor.cluster.discovery import key_file_for
+    from zactor.control.client import GcsClient
+    from zactor.net.security import generate_keys
+
+    with GcsClient.connect(head.address, timeout_s=10, keys=key_file_for(head.address)) as g:
+        assert any(True for _ in g.scan("nodes", timeout_s=10))  # members get in
+    other = str(tmp_path / "other.key")
+    generate_keys(other)
+    for keys in (None, other):  # no keys: no handshake; another cluster's key: ZAP refuses
+        client = GcsClient(head.address, timeout_s=2, keys=keys)
+        try:
+            with pytest.raises(Exception):  # noqa: B017 - whichever way it fails, it fails
+                client.scan("nodes", timeout_s=2)
+        finally:
+            client.close()
+    joined = zactor_cli("start", "--address", head.address, "--key-file", other)
+    assert joined.returncode != 0 and "cannot reach the cluster" in joined.stderr
+    status = zactor_cli("status", "--address", head.address)  # the head kept serving
+    assert "nodes: 1 alive" in status.stdout, status.stdout + status.stderr

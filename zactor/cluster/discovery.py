@@ -41,13 +41,29 @@ def local_addresses() -> set:
             if a.family.name == "AF_INET"}
 
 
+def key_file_for(coordinator: str):
+    """The cluster key file to use with the cluster at ``coordinator``: $ZACTOR_KEY_FILE,
+    else the one its supervisor on this machine uses, else ~/.zactor/cluster.key if any."""
+    from zactor.cluster.supervisor import session_files
+    from zactor.net.security import KEY_FILE_ENV, default_key_path
+
+    if os.environ.get(KEY_FILE_ENV):
+        return os.environ[KEY_FILE_ENV]
+    for record in session_files():
+        if record.get("address") == coordinator and record.get("key_file"):
+            return record["key_file"]
+    path = default_key_path()
+    return path if os.path.exists(path) else None
+
+
 def find_local_node(coordinator: str, timeout_s: float = DISCOVERY_TIMEOUT_S) -> dict:
     """The row of an alive node of the cluster at ``coordinator`` that runs on this machine
     (its ipc socket is reachable from here), preferring one whose host address is ours."""
     from zactor.control.client import GcsClient
 
     try:
-        with GcsClient.connect(coordinator, timeout_s=timeout_s) as gcs:
+        with GcsClient.connect(coordinator, timeout_s=timeout_s,
+                               keys=key_file_for(coordinator)) as gcs:
             rows = [row for _key, row in gcs.scan("nodes", timeout_s=timeout_s)]
     except Exception as exc:  # noqa: BLE001 - say which address failed and why
         raise ConnectionError(f"cannot reach the zactor cluster at {coordinator}: {exc}") \

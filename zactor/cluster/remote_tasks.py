@@ -34,6 +34,7 @@ from zactor import protocol
 from zactor import serialization as ser
 from zactor.cluster import messages as cm
 from zactor.exceptions import ObjectLostError, WorkerCrashedError
+from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket
 from zactor.runtime import messages as m
 
@@ -50,14 +51,18 @@ class RemoteTasks:
         self.link = link
         self.host = host
         self.ctx = nm.ctx
-        self.router = make_socket(self.ctx, zmq.ROUTER, hwm=0)
+        from zactor.net.security import curve_server, keys_from, start_authenticator
+
+        self.keys = keys_from(nm.config.get("key_file"))
+        self.auth = start_authenticator(self.ctx, self.keys)  # only the cluster key gets in
+        self.router = curve_server(make_socket(self.ctx, zmq.ROUTER, hwm=0), self.keys)
         link.node_port = int(bind_free(self.router, host).rsplit(":", 1)[1])
         self.identity = b"peer:" + nm.node_id
         self.dealers: dict[bytes, zmq.Socket] = {}
         self.scheduler_sock = None
         self.scheduler_addr = None
         self._next_scheduler_lookup = 0.0
-        self.transfer = TransferLink(nm.store, host)
+        self.transfer = TransferLink(nm.store, host, self.keys)
         link.transfer_port = self.transfer.port
         self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
         self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
@@ -112,6 +117,7 @@ class RemoteTasks:
             if row is None or row.get("state") != "alive":
                 return None
             sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity, hwm=0)
+            curve_client(sock, self.keys)
             sock.connect(f"tcp://{row['host']}:{row['node_port']}")
             self.dealers[node_id] = sock
             self.nm.poller_changed = True
@@ -171,6 +177,7 @@ class RemoteTasks:
             self.scheduler_addr = addr
             if addr is not None:
                 self.scheduler_sock = make_socket(self.ctx, zmq.DEALER, identity=self.identity)
+                curve_client(self.scheduler_sock, self.keys)
                 self.scheduler_sock.connect(addr)
             self.nm.poller_changed = True
 
@@ -397,6 +404,8 @@ class RemoteTasks:
             self.scheduler_sock.close(0)
         self.router.close(0)
         self.transfer.close()
+        if self.auth is not None:
+            self.auth.stop()
 
 
 class TransferLink:

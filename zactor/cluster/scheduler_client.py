@@ -25,7 +25,10 @@ _clients: dict = {}
 
 
 class SchedulerClient:
-    def __init__(self, coordinator: str):
+    def __init__(self, coordinator: str, keys=None):
+        from zactor.net.security import keys_from
+
+        self.keys = keys_from(keys)
         self.coordinator = coordinator
         self.ctx = zmq.Context()
         self.gcs = None
@@ -37,7 +40,7 @@ class SchedulerClient:
         from zactor.control.client import GcsClient
 
         if self.gcs is None:
-            self.gcs = GcsClient.connect(self.coordinator, timeout_s=timeout_s)
+            self.gcs = GcsClient.connect(self.coordinator, timeout_s=timeout_s, keys=self.keys)
         row = self.gcs.get("kv", b"cluster:scheduler", timeout_s=timeout_s)
         if not isinstance(row, dict):
             raise RuntimeError(f"the cluster at {self.coordinator} has no global scheduler "
@@ -46,7 +49,9 @@ class SchedulerClient:
         if address != self.address or self.sock is None:
             if self.sock is not None:
                 self.sock.close(0)
-            self.sock = make_socket(self.ctx, zmq.DEALER)
+            from zactor.net.security import curve_client
+
+            self.sock = curve_client(make_socket(self.ctx, zmq.DEALER), self.keys)
             self.sock.connect(address)
             self.address = address
 
@@ -84,11 +89,11 @@ class SchedulerClient:
         self.ctx.term()
 
 
-def cluster_request(coordinator: str, mtype, body: dict, timeout_s: float):
+def cluster_request(coordinator: str, mtype, body: dict, timeout_s: float, keys=None):
     with _lock:
         client = _clients.get(coordinator)
         if client is None:
-            client = _clients[coordinator] = SchedulerClient(coordinator)
+            client = _clients[coordinator] = SchedulerClient(coordinator, keys)
         return client.request(mtype, body, timeout_s)
 
 

@@ -23,6 +23,7 @@ import time
 from zactor.net.sockets import DEFAULT_COORDINATOR_PORT
 
 START_TIMEOUT_S = 90.0
+JOIN_CHECK_TIMEOUT_S = 10.0
 
 
 def add_arguments(parser) -> None:
@@ -50,6 +51,10 @@ def add_arguments(parser) -> None:
                              "(raise it on busy machines)")
     parser.add_argument("--system-config", default=None,
                         help="JSON runtime settings (e.g. heartbeat limits)")
+    parser.add_argument("--key-file", default=None, metavar="PATH",
+                        help="the cluster's CURVE key file (default $ZACTOR_KEY_FILE or "
+                             "~/.zactor/cluster.key); the head creates it if missing, a "
+                             "joining node needs a copy of the head's")
     parser.add_argument("--block", action="store_true",
                         help="stay in the foreground until stopped")
 
@@ -64,6 +69,39 @@ def _route_address(head: str) -> str:
             return s.getsockname()[0]
         except OSError:
             return "127.0.0.1"
+
+
+def _cluster_key_file(args) -> str:
+    """The key file every TCP socket of the cluster authenticates with: the head makes one
+    (mode 0600) when there is none; a joining node must be given the head's."""
+    from zactor.net.security import KeyFileError, default_key_path, generate_keys, load_keys
+
+    path = os.path.abspath(args.key_file or default_key_path())
+    if not os.path.exists(path):
+        if not args.head:
+            raise SystemExit(f"zactor start: no cluster key file at {path}: copy the head's "
+                             f"key file (made by `zactor start --head`, default "
+                             f"~/.zactor/cluster.key, mode 0600) to this machine, or pass "
+                             f"--key-file")
+        generate_keys(path)
+    try:
+        load_keys(path)
+    except KeyFileError as exc:
+        raise SystemExit(f"zactor start: {exc}") from None
+    return path
+
+
+def _check_reachable(address: str, key_file: str) -> None:
+    """A joining node first proves it can talk to the cluster (its address, its keys)."""
+    from zactor.control.client import GcsClient
+
+    try:
+        with GcsClient.connect(address, timeout_s=JOIN_CHECK_TIMEOUT_S, keys=key_file):
+            pass
+    except Exception as exc:  # noqa: BLE001 - say what failed, not a traceback
+        raise SystemExit(f"zactor start: cannot reach the cluster at {address} with the key "
+                         f"file {key_file} ({exc}); check the address and that the key "
+                         f"file is a copy of the head's") from None
 
 
 def _resources(args) -> tuple:
@@ -88,12 +126,15 @@ def run(args) -> int:
             raise SystemExit(f"zactor start: --system-config is not JSON ({exc})") from None
     host = args.host or ("127.0.0.1" if args.head else _route_address(args.address))
     res, store_bytes = _resources(args)
+    key_file = _cluster_key_file(args)
+    if not args.head:
+        _check_reachable(args.address, key_file)
     from zactor.runtime.local_cluster import check_shm_room
 
     check_shm_room(store_bytes)
     argv = [sys.executable, "-m", "zactor.cluster.supervisor", "--host", host,
             "--resources", json.dumps(res), "--store-bytes", str(store_bytes),
-            "--system-config", args.system_config or "{}"]
+            "--system-config", args.system_config or "{}", "--key-file", key_file]
     if args.head:
         argv += ["--head", "--port", str(args.port), "--gcs-replicas",
                  str(args.gcs_replicas), "--gcs-shards", str(args.gcs_shards)]

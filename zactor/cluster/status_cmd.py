@@ -69,7 +69,9 @@ def run(args) -> int:
 
     try:
         address = resolve_address(args.address)
-        with GcsClient.connect(address, timeout_s=10.0) as gcs:
+        from zactor.cluster.discovery import key_file_for
+
+        with GcsClient.connect(address, timeout_s=10.0, keys=key_file_for(address)) as gcs:
             rows = [row for _k, row in gcs.scan("nodes", timeout_s=10.0)
                     if isinstance(row, dict) and "node_id" in row]
             scheduler = gcs.get("kv", b"cluster:scheduler", timeout_s=10.0)

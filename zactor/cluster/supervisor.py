@@ -93,10 +93,12 @@ class Supervisor:
             data_dir = os.path.join(runtime_dir(), f"gcs_{os.getpid()}")
             self.control = LocalControlStore(data_dir, self.args.gcs_shards,
                                              self.args.gcs_replicas, self.args.port,
-                                             host=self.host).start(START_TIMEOUT_S)
+                                             host=self.host, keys=self.args.key_file
+                                             ).start(START_TIMEOUT_S)
             self.address = self.control.address
             self._start_scheduler()
         config = {"gcs_address": self.address, "cluster": True, "host": self.host,
+                  "key_file": self.args.key_file,
                   "log_to_driver": True, **json.loads(self.args.system_config or "{}")}
         self.node = LocalNode.launch(
             resources=self.args.resources_dict, store_bytes=self.args.store_bytes,
@@ -109,6 +111,8 @@ class Supervisor:
                 "--host", self.host, "--parent-pid", str(os.getpid())]
         if self.args.node_death_timeout is not None:
             argv += ["--node-death-timeout", str(self.args.node_death_timeout)]
+        if self.args.key_file:
+            argv += ["--key-file", self.args.key_file]
         try:
             import zactor.scheduling.scheduler_main  # noqa: F401 - is the daemon installed?
         except ImportError:
@@ -120,6 +124,7 @@ class Supervisor:
     def _write_record(self) -> None:
         record = {"pid": os.getpid(), "head": self.head, "address": self.address,
                   "host": self.host, "node_address": self.node.address,
+                  "key_file": self.args.key_file,
                   "node_pid": self.node.proc.pid, "session_dir": self.node.session_dir,
                   "started_at": time.time()}
         tmp = self.record_path + ".tmp"
@@ -209,6 +214,7 @@ def main(argv=None) -> int:
     parser.add_argument("--store-bytes", type=int, required=True)
     parser.add_argument("--system-config", default="{}")
     parser.add_argument("--node-death-timeout", type=float, default=None)
+    parser.add_argument("--key-file", default=None)
     parser.add_argument("--ready-fd", type=int, default=None,
                         help="write 'READY <json>' or 'FAILED <why>' here once started")
     args = parser.parse_args(argv)

@@ -37,8 +37,9 @@ class GcsRecorder:
         self._dropped = 0
         self._lock = threading.Lock()  # the backlog is drained by the connecting thread
 
-    def connect_in_background(self, address: str) -> None:
+    def connect_in_background(self, address: str, keys=None) -> None:
         """Connect without blocking the node manager's loop; writes queue until then."""
+        self.keys = keys
         threading.Thread(target=self._connect, args=(address,), daemon=True,
                          name="zactor-gcs-connect").start()
 
@@ -46,7 +47,8 @@ class GcsRecorder:
         from zactor.control.client import GcsClient  # imported late: keeps node start fast
 
         try:
-            client = GcsClient.connect(address, timeout_s=30.0)
+            client = GcsClient.connect(address, timeout_s=30.0,
+                                       keys=getattr(self, "keys", None))
         except Exception as exc:  # noqa: BLE001 - tasks still run; say why lineage is off
             print(f"zactor node manager: cannot reach the control store at {address}: "
                   f"{exc}", file=sys.stderr)

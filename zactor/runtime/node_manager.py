@@ -123,7 +123,7 @@ class NodeManager:
         self.poller_changed = True
         self.link.register()
         if config.get("gcs_address"):  # a cluster node: the control store is already up
-            self.gcs.connect_in_background(config["gcs_address"])
+            self.gcs.connect_in_background(config["gcs_address"], config.get("key_file"))
         if initial_workers:
             self._start_workers(initial_workers)
             self.scheduler.starting += initial_workers

@@ -48,11 +48,15 @@ ERR_UNAVAILABLE = "unavailable"
 
 class SchedulerDaemon(PlacementGroups):
     def __init__(self, gcs_address: str, host: str = "127.0.0.1", port: int = 0,
-                 node_death_timeout_s: float = M.NODE_DEATH_TIMEOUT_S):
+                 node_death_timeout_s: float = M.NODE_DEATH_TIMEOUT_S, keys=None):
+        from zactor.net.security import curve_server, keys_from, start_authenticator
+
+        self.keys = keys_from(keys)  # the cluster's CURVE keys: every socket authenticates
         self.death_timeout_s = node_death_timeout_s
-        self.gcs = GcsClient.connect(gcs_address, timeout_s=GCS_TIMEOUT_S)
+        self.gcs = GcsClient.connect(gcs_address, timeout_s=GCS_TIMEOUT_S, keys=self.keys)
         self.ctx = zmq.Context()
-        self.router = make_socket(self.ctx, zmq.ROUTER)
+        self.auth = start_authenticator(self.ctx, self.keys)
+        self.router = curve_server(make_socket(self.ctx, zmq.ROUTER), self.keys)
         self.addr = bind_free(self.router, host, port)
         self.host, self.port = host, int(self.addr.rsplit(":", 1)[1])
         self.policy = GlobalPolicy()
@@ -175,7 +179,10 @@ class SchedulerDaemon(PlacementGroups):
         if entry is None or entry[0] != addr:
             if entry is not None:
                 entry[1].close(0)
-            sock = make_socket(self.ctx, zmq.DEALER, b"zactor-scheduler-%d" % os.getpid())
+            from zactor.net.security import curve_client
+
+            sock = curve_client(make_socket(self.ctx, zmq.DEALER,
+                                            b"zactor-scheduler-%d" % os.getpid()), self.keys)
             sock.connect(addr)
             entry = self.dealers[nid] = (addr, sock)
         try:
@@ -300,6 +307,8 @@ class SchedulerDaemon(PlacementGroups):
         for _addr, sock in self.dealers.values():
             sock.close(0)
         self.router.close(0)
+        if self.auth is not None:
+            self.auth.stop()
         self.ctx.term()
         try:
             self.gcs.flush(timeout_s=1.0)

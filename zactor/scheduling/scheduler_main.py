@@ -56,18 +56,15 @@ def _watch_parent(parent_pid, daemon) -> None:
 def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
+    keys = None
     if args.key_file:
-        # the cluster's CURVE helpers (zactor/net/security.py) are not in this tree yet: refuse
-        # rather than run unauthenticated when the operator asked for keys
+        from zactor.net.security import KeyFileError, load_keys
+
         try:
-            from zactor.net import security  # noqa: F401
-        except ImportError:
-            print("zactor scheduler: --key-file needs zactor.net.security (CURVE), which this "
-                  "build lacks", file=sys.stderr)
+            keys = load_keys(args.key_file)
+        except (OSError, KeyFileError, ValueError) as exc:
+            print(f"zactor scheduler: cannot use the key file: {exc}", file=sys.stderr)
             return 2
-        print("zactor scheduler: --key-file is not wired to the scheduler's sockets yet",
-              file=sys.stderr)
-        return 2
     if args.node_death_timeout <= 0:
         print("zactor scheduler: --node-death-timeout must be > 0", file=sys.stderr)
         return 2
@@ -75,7 +72,8 @@ def run(args) -> int:
     from zactor.scheduling.scheduler_daemon import SchedulerDaemon
 
     _die_with_parent(args.parent_pid)
-    daemon = SchedulerDaemon(args.address, args.host, args.port, args.node_death_timeout)
+    daemon = SchedulerDaemon(args.address, args.host, args.port, args.node_death_timeout,
+                             keys=keys)
 
     def stop(_signum, _frame):
         daemon.running = False

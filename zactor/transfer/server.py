@@ -106,6 +106,9 @@ class TransferServer:
         self._stopping = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout_s)
+        if self._thread.is_alive():  # leak the fds rather than close them under the thread
+            log.warning("transfer server thread did not stop within %ss", timeout_s)
+            return
         os.close(self._wake_r)
         os.close(self._wake_w)
 

@@ -108,3 +108,34 @@ def test_garbage_does_not_stop_the_server(pair):
     assert client.fetch(oid(2), server.address, timeout=30) == 12
     assert read_bytes(local, oid(2)) == b"still served"
     assert server.stats["dropped"] >= 3
+
+
+def test_garbage_replies_do_not_stop_the_client(pair):
+    """A 'server' that answers every request with nonsense: the pulls fail, the client lives."""
+    from zactor.transfer import TransferError
+
+    remote, local, server, client = pair()
+    ctx = zmq.Context()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        replies = [
+            lambda rid: [b"lonely"],
+            lambda rid: P.encode(M.XFER_META, {"oid": oid(3), "size": 10, "metadata": 7}, rid),
+            lambda rid: P.encode(M.XFER_CHUNK, {"oid": oid(3), "offset": 0, "length": 1}, rid),
+            lambda rid: P.encode(M.XFER_META, {"oid": oid(3), "size": -5}, rid),
+        ]
+        for n, make in enumerate(replies):
+            handle = client.pull(oid(30 + n), f"127.0.0.1:{port}", timeout=2.0)
+            assert fake.poll(30_000)
+            ident, header, _body = fake.recv_multipart()
+            _, rid = P.decode_header(header)
+            fake.send_multipart([ident, *make(rid)])
+            assert isinstance(handle.exception(30), TransferError)
+            assert not local.contains(oid(30 + n))
+    finally:
+        fake.close(0)
+        ctx.term()
+    put_bytes(remote, oid(4), b"fine")
+    assert client.fetch(oid(4), server.address, timeout=30) == 4

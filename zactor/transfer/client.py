@@ -252,9 +252,11 @@ class TransferClient:
             except zmq.Again:
                 return
             try:
+                if len(frames) < 2:
+                    raise ProtocolError(f"a reply of {len(frames)} frame(s)")
                 msg_type, req_id = P.decode_header(frames[0].bytes)
                 self._on_reply(peer, msg_type, req_id, frames)
-            except ProtocolError as e:
+            except Exception as e:  # a broken server costs its pulls (timeout), not the thread
                 log.warning("transfer client: bad reply from %s dropped: %s", peer.address, e)
 
     def _on_event(self, peer: Peer, frames) -> None:
@@ -314,10 +316,13 @@ class TransferClient:
         if not isinstance(size, int) or size < 0:
             self._fail(pull, P.ERR_MALFORMED, f"bad size {size!r}")
             return
+        if not isinstance(msg["metadata"], bytes):
+            self._fail(pull, P.ERR_MALFORMED, "metadata is not bytes")
+            return
         pull.size = size
         pull.compress = bool(msg["compress"]) and self.compress
         try:
-            pull.buf = self.store.create_buffer(pull.oid, size, bytes(msg["metadata"]))
+            pull.buf = self.store.create_buffer(pull.oid, size, msg["metadata"])
         except ObjectExistsError:
             if self.store.contains(pull.oid):  # another writer finished it meanwhile
                 self._finish(pull)

@@ -28,6 +28,7 @@ class Peer:
         self.needs_session = keys is not None and not encrypt
         self.session = None  # (sid, nonce) once welcomed
         self.hello_sent = False
+        self.hello_id = 0
         self.seq = 0
         self.waiting: deque = deque()  # requests held until the session opens
         self.requests: dict = {}       # req_id -> (pull, offset or None for META)

@@ -100,7 +100,8 @@ class TransferServer:
     # ---- life ---------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop serving and close the socket (replies in flight are dropped). Idempotent."""
+        """Stop serving and close the socket (replies in flight are dropped). Idempotent.
+        Close it before destroying the store: replies being sent point into the segment."""
         if self._stopping:
             return
         self._stopping = True

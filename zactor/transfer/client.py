@@ -22,15 +22,15 @@ import threading
 import time
 from collections import deque
 
-import lz4.block
 import zmq
 
 from zactor import protocol as P
-from zactor.exceptions import ObjectExistsError, ProtocolError
+from zactor.exceptions import ProtocolError
 from zactor.net.security import keys_from
 from zactor.net.sockets import tcp_address
 from zactor.transfer import messages as M
 from zactor.transfer._malloc import keep_chunk_buffers
+from zactor.transfer._store_side import StoreWriter
 from zactor.transfer.handle import CompletionQueue, PullHandle, _Pull
 from zactor.transfer.peer import Peer
 
@@ -42,7 +42,8 @@ DEFAULT_IDLE_TIMEOUT_S = 10.0
 PEER_IDLE_CLOSE_S = 60.0      # a server's connection unused this long is closed
 _TICK_MS = 50
 
-class TransferClient:
+
+class TransferClient(StoreWriter):
     """Pull objects into ``store`` (used from the client's thread only).
 
     ``keys``/``encrypt`` must match the servers' (see TransferServer). ``chunk_bytes`` and
@@ -70,10 +71,11 @@ class TransferClient:
         self._lock = threading.Lock()
         self._inbox: deque = deque()
         self._pulls: dict = {}  # oid -> _Pull (active)
-        self._peers: dict = {}  # address -> _Peer
+        self._peers: dict = {}  # address -> Peer
         self._completed = CompletionQueue() if pollable else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
         self._closed = False
         self._next_sweep = 0.0
         self._peers_gen = 0
@@ -89,7 +91,8 @@ class TransferClient:
         """Start pulling ``oid`` from the server at ``address`` (``host:port`` or
         ``tcp://host:port``); returns at once. A pull of an object already being pulled
         joins that transfer (same handle). ``callback(handle)`` runs when it ends, in the
-        client's thread (keep it short). ``timeout``: seconds for the whole pull."""
+        client's thread (keep it short). ``timeout``: seconds for the whole pull; a shared
+        pull ends at the latest deadline of its callers, and never if one gave none."""
         oid = bytes(oid)
         if len(oid) != 28:
             raise ValueError(f"object ids are 28 bytes, got {len(oid)}")
@@ -103,17 +106,28 @@ class TransferClient:
                 pull = _Pull(oid, address, deadline)
                 self._pulls[oid] = pull
                 self._inbox.append(pull)
-            elif deadline is not None:
+            else:
                 pull.extend_deadline(deadline)
             handle = pull.handle
+            self._wake()  # under the lock: close() cannot have closed the pipe meanwhile
         if callback is not None:
             handle.add_done_callback(callback)
-        os.write(self._wake_w, b"p")
         return handle
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full: the thread has a wake-up pending anyway
+            pass
 
     def fetch(self, oid: bytes, address: str, timeout: float = 60.0) -> int:
         """Pull and wait; returns the object's size or raises TransferError."""
-        return self.pull(oid, address, timeout=timeout).result(timeout + 1.0)
+        handle = self.pull(oid, address, timeout=timeout)
+        try:
+            return handle.result(timeout + 1.0)
+        except TimeoutError:  # joined a pull with a later deadline: stop waiting for it
+            raise M.TransferError(handle.oid, handle.address, "timeout",
+                                  f"not done within {timeout:g}s") from None
 
     def fileno(self) -> int:
         """(pollable=True) A file descriptor readable while ``completed()`` has handles."""
@@ -134,7 +148,7 @@ class TransferClient:
             if self._closed:
                 return
             self._closed = True
-        os.write(self._wake_w, b"c")
+            self._wake()
         self._thread.join(timeout_s)
         if self._thread.is_alive():  # stuck (a callback?): leak the fds rather than pull
             log.warning("transfer client thread did not stop within %ss", timeout_s)
@@ -311,62 +325,6 @@ class TransferClient:
         else:
             self._fail(pull, P.ERR_MALFORMED, f"unexpected reply {mtype.name}")
 
-    def _on_meta(self, peer, pull, msg) -> None:
-        size = msg["size"]
-        if not isinstance(size, int) or size < 0:
-            self._fail(pull, P.ERR_MALFORMED, f"bad size {size!r}")
-            return
-        if not isinstance(msg["metadata"], bytes):
-            self._fail(pull, P.ERR_MALFORMED, "metadata is not bytes")
-            return
-        pull.size = size
-        pull.compress = bool(msg["compress"]) and self.compress
-        try:
-            pull.buf = self.store.create_buffer(pull.oid, size, msg["metadata"])
-        except ObjectExistsError:
-            if self.store.contains(pull.oid):  # another writer finished it meanwhile
-                self._finish(pull)
-            else:
-                self._fail(pull, "store", "another writer is creating it in the local store")
-            return
-        except Exception as e:  # full store, bad size: the node manager decides what next
-            self._fail(pull, "store", f"{type(e).__name__}: {e}")
-            return
-        if size == 0:
-            self._finish(pull)
-            return
-        self._ask_more(peer, pull)
-
-    def _ask_more(self, peer, pull) -> None:
-        while pull.outstanding < self.window and pull.next_offset < pull.size:
-            length = min(self.chunk_bytes, pull.size - pull.next_offset)
-            self._request(peer, pull, M.XFER_CHUNK_REQ, pull.next_offset, length)
-            pull.next_offset += length
-
-    def _on_chunk(self, peer, pull, msg, payload) -> None:
-        offset, length = msg["offset"], msg["length"]
-        if length != min(self.chunk_bytes, pull.size - offset):
-            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} has length {length}")
-            return
-        data = payload.buffer
-        if msg["codec"] == M.CODEC_LZ4:
-            try:
-                data = lz4.block.decompress(data, uncompressed_size=length)
-            except Exception as e:  # lz4.block.LZ4BlockError or a bad size
-                self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} does not decompress: {e}")
-                return
-        if len(data) != length:
-            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset}: {len(data)} bytes, "
-                                              f"expected {length}")
-            return
-        pull.buf[offset:offset + length] = data
-        pull.received += length
-        pull.handle.bytes_received = pull.received
-        if pull.received == pull.size:
-            self._finish(pull)
-        else:
-            self._ask_more(peer, pull)
-
     def _check_timers(self, now: float) -> None:
         if now > self._next_sweep:  # close connections to servers not used for a while
             self._next_sweep = now + PEER_IDLE_CLOSE_S
@@ -380,37 +338,3 @@ class TransferClient:
             elif now - pull.last_activity > self.idle_timeout_s:
                 self._fail(pull, "timeout", f"no reply from the peer for "
                                             f"{self.idle_timeout_s:g}s (is it running?)")
-
-    # ---- endings ------------------------------------------------------------------------
-
-    def _finish(self, pull) -> None:
-        if pull.buf is not None:
-            pull.buf.release()
-            pull.buf = None
-            try:
-                self.store.seal(pull.oid)
-            except Exception as e:
-                self._end(pull, M.TransferError(pull.oid, pull.address, "store", str(e)))
-                return
-        self._end(pull, None)
-
-    def _fail(self, pull, reason: str, detail: str) -> None:
-        if pull.done:
-            return
-        if pull.buf is not None:  # drop our view before the memory goes back to the store
-            pull.buf.release()
-            pull.buf = None
-            try:
-                self.store.abort(pull.oid)
-            except Exception:
-                log.exception("transfer client: abort of %s failed", pull.oid.hex())
-        self._end(pull, M.TransferError(pull.oid, pull.address, reason, detail))
-
-    def _end(self, pull, error) -> None:
-        pull.done = True
-        with self._lock:
-            if self._pulls.get(pull.oid) is pull:
-                del self._pulls[pull.oid]
-        pull.handle._set(pull.size, error)  # first: a poller woken below sees it done
-        if self._completed is not None:
-            self._completed.put(pull.handle)

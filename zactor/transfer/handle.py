@@ -92,9 +92,10 @@ class _Pull:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def extend_deadline(self, deadline: float) -> None:
-        """A second caller with a longer timeout keeps the shared transfer going for it."""
-        if self.deadline is not None and deadline > self.deadline:
+    def extend_deadline(self, deadline) -> None:
+        """A later caller with a longer timeout (or none: None) keeps the shared transfer
+        going for it."""
+        if self.deadline is not None and (deadline is None or deadline > self.deadline):
             self.deadline = deadline
 
 

@@ -50,6 +50,10 @@ def test_loose_or_bad_files_are_refused(tmp_path):
         load_keys(path)
     with pytest.raises(KeyFileError, match="no cluster key file"):
         load_keys(str(tmp_path / "absent"))
+    link = tmp_path / "link"
+    link.symlink_to(path)
+    with pytest.raises(KeyFileError, match="cannot open"):
+        load_keys(str(link))
     bad = tmp_path / "bad"
     bad.write_text("not json")
     os.chmod(bad, 0o600)

@@ -172,3 +172,15 @@ def test_close_aborts_pull_in_flight(two_stores):
     with pytest.raises(RuntimeError):
         client.pull(oid(15), "127.0.0.1:1")
     assert os.path.exists(local.path)
+
+
+def test_shared_pull_deadlines(two_stores, closing):
+    _, local = two_stores
+    client = closing(TransferClient(local, idle_timeout_s=300))
+    address = f"127.0.0.1:{free_port()}"
+    patient = client.pull(oid(16), address)  # no deadline
+    with pytest.raises(TransferError, match="timeout"):
+        client.fetch(oid(16), address, timeout=0.2)  # gives up waiting, alone
+    assert not patient.done()  # the shared pull goes on for the caller without a deadline
+    client.close()
+    assert patient.exception(10).reason == "closed"

@@ -52,6 +52,22 @@ def test_server_killed_mid_transfer_leaves_no_partial_object(two_stores, closing
             os.unlink(path)
 
 
+def _send_oversized(ctx, address: str) -> None:
+    """A message over the server's MAXMSGSIZE: libzmq drops that connection. Closed only once
+    the drop is seen, so the socket is not torn down while its peer tears the link down."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    sock.connect(address)
+    try:
+        sock.send_multipart([b"x" * 200_000, b"over MAXMSGSIZE: the connection is dropped"])
+        assert monitor.poll(30_000), "the server did not drop an oversized message's connection"
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+
+
 def test_garbage_does_not_stop_the_server(pair):
     remote, local, server, client = pair()
     put_bytes(remote, oid(2), b"still served")
@@ -85,10 +101,41 @@ def test_garbage_does_not_stop_the_server(pair):
             mtype, req_id = P.decode_header(frames[0])
             replies[req_id] = mtype
         assert replies == {i: P.ERROR for i in range(11, 17)}
-        sock.send_multipart([b"x" * 200_000, b"over MAXMSGSIZE: the connection is dropped"])
     finally:
         sock.close(0)
-        ctx.term()
+    _send_oversized(ctx, server.address)
+    ctx.term()
     assert client.fetch(oid(2), server.address, timeout=30) == 12
     assert read_bytes(local, oid(2)) == b"still served"
     assert server.stats["dropped"] >= 3
+
+
+def test_garbage_replies_do_not_stop_the_client(pair):
+    """A 'server' that answers every request with nonsense: the pulls fail, the client lives."""
+    from zactor.transfer import TransferError
+
+    remote, local, server, client = pair()
+    ctx = zmq.Context()
+    fake = ctx.socket(zmq.ROUTER)
+    fake.setsockopt(zmq.LINGER, 0)
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        replies = [
+            lambda rid: [b"lonely"],
+            lambda rid: P.encode(M.XFER_META, {"oid": oid(3), "size": 10, "metadata": 7}, rid),
+            lambda rid: P.encode(M.XFER_CHUNK, {"oid": oid(3), "offset": 0, "length": 1}, rid),
+            lambda rid: P.encode(M.XFER_META, {"oid": oid(3), "size": -5}, rid),
+        ]
+        for n, make in enumerate(replies):
+            handle = client.pull(oid(30 + n), f"127.0.0.1:{port}", timeout=2.0)
+            assert fake.poll(30_000)
+            ident, header, _body = fake.recv_multipart()
+            _, rid = P.decode_header(header)
+            fake.send_multipart([ident, *make(rid)])
+            assert isinstance(handle.exception(30), TransferError)
+            assert not local.contains(oid(30 + n))
+    finally:
+        fake.close(0)
+        ctx.term()
+    put_bytes(remote, oid(4), b"fine")
+    assert client.fetch(oid(4), server.address, timeout=30) == 4

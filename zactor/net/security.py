@@ -97,6 +97,8 @@ def load_keys(path: str | None = None) -> ClusterKeys:
     except FileNotFoundError:
         raise KeyFileError(f"no cluster key file at {path} (create one with "
                            f"zactor.net.security.generate_keys)") from None
+    except OSError as e:  # ELOOP: a symlink (refused: it could point anywhere), EACCES...
+        raise KeyFileError(f"cannot open key file {path}: {e.strerror}") from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():

@@ -22,56 +22,28 @@ import threading
 import time
 from collections import deque
 
-import lz4.block
 import zmq
 
 from zactor import protocol as P
-from zactor.exceptions import ObjectExistsError, ProtocolError
-from zactor.net.security import curve_client, keys_from
-from zactor.net.sockets import make_socket, tcp_address
+from zactor.exceptions import ProtocolError
+from zactor.net.security import keys_from
+from zactor.net.sockets import tcp_address
 from zactor.transfer import messages as M
 from zactor.transfer._malloc import keep_chunk_buffers
-from zactor.transfer.handle import PullHandle, _Pull
+from zactor.transfer._store_side import StoreWriter
+from zactor.transfer.handle import CompletionQueue, PullHandle, _Pull
+from zactor.transfer.peer import Peer
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 DEFAULT_WINDOW = 4            # chunk requests in flight per pull: 16 MB at the default size
 DEFAULT_IDLE_TIMEOUT_S = 10.0
+PEER_IDLE_CLOSE_S = 60.0      # a server's connection unused this long is closed
 _TICK_MS = 50
-_MONITOR_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED
-                   | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                   | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL)
 
 
-class _Peer:
-    """One server: its DEALER, monitor, HMAC session and requests in flight."""
-
-    def __init__(self, ctx, address: str, keys, encrypt: bool):
-        self.address = address
-        self.sock = make_socket(ctx, zmq.DEALER, hwm=1000)
-        if encrypt:
-            curve_client(self.sock, keys)
-        self.monitor = self.sock.get_monitor_socket(_MONITOR_EVENTS)
-        self.sock.connect(address)
-        self.connected = False
-        self.needs_session = keys is not None and not encrypt
-        self.session = None  # (sid, nonce) once welcomed
-        self.hello_sent = False
-        self.seq = 0
-        self.waiting: deque = deque()  # requests held until the session opens
-        self.requests: dict = {}       # req_id -> (pull, offset or None for META)
-
-    def close(self) -> None:
-        try:
-            self.sock.disable_monitor()
-        except zmq.ZMQError:
-            pass
-        self.monitor.close(0)
-        self.sock.close(0)
-
-
-class TransferClient:
+class TransferClient(StoreWriter):
     """Pull objects into ``store`` (used from the client's thread only).
 
     ``keys``/``encrypt`` must match the servers' (see TransferServer). ``chunk_bytes`` and
@@ -99,16 +71,14 @@ class TransferClient:
         self._lock = threading.Lock()
         self._inbox: deque = deque()
         self._pulls: dict = {}  # oid -> _Pull (active)
-        self._peers: dict = {}  # address -> _Peer
-        self._completed: deque | None = deque() if pollable else None
+        self._peers: dict = {}  # address -> Peer
+        self._completed = CompletionQueue() if pollable else None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
-        self._done_r = self._done_w = None
-        if pollable:
-            self._done_r, self._done_w = os.pipe()
-            os.set_blocking(self._done_r, False)
-            os.set_blocking(self._done_w, False)
+        os.set_blocking(self._wake_w, False)
         self._closed = False
+        self._next_sweep = 0.0
+        self._peers_gen = 0
         self._ctx = zmq.Context()
         self._thread = threading.Thread(target=self._run, name="zactor-transfer-client",
                                         daemon=True)
@@ -121,7 +91,8 @@ class TransferClient:
         """Start pulling ``oid`` from the server at ``address`` (``host:port`` or
         ``tcp://host:port``); returns at once. A pull of an object already being pulled
         joins that transfer (same handle). ``callback(handle)`` runs when it ends, in the
-        client's thread (keep it short). ``timeout``: seconds for the whole pull."""
+        client's thread (keep it short). ``timeout``: seconds for the whole pull; a shared
+        pull ends at the latest deadline of its callers, and never if one gave none."""
         oid = bytes(oid)
         if len(oid) != 28:
             raise ValueError(f"object ids are 28 bytes, got {len(oid)}")
@@ -135,37 +106,41 @@ class TransferClient:
                 pull = _Pull(oid, address, deadline)
                 self._pulls[oid] = pull
                 self._inbox.append(pull)
-            elif deadline is not None:
+            else:
                 pull.extend_deadline(deadline)
             handle = pull.handle
+            self._wake()  # under the lock: close() cannot have closed the pipe meanwhile
         if callback is not None:
             handle.add_done_callback(callback)
-        os.write(self._wake_w, b"p")
         return handle
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"w")
+        except BlockingIOError:  # the pipe is full: the thread has a wake-up pending anyway
+            pass
 
     def fetch(self, oid: bytes, address: str, timeout: float = 60.0) -> int:
         """Pull and wait; returns the object's size or raises TransferError."""
-        return self.pull(oid, address, timeout=timeout).result(timeout + 1.0)
+        handle = self.pull(oid, address, timeout=timeout)
+        try:
+            return handle.result(timeout + 1.0)
+        except TimeoutError:  # joined a pull with a later deadline: stop waiting for it
+            raise M.TransferError(handle.oid, handle.address, "timeout",
+                                  f"not done within {timeout:g}s") from None
 
     def fileno(self) -> int:
         """(pollable=True) A file descriptor readable while ``completed()`` has handles."""
-        if self._done_r is None:
-            raise RuntimeError("create the TransferClient with pollable=True")
-        return self._done_r
+        return self._queue().fileno()
 
     def completed(self) -> list:
         """(pollable=True) Handles of pulls finished since the last call (success or not)."""
+        return self._queue().drain()
+
+    def _queue(self):
         if self._completed is None:
             raise RuntimeError("create the TransferClient with pollable=True")
-        try:
-            while os.read(self._done_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
-        out = []
-        while self._completed:
-            out.append(self._completed.popleft())
-        return out
+        return self._completed
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Fail pulls in flight (aborting their objects), close sockets. Idempotent."""
@@ -173,11 +148,15 @@ class TransferClient:
             if self._closed:
                 return
             self._closed = True
-        os.write(self._wake_w, b"c")
+            self._wake()
         self._thread.join(timeout_s)
-        for fd in (self._wake_r, self._wake_w, self._done_r, self._done_w):
-            if fd is not None:
-                os.close(fd)
+        if self._thread.is_alive():  # stuck (a callback?): leak the fds rather than pull
+            log.warning("transfer client thread did not stop within %ss", timeout_s)
+            return                   # them from under it
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+        if self._completed is not None:
+            self._completed.close()
 
     def __enter__(self):
         return self
@@ -187,14 +166,20 @@ class TransferClient:
 
     # ---- the client thread --------------------------------------------------------------
 
+    def _poller(self) -> zmq.Poller:
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        for peer in self._peers.values():
+            poller.register(peer.sock, zmq.POLLIN)
+            poller.register(peer.monitor, zmq.POLLIN)
+        return poller
+
     def _run(self) -> None:
+        poller, polled = None, -1
         try:
             while True:
-                poller = zmq.Poller()
-                poller.register(self._wake_r, zmq.POLLIN)
-                for peer in self._peers.values():
-                    poller.register(peer.sock, zmq.POLLIN)
-                    poller.register(peer.monitor, zmq.POLLIN)
+                if polled != self._peers_gen:  # rebuilt only when peers come or go
+                    poller, polled = self._poller(), self._peers_gen
                 poller.poll(_TICK_MS)
                 try:
                     os.read(self._wake_r, 4096)
@@ -229,12 +214,13 @@ class TransferClient:
                 continue
             peer = self._peers.get(pull.address)
             if peer is None:
-                peer = self._peers[pull.address] = _Peer(self._ctx, pull.address, self.keys,
+                self._peers_gen += 1
+                peer = self._peers[pull.address] = Peer(self._ctx, pull.address, self.keys,
                                                           self.encrypt)
             pull.touch()
             self._request(peer, pull, M.XFER_META_REQ, None, 0)
 
-    def _request(self, peer: _Peer, pull, mtype, offset, length) -> None:
+    def _request(self, peer: Peer, pull, mtype, offset, length) -> None:
         if peer.needs_session and peer.session is None:
             peer.waiting.append((pull, mtype, offset, length))
             if not peer.hello_sent:
@@ -253,6 +239,7 @@ class TransferClient:
                 self._mac_key, nonce, peer.seq, mtype.code, req_id, pull.oid, offset or 0,
                 length))
         peer.requests[req_id] = (pull, offset)
+        peer.last_used = time.monotonic()
         pull.outstanding += 1
         self._send(peer, P.encode(mtype, body, req_id))
 
@@ -266,7 +253,7 @@ class TransferClient:
         except zmq.ZMQError as e:  # over the high-water mark: the pull times out instead
             log.debug("transfer client: request to %s dropped: %s", peer.address, e)
 
-    def _drain(self, peer: _Peer) -> None:
+    def _drain(self, peer: Peer) -> None:
         while True:
             try:
                 frames = peer.monitor.recv_multipart(zmq.NOBLOCK)
@@ -279,12 +266,14 @@ class TransferClient:
             except zmq.Again:
                 return
             try:
+                if len(frames) < 2:
+                    raise ProtocolError(f"a reply of {len(frames)} frame(s)")
                 msg_type, req_id = P.decode_header(frames[0].bytes)
                 self._on_reply(peer, msg_type, req_id, frames)
-            except ProtocolError as e:
+            except Exception as e:  # a broken server costs its pulls (timeout), not the thread
                 log.warning("transfer client: bad reply from %s dropped: %s", peer.address, e)
 
-    def _on_event(self, peer: _Peer, frames) -> None:
+    def _on_event(self, peer: Peer, frames) -> None:
         from zmq.utils.monitor import parse_monitor_message
 
         event = parse_monitor_message(frames)["event"]
@@ -297,7 +286,7 @@ class TransferClient:
             self._peer_failed(peer, "refused", "the peer refused the handshake (cluster keys "
                                                "or encrypt setting differ)")
 
-    def _peer_failed(self, peer: _Peer, reason: str, detail: str) -> None:
+    def _peer_failed(self, peer: Peer, reason: str, detail: str) -> None:
         """Fail every pull using ``peer``; its session is gone (a restarted server)."""
         for pull in {p for p, _ in peer.requests.values()} | {w[0] for w in peer.waiting}:
             self._fail(pull, reason, detail)
@@ -305,7 +294,7 @@ class TransferClient:
         peer.waiting.clear()
         peer.session, peer.hello_sent = None, False
 
-    def _on_reply(self, peer: _Peer, mtype, req_id: int, frames) -> None:
+    def _on_reply(self, peer: Peer, mtype, req_id: int, frames) -> None:
         if mtype is M.XFER_WELCOME and peer.hello_sent and req_id == peer.hello_id:
             msg = P.decode([f.bytes for f in frames[:2]])
             peer.session = (msg["sid"], msg["nonce"])
@@ -336,101 +325,16 @@ class TransferClient:
         else:
             self._fail(pull, P.ERR_MALFORMED, f"unexpected reply {mtype.name}")
 
-    def _on_meta(self, peer, pull, msg) -> None:
-        size = msg["size"]
-        if not isinstance(size, int) or size < 0:
-            self._fail(pull, P.ERR_MALFORMED, f"bad size {size!r}")
-            return
-        pull.size = size
-        pull.compress = bool(msg["compress"]) and self.compress
-        try:
-            pull.buf = self.store.create_buffer(pull.oid, size, bytes(msg["metadata"]))
-        except ObjectExistsError:
-            if self.store.contains(pull.oid):  # another writer finished it meanwhile
-                self._finish(pull)
-            else:
-                self._fail(pull, "store", "another writer is creating it in the local store")
-            return
-        except Exception as e:  # full store, bad size: the node manager decides what next
-            self._fail(pull, "store", f"{type(e).__name__}: {e}")
-            return
-        if size == 0:
-            self._finish(pull)
-            return
-        self._ask_more(peer, pull)
-
-    def _ask_more(self, peer, pull) -> None:
-        while pull.outstanding < self.window and pull.next_offset < pull.size:
-            length = min(self.chunk_bytes, pull.size - pull.next_offset)
-            self._request(peer, pull, M.XFER_CHUNK_REQ, pull.next_offset, length)
-            pull.next_offset += length
-
-    def _on_chunk(self, peer, pull, msg, payload) -> None:
-        offset, length = msg["offset"], msg["length"]
-        if length != min(self.chunk_bytes, pull.size - offset):
-            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} has length {length}")
-            return
-        data = payload.buffer
-        if msg["codec"] == M.CODEC_LZ4:
-            try:
-                data = lz4.block.decompress(data, uncompressed_size=length)
-            except Exception as e:  # lz4.block.LZ4BlockError or a bad size
-                self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset} does not decompress: {e}")
-                return
-        if len(data) != length:
-            self._fail(pull, P.ERR_MALFORMED, f"chunk at {offset}: {len(data)} bytes, "
-                                              f"expected {length}")
-            return
-        pull.buf[offset:offset + length] = data
-        pull.received += length
-        pull.handle.bytes_received = pull.received
-        if pull.received == pull.size:
-            self._finish(pull)
-        else:
-            self._ask_more(peer, pull)
-
     def _check_timers(self, now: float) -> None:
+        if now > self._next_sweep:  # close connections to servers not used for a while
+            self._next_sweep = now + PEER_IDLE_CLOSE_S
+            for address, peer in list(self._peers.items()):
+                if peer.idle() and now - peer.last_used > PEER_IDLE_CLOSE_S:
+                    self._peers.pop(address).close()
+                    self._peers_gen += 1
         for pull in list(self._pulls.values()):
             if pull.deadline is not None and now > pull.deadline:
                 self._fail(pull, "timeout", "the pull's timeout expired")
             elif now - pull.last_activity > self.idle_timeout_s:
                 self._fail(pull, "timeout", f"no reply from the peer for "
                                             f"{self.idle_timeout_s:g}s (is it running?)")
-
-    # ---- endings ------------------------------------------------------------------------
-
-    def _finish(self, pull) -> None:
-        if pull.buf is not None:
-            pull.buf.release()
-            pull.buf = None
-            try:
-                self.store.seal(pull.oid)
-            except Exception as e:
-                self._end(pull, M.TransferError(pull.oid, pull.address, "store", str(e)))
-                return
-        self._end(pull, None)
-
-    def _fail(self, pull, reason: str, detail: str) -> None:
-        if pull.done:
-            return
-        if pull.buf is not None:  # drop our view before the memory goes back to the store
-            pull.buf.release()
-            pull.buf = None
-            try:
-                self.store.abort(pull.oid)
-            except Exception:
-                log.exception("transfer client: abort of %s failed", pull.oid.hex())
-        self._end(pull, M.TransferError(pull.oid, pull.address, reason, detail))
-
-    def _end(self, pull, error) -> None:
-        pull.done = True
-        with self._lock:
-            if self._pulls.get(pull.oid) is pull:
-                del self._pulls[pull.oid]
-        pull.handle._set(pull.size, error)  # first: a poller woken below sees it done
-        if self._completed is not None:
-            self._completed.append(pull.handle)
-            try:
-                os.write(self._done_w, b"d")
-            except BlockingIOError:  # the pipe is full: it is readable anyway
-                pass

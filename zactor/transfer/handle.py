@@ -6,8 +6,10 @@ register callbacks. ``_Pull`` is the client thread's own state of one transfer.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from collections import deque
 
 
 class PullHandle:
@@ -90,7 +92,44 @@ class _Pull:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def extend_deadline(self, deadline: float) -> None:
-        """A second caller with a longer timeout keeps the shared transfer going for it."""
-        if self.deadline is not None and deadline > self.deadline:
+    def extend_deadline(self, deadline) -> None:
+        """A later caller with a longer timeout (or none: None) keeps the shared transfer
+        going for it."""
+        if self.deadline is not None and (deadline is None or deadline > self.deadline):
             self.deadline = deadline
+
+
+class CompletionQueue:
+    """Finished handles plus a pipe that is readable while there are any: a poll loop
+    (zmq.Poller, select, selectors) watches ``fileno()`` and calls ``drain()``."""
+
+    def __init__(self):
+        self._items: deque = deque()
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def put(self, handle) -> None:
+        self._items.append(handle)
+        try:
+            os.write(self._w, b"d")
+        except BlockingIOError:  # the pipe is full: it is readable anyway
+            pass
+
+    def drain(self) -> list:
+        try:  # empty the pipe first: a put racing with us leaves it readable again
+            while os.read(self._r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        out = []
+        while self._items:
+            out.append(self._items.popleft())
+        return out
+
+    def close(self) -> None:
+        os.close(self._r)
+        os.close(self._w)

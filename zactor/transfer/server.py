@@ -100,12 +100,16 @@ class TransferServer:
     # ---- life ---------------------------------------------------------------------------
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop serving and close the socket (replies in flight are dropped). Idempotent."""
+        """Stop serving and close the socket (replies in flight are dropped). Idempotent.
+        Close it before destroying the store: replies being sent point into the segment."""
         if self._stopping:
             return
         self._stopping = True
         os.write(self._wake_w, b"x")
         self._thread.join(timeout_s)
+        if self._thread.is_alive():  # leak the fds rather than close them under the thread
+            log.warning("transfer server thread did not stop within %ss", timeout_s)
+            return
         os.close(self._wake_r)
         os.close(self._wake_w)
 

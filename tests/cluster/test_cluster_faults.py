@@ -53,7 +53,7 @@ def test_placement_groups_place_bundles_and_their_tasks(two_nodes):
             return zactor.get_runtime_context().get_node_id()
 
         pg = placement_group([{"CPU": 1}, {"CPU": 1}], strategy="STRICT_SPREAD")
-        assert pg.wait(30)
+        assert zactor.get(pg.ready(), timeout=60) == pg  # Ray's idiom: an ObjectRef
         homes = [set(zactor.get([where.options(scheduling_strategy=In(pg, i)).remote()
                                  for _ in range(4)], timeout=60)) for i in (0, 1)]
         assert all(len(h) == 1 for h in homes) and homes[0] != homes[1], homes

@@ -114,9 +114,14 @@ class PlacementGroup:
             time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
             delay = min(delay * 2, _POLL_MAX_S)
 
-    def ready(self) -> "PlacementGroupReady":
-        """An awaitable-like handle: ``.wait(timeout)`` / ``.get(timeout)``."""
-        return PlacementGroupReady(self)
+    def ready(self):
+        """An ObjectRef that resolves (to this group) once its bundles are reserved, as in
+        Ray: a task that needs no CPU, scheduled into the group, so ``zactor.get``,
+        ``zactor.wait`` and ``await`` all work on it."""
+        from zactor.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        return _bundle_probe().options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+            self, placement_group_bundle_index=-1)).remote(self)
 
     def __eq__(self, other):
         return isinstance(other, PlacementGroup) and other.id == self.id
@@ -127,6 +132,21 @@ class PlacementGroup:
     def __repr__(self):
         return f"PlacementGroup(id={self.id.hex()}, bundles={self.bundle_specs}, " \
                f"strategy={self.strategy!r})"
+
+
+_probe = None
+
+
+def _bundle_probe():
+    global _probe
+    if _probe is None:
+        from zactor.api import remote
+
+        def placement_group_ready(pg):
+            return pg
+
+        _probe = remote(num_cpus=0, max_retries=-1)(placement_group_ready)
+    return _probe
 
 
 class PlacementGroupReady:

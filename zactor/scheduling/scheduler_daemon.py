@@ -79,6 +79,13 @@ class SchedulerDaemon(PlacementGroups):
         for key, row in self.gcs.scan("kv", prefix=b"pg:", timeout_s=GCS_TIMEOUT_S):
             if isinstance(row, dict) and row.get("state") != "removed":
                 self._load_pg(key[3:], row)
+        # a group row may still name a node that died while no scheduler ran (or before the
+        # last one saved the re-placement): re-place those bundles now
+        for row in list(self.pgs.values()):
+            for nid in {n for n in row.get("nodes") or [] if n is not None}:
+                view = self.policy.nodes.get(nid)
+                if view is None or not view.alive:
+                    self._node_gone(nid, "dead or unknown when the scheduler started")
         self.gcs.put("kv", SCHEDULER_KEY, {"host": self.host, "port": self.port,
                                            "pid": os.getpid(), "started_at": time.time()},
                      timeout_s=GCS_TIMEOUT_S)

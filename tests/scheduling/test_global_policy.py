@@ -260,3 +260,25 @@ def test_array_scoring_matches_the_python_reference(monkeypatch, nodes, work):
         if k == 3:
             for p in (fast, ref):
                 p.mark_dead("n0")
+
+
+def test_bytes_node_ids_and_hex_affinity():
+    """Node managers key rows by raw-bytes ids; drivers name nodes by hex (Ray's public form)."""
+    a, b = bytes.fromhex("aa01"), bytes.fromhex("bb02")
+    p = policy(row(a), row(b, queue=9))
+    assert p.decide(task(strategy=["node", "bb02", False])).node_id == b
+    assert p.decide(task(strategy=["node", b, False])).node_id == b
+    assert p.decide(task(strategy=["node", "zz", False])).reason.startswith("failed")
+    assert p.decide(task(deps=[(b"o", 100 * MB, [b])])).node_id == b
+    assert p.place_bundles([{"CPU": 1}] * 2, "STRICT_SPREAD") in ([a, b], [b, a])
+
+
+def test_removed_node_and_changed_totals_refresh_the_caches():
+    p = policy(*(row(f"n{i:02d}", cpus=2) for i in range(40)))
+    assert p.decide(task(cpus=4)).node_id is None
+    p.update_node(row("n07", cpus=8))          # totals grew: the fit cache must see it
+    assert p.decide(task(cpus=4)).node_id == "n07"
+    p.remove_node("n07")
+    assert p.decide(task(cpus=4)).node_id is None
+    p.update_node(row("n39", cpus=2, avail={"CPU": 2, "x": 1}, res={"x": 1}))  # a new name
+    assert p.decide(task(cpus=1, x=1)).node_id == "n39"

@@ -61,7 +61,7 @@ class NodeView:
 
     def __post_init__(self):
         self.key = node_key(self.node_id)
-        self.par = self.parallelism()
+        self.par = max(1, self.total.units(CPU) // RESOURCE_UNIT)
 
     @classmethod
     def from_row(cls, row: dict) -> "NodeView":
@@ -75,9 +75,6 @@ class NodeView:
                    bandwidth=max(1.0, float(row.get("bandwidth") or DEFAULT_BANDWIDTH)),
                    avg_task_s=max(0.0, float(row.get("avg_task_s") or DEFAULT_TASK_S)),
                    row=row)
-
-    def parallelism(self) -> int:
-        return max(1, self.total.units(CPU) // RESOURCE_UNIT)
 
     def utilisation(self, demand: ResourceSet) -> float:
         """The largest used fraction among the resources the task asks for (0 = idle)."""
@@ -245,7 +242,7 @@ class GlobalPolicy:
         return min(ties, key=lambda v: (v.utilisation(demand), v.key))
 
     def _best_fitting(self, demand: ResourceSet, deps):
-        """``_best(self.fitting(demand))``, scored over the arrays when there are many."""
+        """``_best`` over the nodes whose totals fit, scored over the arrays when many fit."""
         ids, rows = self._fitting(demand)
         if not ids:
             return None
@@ -265,11 +262,6 @@ class GlobalPolicy:
 
     def _use_arrays(self, ids) -> bool:
         return self.fast and len(ids) >= FAST_MIN_NODES
-
-    def fitting(self, demand: ResourceSet) -> list:
-        """Alive nodes whose totals can hold ``demand``."""
-        nodes = self.nodes
-        return [nodes[n] for n in self._fitting(demand)[0]]
 
     def _fitting(self, demand: ResourceSet):
         """(ids of the alive nodes whose totals hold ``demand``, their rows in the alive order),

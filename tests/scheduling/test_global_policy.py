@@ -5,9 +5,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zactor.scheduling import global_policy
 from zactor.scheduling.global_policy import GlobalPolicy, NodeView, parse_strategy
 from zactor.scheduling.pg_placement import place_bundles
 from zactor.scheduling.resources import ResourceSet
@@ -224,3 +225,60 @@ def test_task_decisions_properties(nodes, tasks):
             assert not fits and reason.startswith("infeasible")
         else:
             assert node in fits
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from([1, 2, 4, 16]), st.sampled_from([0, 1, 4]),
+                          st.integers(0, 30), st.sampled_from([1e8, 1e9])),
+                min_size=16, max_size=40),
+       st.lists(st.tuples(st.sampled_from([0.5, 1, 2]), st.sampled_from([0, 0, 1]),
+                          st.sampled_from([None, "SPREAD", ["node", "n3", True]]),
+                          st.lists(st.tuples(st.sampled_from([0, 10 ** 6, 10 ** 8]),
+                                             st.integers(0, 45)), max_size=3),
+                          st.integers(-1, 45)),
+                min_size=1, max_size=40))
+def test_array_scoring_matches_the_python_reference(monkeypatch, nodes, work):
+    """The numpy path (many nodes) decides exactly as the per-node Python loop, through
+    optimistic charges, heartbeats (some adding a new resource) and a node dying."""
+    rows = [row(f"n{i}", cpus=c, res={"GPU": g} if g else {}, queue=q, bandwidth=bw)
+            for i, (c, g, q, bw) in enumerate(nodes)]
+    fast, ref = policy(*rows), policy(*rows)
+    ref.fast = False
+    monkeypatch.setattr(global_policy, "FAST_MIN_NODES", 16)
+    for k, (cpus, gpu, strategy, deps, beat) in enumerate(work):
+        t = task(k, cpus=cpus, strategy=strategy,
+                 deps=[(b"o%d" % j, size, [f"n{h}"]) for j, (size, h) in enumerate(deps)],
+                 **({"GPU": gpu} if gpu else {}))
+        assert fast.decide(t).wire() == ref.decide(t).wire()
+        if 0 <= beat < len(rows):  # a heartbeat of one node, now and then with a new resource
+            r = dict(rows[beat], queue_len=beat % 7)
+            if beat % 5 == 0:
+                r["resources_available"] = dict(r["resources_available"], x=1)
+            for p in (fast, ref):
+                p.update_node(r)
+        if k == 3:
+            for p in (fast, ref):
+                p.mark_dead("n0")
+
+
+def test_bytes_node_ids_and_hex_affinity():
+    """Node managers key rows by raw-bytes ids; drivers name nodes by hex (Ray's public form)."""
+    a, b = bytes.fromhex("aa01"), bytes.fromhex("bb02")
+    p = policy(row(a), row(b, queue=9))
+    assert p.decide(task(strategy=["node", "bb02", False])).node_id == b
+    assert p.decide(task(strategy=["node", b, False])).node_id == b
+    assert p.decide(task(strategy=["node", "zz", False])).reason.startswith("failed")
+    assert p.decide(task(deps=[(b"o", 100 * MB, [b])])).node_id == b
+    assert p.place_bundles([{"CPU": 1}] * 2, "STRICT_SPREAD") in ([a, b], [b, a])
+
+
+def test_removed_node_and_changed_totals_refresh_the_caches():
+    p = policy(*(row(f"n{i:02d}", cpus=2) for i in range(40)))
+    assert p.decide(task(cpus=4)).node_id is None
+    p.update_node(row("n07", cpus=8))          # totals grew: the fit cache must see it
+    assert p.decide(task(cpus=4)).node_id == "n07"
+    p.remove_node("n07")
+    assert p.decide(task(cpus=4)).node_id is None
+    p.update_node(row("n39", cpus=2, avail={"CPU": 2, "x": 1}, res={"x": 1}))  # a new name
+    assert p.decide(task(cpus=1, x=1)).node_id == "n39"

@@ -25,7 +25,7 @@ from zactor import protocol as P
 from zactor.cluster import messages as M
 from zactor.control import GcsClient, start_control_store
 from zactor.net.sockets import make_socket
-from zactor.scheduling.global_policy import GlobalPolicy
+from zactor.scheduling.global_policy import FAST_MIN_NODES, GlobalPolicy
 from zactor.scheduling.scheduler_main import start_scheduler
 
 MB = 1 << 20
@@ -58,11 +58,12 @@ def tasks(n: int, n_nodes: int, rng: random.Random, start: int = 0) -> list:
     return out
 
 
-def bench_policy(n_nodes: int, n_tasks: int, seed: int) -> None:
+def _decide_rate(n_nodes: int, n_tasks: int, seed: int, fast: bool) -> GlobalPolicy:
     rng = random.Random(seed)
     rows = node_rows(n_nodes, rng)
     work = tasks(n_tasks, n_nodes, rng)
     policy = GlobalPolicy()
+    policy.fast = fast
     for row in rows:
         policy.update_node(row)
     t0 = time.perf_counter()
@@ -72,8 +73,17 @@ def bench_policy(n_nodes: int, n_tasks: int, seed: int) -> None:
             for row in rows:
                 policy.update_node(row)
     dt = time.perf_counter() - t0
-    print(f"  policy.decide, {n_nodes} nodes, mixed tasks  {n_tasks / dt:>10,.0f} decisions/s"
+    how = "numpy" if fast and n_nodes >= FAST_MIN_NODES else "python"
+    print(f"  policy.decide, {n_nodes:>4} nodes ({how:<6})   {n_tasks / dt:>10,.0f} decisions/s"
           f"   ({dt / n_tasks * 1e6:.1f} us each)", flush=True)
+    return policy
+
+
+def bench_policy(n_nodes: int, n_tasks: int, seed: int) -> None:
+    policy = _decide_rate(n_nodes, n_tasks, seed, fast=True)
+    rows = node_rows(n_nodes, random.Random(seed))
+    for big_fast in (False, True):  # where the two scoring paths part
+        _decide_rate(1000, max(1, n_tasks // 4), seed, fast=big_fast)
     for strategy in ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"):
         bundles = [{"CPU": 2}] * 8
         n = 500

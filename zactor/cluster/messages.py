@@ -41,6 +41,9 @@ Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all opt
         naming why it does not fit yet), or ERROR "malformed" for bad bundles / strategy.
         Re-sending a CREATE_PG for an existing pg_id returns its row (resends are harmless).
     REMOVE_PG is answered OK {value: the pg row, state "removed"} (ERROR when unknown).
+    ERROR codes from the scheduler: "malformed" (the request is wrong: do not resend it),
+        "unexpected" (a type it does not serve), "unavailable" (the control store did not
+        answer: resend later), "internal" (a scheduler bug, logged there: resend later).
     GET_PG (below) reads pg rows through the scheduler (drivers without a control-store client).
     FENCED is also sent scheduler -> node manager when a node it declared dead writes a row.
 """

@@ -43,7 +43,8 @@ TICK_S = 0.02              # death checks at most this often
 RETRY_S = 0.1              # re-decisions of what did not fit at most this often
 MAX_PENDING_TASKS = 100_000
 SCHEDULER_KEY = b"cluster:scheduler"
-ERR_UNAVAILABLE = "unavailable"
+ERR_UNAVAILABLE = "unavailable"   # the control store did not answer: retry later
+ERR_INTERNAL = "internal"         # a scheduler bug, logged with its traceback
 
 
 class SchedulerDaemon(PlacementGroups):
@@ -83,6 +84,13 @@ class SchedulerDaemon(PlacementGroups):
         for key, row in self.gcs.scan("kv", prefix=b"pg:", timeout_s=GCS_TIMEOUT_S):
             if isinstance(row, dict) and row.get("state") != "removed":
                 self._load_pg(key[3:], row)
+        # a group row may still name a node that died while no scheduler ran (or before the
+        # last one saved the re-placement): re-place those bundles now
+        for row in list(self.pgs.values()):
+            for nid in {n for n in row.get("nodes") or [] if n is not None}:
+                view = self.policy.nodes.get(nid)
+                if view is None or not view.alive:
+                    self._node_gone(nid, "dead or unknown when the scheduler started")
         self.gcs.put("kv", SCHEDULER_KEY, {"host": self.host, "port": self.port,
                                            "pid": os.getpid(), "started_at": time.time()},
                      timeout_s=GCS_TIMEOUT_S)
@@ -275,6 +283,9 @@ class SchedulerDaemon(PlacementGroups):
             log.warning("bad %s from %r: %s", mtype.name, ident[:32], exc,
                         exc_info=log.isEnabledFor(logging.DEBUG))
             self._reply(ident, req_id, P.ERROR, {"code": P.ERR_MALFORMED, "message": str(exc)})
+        except Exception as exc:  # noqa: BLE001 - a bug met by one request must not stop the
+            log.exception("%s from %r failed", mtype.name, ident[:32])  # cluster's scheduler
+            self._reply(ident, req_id, P.ERROR, {"code": ERR_INTERNAL, "message": repr(exc)})
 
     def _reply(self, ident, req_id, mtype, body) -> None:
         try:
@@ -285,23 +296,31 @@ class SchedulerDaemon(PlacementGroups):
 
     def serve(self) -> None:
         while self.running:
-            if self.router.poll(POLL_MS):
-                for _ in range(1000):
-                    try:
-                        frames = self.router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self.handle(frames)
-            now = time.monotonic()
-            self._drain_updates(now)
-            if now >= self.next_tick:
-                self.next_tick = now + TICK_S
-                self._check_deaths(now)
-                self._drain_dealers()
-                if self.dirty and now >= self.next_retry:
-                    self.dirty = False
-                    self.next_retry = now + RETRY_S
-                    self._retry_pending()
+            try:
+                self._step()
+            except zmq.ZMQError:
+                raise  # the sockets themselves are broken: exit and be restarted
+            except Exception:  # noqa: BLE001 - log a bug in one step, keep scheduling
+                log.exception("scheduler loop step failed")
+
+    def _step(self) -> None:
+        if self.router.poll(POLL_MS):
+            for _ in range(1000):
+                try:
+                    frames = self.router.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                self.handle(frames)
+        now = time.monotonic()
+        self._drain_updates(now)
+        if now >= self.next_tick:
+            self.next_tick = now + TICK_S
+            self._check_deaths(now)
+            self._drain_dealers()
+            if self.dirty and now >= self.next_retry:
+                self.dirty = False
+                self.next_retry = now + RETRY_S
+                self._retry_pending()
 
     def close(self) -> None:
         for _addr, sock in self.dealers.values():

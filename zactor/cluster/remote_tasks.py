@@ -134,6 +134,7 @@ class RemoteTasks:
         if now >= self._next_scheduler_lookup:
             self._next_scheduler_lookup = now + SCHEDULER_LOOKUP_S
             self._lookup_scheduler()
+        self._move_queued_work()
         requests = []
         for task_id, entry in list(self.spilling.items()):
             task, sent_at, _reason = entry
@@ -160,6 +161,21 @@ class RemoteTasks:
             if sock is not None:
                 sock.send_multipart(protocol.encode(cm.FREE_OBJECTS, {"oids": oids}))
         self.free_out.clear()
+
+    def _move_queued_work(self) -> None:
+        """Tasks waiting here for a worker while other nodes have free CPUs go to the
+        scheduler (spillback). A cluster node sends each worker one task at a time
+        (pipeline depth 1), so no task waits inside a busy worker where this cannot see it."""
+        scheduler = self.nm.scheduler
+        if not scheduler.tasks or scheduler.idle:
+            return
+        free_elsewhere = sum(
+            int(row.get("resources_available", {}).get("CPU", 0))
+            for row in self.link.alive_nodes() if row.get("node_id") != self.nm.node_id)
+        if free_elsewhere <= 0:
+            return
+        for request in scheduler.take_ready(free_elsewhere):
+            self.spill(request.task_id, "waiting here while other nodes have free CPUs")
 
     def _lookup_scheduler(self) -> None:
         client = self.nm.gcs.client

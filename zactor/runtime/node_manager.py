@@ -84,7 +84,10 @@ class NodeManager:
         self.resources = resources
         cluster = bool(config.get("cluster"))
         self.scheduler = ls.LocalScheduler(
-            resources, pipeline_depth=config.get("pipeline_depth", DEFAULT_PIPELINE_DEPTH),
+            # a cluster node keeps queued tasks in its own queue, where they can still move
+            # to another node (remote_tasks.py), rather than pipelined into busy workers
+            resources, pipeline_depth=config.get("pipeline_depth",
+                                                 1 if cluster else DEFAULT_PIPELINE_DEPTH),
             can_spill=cluster, spill_policy=cluster_spill_policy(
                 self, config.get("spill_queue_threshold")) if cluster else None)
         self.objects = ObjectTable()

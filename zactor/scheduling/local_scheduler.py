@@ -323,6 +323,21 @@ class LocalScheduler:
                 out.append(Recall(worker.worker_id, tuple(list(worker.in_flight)[1:])))
         return out
 
+    def take_ready(self, limit: int) -> list:
+        """Remove up to ``limit`` tasks that are ready but not sent to a worker (not actor
+        creations), oldest class first; their requests. Tasks the cluster placed here may go
+        too: the cluster's view when it placed them is older than the free room seen now."""
+        out = []
+        for key, queue in list(self._ready.items()):
+            if key[1]:
+                continue  # dedicated (actor creation): stays
+            while queue and len(out) < limit:
+                task_id = queue.popleft()
+                out.append(self.tasks.pop(task_id).request)
+            if not queue:
+                del self._ready[key]
+        return out
+
     def tasks_returned(self, worker_id: bytes, task_ids) -> list:
         """A worker handed back tasks it had not started (after a ``Recall``)."""
         worker = self.workers.get(worker_id)

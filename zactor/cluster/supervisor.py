@@ -104,7 +104,30 @@ class Supervisor:
             resources=self.args.resources_dict, store_bytes=self.args.store_bytes,
             config=config, initial_workers=max(1, int(self.args.resources_dict["CPU"]))
         ).wait_ready(START_TIMEOUT_S)
+        self._wait_registered(START_TIMEOUT_S)
         self._write_record()
+
+    def _wait_registered(self, timeout_s: float) -> None:
+        """Return once the node's row (and on the head, the scheduler's) is in the control
+        store: after `zactor start` returns, `zactor status` and drivers see the node."""
+        from zactor.control.client import GcsClient
+
+        deadline = time.monotonic() + timeout_s
+        with GcsClient.connect(self.address, timeout_s=timeout_s,
+                               keys=self.args.key_file) as gcs:
+            while time.monotonic() < deadline:
+                rows = [row for _k, row in gcs.scan("nodes", timeout_s=timeout_s)]
+                node_up = any(isinstance(r, dict) and r.get("ipc_address") == self.node.address
+                              and r.get("state") == "alive" for r in rows)
+                scheduler_up = self.scheduler is None or isinstance(
+                    gcs.get("kv", b"cluster:scheduler", timeout_s=timeout_s), dict)
+                if node_up and scheduler_up:
+                    return
+                if self.node.exit_status() is not None:
+                    raise RuntimeError("the node manager exited while starting")
+                time.sleep(0.05)  # polling the control store with a deadline
+        raise RuntimeError(f"the node did not register in the control store at "
+                           f"{self.address} within {timeout_s:.0f} s")
 
     def _start_scheduler(self) -> None:
         argv = [sys.executable, "-m", "zactor.cli", "scheduler", "--address", self.address,

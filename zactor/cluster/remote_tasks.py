@@ -71,6 +71,7 @@ class RemoteTasks:
         self.functions_sent: dict[bytes, set] = {}
         self.warned: set = set()  # infeasible tasks already warned about
         self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
+        self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -129,17 +130,31 @@ class RemoteTasks:
         task = self.nm.tasks.get(task_id)
         if task is not None:
             self.spilling[task_id] = [task, None, reason]
+            self.unsent.add(task_id)
 
     def tick(self, now: float) -> None:
         if now >= self._next_scheduler_lookup:
             self._next_scheduler_lookup = now + SCHEDULER_LOOKUP_S
             self._lookup_scheduler()
         self._move_queued_work()
+        self.pump(now, resend=True)
+
+    def pump(self, now: float, resend: bool = False) -> None:
+        """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
+        spilled task waits for no timer; ``resend``: also those unanswered for a while), and
+        the batched FREE_OBJECTS."""
+        if not self.unsent and not self.free_out and not resend:
+            return
         requests = []
-        for task_id, entry in list(self.spilling.items()):
+        for task_id in list(self.spilling if resend else self.unsent):
+            entry = self.spilling.get(task_id)
+            if entry is None:
+                self.unsent.discard(task_id)
+                continue
             task, sent_at, _reason = entry
             if task.cancelled or task_id not in self.nm.tasks:
                 del self.spilling[task_id]
+                self.unsent.discard(task_id)
                 continue
             if sent_at is not None and now - sent_at < SPILL_RESEND_S:
                 continue
@@ -149,6 +164,7 @@ class RemoteTasks:
             request = {"task_id": task_id, "resources": task.spec["res"],
                        "strategy": task.spec.get("strategy"), "deps": deps,
                        "origin": self.nm.node_id}
+            self.unsent.discard(task_id)
             if self.scheduler_sock is None:
                 self._decide_here(task_id, request)
                 continue
@@ -402,6 +418,7 @@ class RemoteTasks:
             if retries < 0 or task.attempt < retries:
                 task.attempt += 1
                 self.spilling[task_id] = [task, None, "its node died"]
+                self.unsent.add(task_id)
             else:
                 self.nm._fail_task(task_id, WorkerCrashedError(
                     f"The node {node_id.hex()[:16]} running this task died ({reason}) and "

@@ -157,9 +157,10 @@ class NodeManager:
                     self._on_frames(frames)
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
-            if self.remote is not None and len(events) > (self.sock in events) + (
-                    self.zygote_report_fd in events):
-                self.remote.on_readable()
+            if self.remote is not None:
+                if len(events) > (self.sock in events) + (self.zygote_report_fd in events):
+                    self.remote.on_readable()
+                self.remote.pump(time.monotonic())
             self._flush_outbox()
             now = time.monotonic()
             if now >= next_parent_check:

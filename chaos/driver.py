@@ -44,11 +44,11 @@ def run_workload(wl, round_timeout_s: float, stop: threading.Event, abandoned: d
         t0 = time.time()
         deadline = time.monotonic() + round_timeout_s
 
-        def one(r=r, result=result, deadline=deadline):
+        def one(wl=wl, r=r, result=result, deadline=deadline):
             try:
                 result["tasks"] = wl.round(r, deadline)
-            except BaseException as exc:  # noqa: BLE001 - every outcome is reported
-                result["exc"] = exc
+            except BaseException as err:  # noqa: BLE001 - every outcome is reported
+                result["exc"] = err
 
         th = threading.Thread(target=one, name=f"{wl.name}-{r}", daemon=True)
         th.start()
@@ -81,8 +81,9 @@ def run_workload(wl, round_timeout_s: float, stop: threading.Event, abandoned: d
 def _summary(exc) -> str:
     """First and last lines: a remote error's text holds the remote traceback between."""
     lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()] or [repr(exc)]
-    text = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1].strip()}"
-    return text[:400]
+    if len(lines) == 1:
+        return lines[0][:400]
+    return f"{lines[0][:150]} ... {lines[-1].strip()[:300]}"
 
 
 def main(argv=None) -> int:

@@ -57,10 +57,11 @@ def build(*, seed, duration_s, args, schedule, faults, events, node_restarts, do
             e["w"] for e in events if e["ev"] == "failure")),
         "tasks_run": tasks,
         "rounds": {w: rounds.get(w, 0) for w in workloads},
-        "actor_restarts": (done or {}).get("actor_restarts"),
+        "actor_restarts": sum(d.get("actor_restarts", 0) for d in done),
         "node_restarts": node_restarts,
         "recovery": recovery,
-        "driver_done": done is not None,
+        "drivers_done": len(done),
+        "abandoned_rounds": {w: n for d in done for w, n in d.get("abandoned", {}).items()},
         "leaked_processes": leaked,
         "errors": errors,
         # every round's outcome, for timelines: [workload, round, event, start, end]

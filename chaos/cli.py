@@ -87,7 +87,7 @@ def run(args) -> int:
         print(f"chaos: without --netns the {'/'.join(sorted(NETNS_ONLY & set(kinds)))} faults "
               f"are skipped (they need each node in its own network namespace)", flush=True)
     state = {"faults": [], "events": [], "node_restarts": [], "done": [], "errors": [],
-             "leaked": [], "interrupted": False}
+             "leaked": [], "interrupted": False, "cluster": {}}
     previous = signal.signal(signal.SIGTERM, _sigterm)
     try:
         _run(args, schedule, state)
@@ -103,6 +103,7 @@ def run(args) -> int:
                        schedule=[f.as_dict() for f in schedule], faults=state["faults"],
                        events=state["events"], node_restarts=state["node_restarts"],
                        done=state["done"], leaked=state["leaked"], errors=state["errors"])
+    report["cluster"] = state["cluster"]
     print(rep.table(report), flush=True)
     if args.report:
         rep.write(report, args.report)
@@ -124,11 +125,17 @@ def _run(args, schedule, state) -> None:
                            cpus_per_node=args.cpus_per_node, gcs_replicas=args.gcs_replicas,
                            log=log)
     injector = Injector(cluster, log=log)
+    # where its processes can be recognised (a leak check outside the harness uses it)
+    state["cluster"] = {"tmpdir": cluster.tmpdir, "port": cluster.port}
     drivers = []
     keeper = None
     try:
         t = time.monotonic()
-        cluster.start()
+        try:
+            cluster.start()
+        finally:
+            state["cluster"].update(address=cluster.address, netns=cluster.net.names()
+                                    if cluster.net is not None else None)
         print(f"chaos: cluster of {args.nodes} nodes at {cluster.address} started in "
               f"{time.monotonic() - t:.1f}s", flush=True)
         groups = [args.workloads] if args.shared_driver else [

@@ -72,9 +72,9 @@ class Injector:
         if not workers:
             rec["skipped"] = "no worker process found"
             return
-        # the seed picks the node; which worker of it is the one with the lowest pid, so a
-        # rerun hits the oldest worker (most likely busy with a long-lived actor)
-        victim = min(workers, key=lambda w: w.pid)
+        # the seed picks the node and the rank (pid order) of the worker: an actor's worker
+        # lives long and has a low pid, task workers come and go
+        victim = _pick(workers, fault.pick)
         victim.send_signal(signal.SIGKILL)
         rec["target"] = f"worker {victim.pid}"
 
@@ -83,7 +83,7 @@ class Injector:
         if not replicas:
             rec["skipped"] = "no control-store replica found"
             return
-        victim = min(replicas, key=lambda p: p.pid)
+        victim = _pick(replicas, fault.pick)
         victim.send_signal(signal.SIGKILL)
         rec["target"] = f"control-store replica {victim.pid}"
 
@@ -166,6 +166,11 @@ class Injector:
                 except Exception as exc:  # noqa: BLE001 - try again next turn
                     self.log(f"chaos: restarting node {i} failed: {exc}")
                 down_since.pop(i, None)
+
+
+def _pick(procs, pick: float):
+    procs = sorted(procs, key=lambda p: p.pid)
+    return procs[min(len(procs) - 1, int(pick * len(procs)))]
 
 
 def _quiet(fn):

@@ -20,6 +20,7 @@ class Fault:
     kind: str
     node: int            # index of the targeted node (0 is the head)
     hold_s: float = 0.0  # pause-node / partition / link-down: how long before undoing it
+    pick: float = 0.0    # kill-worker / kill-gcs: which of the candidates (by pid order)
 
     def describe(self) -> str:
         hold = f" for {self.hold_s:.1f}s" if self.hold_s else ""
@@ -60,5 +61,5 @@ def make_schedule(seed: int, duration_s: float, kinds, nodes: int, *,
             node = rng.randrange(1, nodes)  # never the head: the driver lives there
         hold = round(rng.uniform(0.5, 1.5) * hold_s, 1) if kind in (
             "pause-node", "partition", "link-down") else 0.0
-        faults.append(Fault(round(at, 1), kind, node, hold))
+        faults.append(Fault(round(at, 1), kind, node, hold, round(rng.random(), 3)))
     return faults

@@ -157,7 +157,7 @@ def _run(args, schedule, state) -> None:
             rec["at_s"] = round(rec["time"] - start, 1)
             state["faults"].append(rec)
             what = f"skipped: {rec['skipped']}" if rec["skipped"] else rec["target"]
-            print(f"chaos: t={rec['at_s']:6.1f}s {fault.kind:<15} node {fault.node}: {what}",
+            print(f"chaos: t={rec['at_s']:6.1f}s {fault.kind:<15} node {rec['node']}: {what}",
                   flush=True)
         _sleep_until(start + args.duration, drivers)
     finally:

@@ -15,6 +15,7 @@ nodes to hit, and recovery means the cluster gets its capacity back too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ import psutil
 from chaos import NETNS_ONLY
 
 KEEPER_INTERVAL_S = 0.5
+NODE_FAULTS = ("kill-node", "pause-node", "partition", "link-down")
 
 
 class Injector:
@@ -34,6 +36,7 @@ class Injector:
         self.pending_undo = []   # (deadline, description, undo callable)
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.last_fault = {}     # node -> (kind, time) of the latest fault aimed at it
 
     def inject(self, fault) -> dict:
         """Apply ``fault``; a record of what was done (``skipped``: why it was not)."""
@@ -48,10 +51,29 @@ class Injector:
                     and fault.node == 0:
                 rec["skipped"] = "needs a non-head node (--nodes >= 2)"
             else:
+                if fault.kind in NODE_FAULTS:
+                    fault = self._retarget(fault, rec)
                 getattr(self, "_" + fault.kind.replace("-", "_"))(fault, rec)
+                if fault.kind not in ("kill-gcs", "kill-scheduler"):
+                    self.last_fault[fault.node] = (fault.kind, rec["time"])
         except psutil.NoSuchProcess as exc:
             rec["skipped"] = f"target exited first ({exc})"
         return rec
+
+    def _retarget(self, fault, rec):
+        """A fault aimed at a node that is down (killed or fenced, not restarted yet) goes
+        to the next live non-head node instead, so that every scheduled fault hits
+        something; the record says so. Deterministic given which nodes are up."""
+        n = self.cluster.n
+        for k in range(1, n):
+            node = 1 + (fault.node - 1 + k - 1) % (n - 1)
+            if self.cluster.node_manager(node) is not None:
+                if node != fault.node:
+                    rec["retargeted_from"] = fault.node
+                    rec["node"] = node
+                    return dataclasses.replace(fault, node=node)
+                return fault
+        return fault
 
     # ---- the faults -----------------------------------------------------------------
     def _kill_node(self, fault, rec):
@@ -141,7 +163,7 @@ class Injector:
     def keep_nodes(self, events: list) -> None:
         """Until stopped: run due undos, and start again any non-head node that is gone.
         Runs in its own thread; ``events`` gets a record per restart."""
-        down_since = {}
+        down_since, down_at = {}, {}
         while not self.stopping.wait(KEEPER_INTERVAL_S):
             self.undo_due()
             self.cluster.observe()
@@ -149,7 +171,10 @@ class Injector:
                 if self.cluster.alive(i):
                     down_since.pop(i, None)
                     continue
-                first = down_since.setdefault(i, time.monotonic())
+                if i not in down_since:
+                    down_since[i] = time.monotonic()
+                    down_at[i] = time.time()
+                first = down_since[i]
                 # a paused or cut-off node may still come back by itself: wait until the
                 # scheduler has had time to declare it dead before replacing it
                 if time.monotonic() - first < self.cluster.death_timeout_s:
@@ -160,8 +185,14 @@ class Injector:
                 try:
                     pid = self.cluster.start_node(i)
                     self.cluster.restarts += 1
-                    events.append({"node": i, "time": t0, "supervisor": pid,
-                                   "took_s": round(time.time() - t0, 2)})
+                    kind, when = self.last_fault.get(i, (None, 0.0))
+                    # what took it down, as far as the harness knows: the last fault aimed
+                    # at it, or none (the node stopped by itself: fenced after missed
+                    # heartbeats on a loaded machine, or crashed)
+                    events.append({"node": i, "down_at": down_at[i], "time": t0,
+                                   "supervisor": pid, "took_s": round(time.time() - t0, 2),
+                                   "after_fault": kind if when and down_at[i] - when < 30
+                                   else None})
                     self.log(f"chaos: node {i} started again (supervisor {pid})")
                 except Exception as exc:  # noqa: BLE001 - try again next turn
                     self.log(f"chaos: restarting node {i} failed: {exc}")

@@ -59,6 +59,8 @@ def build(*, seed, duration_s, args, schedule, faults, events, node_restarts, do
         "rounds": {w: rounds.get(w, 0) for w in workloads},
         "actor_restarts": sum(d.get("actor_restarts", 0) for d in done),
         "node_restarts": node_restarts,
+        # nodes that went down with no fault aimed at them in the 30 s before
+        "unplanned_node_losses": sum(1 for n in node_restarts if not n.get("after_fault")),
         "recovery": recovery,
         "drivers_done": len(done),
         "abandoned_rounds": {w: n for d in done for w, n in d.get("abandoned", {}).items()},
@@ -94,7 +96,8 @@ def table(report: dict) -> str:
         lines.append(f"faults skipped:  {n} x {why}")
     lines.append(f"tasks and actor calls: {report['tasks_run']}; actor restarts seen: "
                  f"{report['actor_restarts']}; nodes started again: "
-                 f"{len(report['node_restarts'])}")
+                 f"{len(report['node_restarts'])} ({report['unplanned_node_losses']} lost "
+                 f"without a fault aimed at them)")
     lines.append(f"wrong results: {report['wrong_results']}; hangs: {report['hangs']}; "
                  f"failures: {report['failures_total']}")
     for t, f in sorted(report["failures"].items(), key=lambda kv: -kv[1]["count"]):

@@ -104,6 +104,7 @@ def run(args) -> int:
                        events=state["events"], node_restarts=state["node_restarts"],
                        done=state["done"], leaked=state["leaked"], errors=state["errors"])
     report["cluster"] = state["cluster"]
+    report["head_lost_at_s"] = state.get("head_lost_at_s")
     print(rep.table(report), flush=True)
     if args.report:
         rep.write(report, args.report)
@@ -129,6 +130,7 @@ def _run(args, schedule, state) -> None:
     state["cluster"] = {"tmpdir": cluster.tmpdir, "port": cluster.port}
     drivers = []
     keeper = None
+    faults_start = []
     try:
         t = time.monotonic()
         try:
@@ -151,6 +153,7 @@ def _run(args, schedule, state) -> None:
                                   name="keeper", daemon=True)
         keeper.start()
         start = time.time()
+        faults_start.append(start)
         for fault in schedule:
             _sleep_until(start + fault.at_s, drivers)
             rec = injector.inject(fault)
@@ -170,6 +173,8 @@ def _run(args, schedule, state) -> None:
             if keeper is not None:
                 keeper.join(180)  # a node start in progress finishes (bounded by its timeout)
             injector.undo_due(force=True)
+            if getattr(injector, "head_lost", None) and faults_start:
+                state["head_lost_at_s"] = round(injector.head_lost - faults_start[0], 1)
             state["leaked"] = cluster.stop()
         finally:
             signal.signal(signal.SIGINT, old_int)
@@ -189,6 +194,7 @@ def _start_driver(args, cluster, state, workloads):
     driver.log_path = log_path
     print(f"chaos: driver of {workloads}: pid {driver.pid}, log {log_path}", flush=True)
     driver.ready = ready = threading.Event()
+    shown = {}
 
     def read():
         for line in driver.stdout:
@@ -202,7 +208,9 @@ def _start_driver(args, cluster, state, workloads):
                 state["done"].append(event)
             else:
                 state["events"].append(event)
-                if event["ev"] != "round":
+                key = (event["ev"], event.get("w"), event.get("type"))
+                shown[key] = shown.get(key, 0) + 1
+                if event["ev"] != "round" and shown[key] <= 3:  # the report has them all
                     print(f"chaos: {event['ev'].upper():<7} {event['w']} round {event['r']}: "
                           f"{event.get('type', '')} {event.get('msg', '')[:160]}", flush=True)
 

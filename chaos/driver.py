@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 
+FAILURE_BACKOFF_S = 1.0
 MAX_ABANDONED = 3  # rounds left running per workload before the workload gives up
 _out_lock = threading.Lock()
 
@@ -73,6 +74,9 @@ def run_workload(wl, round_timeout_s: float, stop: threading.Event, abandoned: d
                                     f"deadline: {exc}", **base)
             else:
                 emit(ev="failure", type=type(exc).__name__, msg=_summary(exc), **base)
+                # a failed round can fail again at once (the node gone): without a pause a
+                # workload would spin and bury the report in identical failures
+                stop.wait(FAILURE_BACKOFF_S)
         else:
             emit(ev="round", tasks=result.get("tasks", 0), **base)
         r += 1

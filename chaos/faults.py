@@ -167,6 +167,12 @@ class Injector:
         while not self.stopping.wait(KEEPER_INTERVAL_S):
             self.undo_due()
             self.cluster.observe()
+            if "head_lost" not in self.__dict__ and self.cluster.node_manager(0) is None:
+                # the harness never restarts the head (drivers connect to it): the run
+                # goes on, every round failing, and the report says when it happened
+                self.head_lost = time.time()
+                self.log("chaos: the head's node manager is gone: the cluster cannot "
+                         "recover (drivers connect to it)")
             for i in range(1, self.cluster.n):
                 if self.cluster.alive(i):
                     down_since.pop(i, None)

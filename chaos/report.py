@@ -103,6 +103,9 @@ def table(report: dict) -> str:
     for t, f in sorted(report["failures"].items(), key=lambda kv: -kv[1]["count"]):
         ex = f["examples"][0]
         lines.append(f"  {f['count']:>3} x {t} (e.g. {ex['workload']}: {ex['msg'][:110]})")
+    if report.get("head_lost_at_s") is not None:
+        lines.append(f"HEAD LOST at t={report['head_lost_at_s']}s: its node manager stopped "
+                     f"(fenced or died); every round after it fails")
     if report["leaked_processes"]:
         lines.append(f"LEAKED PROCESSES: {report['leaked_processes']}")
     for e in report["errors"]:

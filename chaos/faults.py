@@ -54,7 +54,7 @@ class Injector:
                 if fault.kind in NODE_FAULTS:
                     fault = self._retarget(fault, rec)
                 getattr(self, "_" + fault.kind.replace("-", "_"))(fault, rec)
-                if fault.kind not in ("kill-gcs", "kill-scheduler"):
+                if fault.kind not in ("kill-gcs", "kill-scheduler") and not rec["skipped"]:
                     self.last_fault[fault.node] = (fault.kind, rec["time"])
         except psutil.NoSuchProcess as exc:
             rec["skipped"] = f"target exited first ({exc})"
@@ -163,7 +163,7 @@ class Injector:
     def keep_nodes(self, events: list) -> None:
         """Until stopped: run due undos, and start again any non-head node that is gone.
         Runs in its own thread; ``events`` gets a record per restart."""
-        down_since, down_at = {}, {}
+        down_since, down_at, cause = {}, {}, {}
         while not self.stopping.wait(KEEPER_INTERVAL_S):
             self.undo_due()
             self.cluster.observe()
@@ -180,6 +180,7 @@ class Injector:
                 if i not in down_since:
                     down_since[i] = time.monotonic()
                     down_at[i] = time.time()
+                    cause[i] = self.last_fault.get(i, (None, 0.0))
                 first = down_since[i]
                 # a paused or cut-off node may still come back by itself: wait until the
                 # scheduler has had time to declare it dead before replacing it
@@ -191,7 +192,7 @@ class Injector:
                 try:
                     pid = self.cluster.start_node(i)
                     self.cluster.restarts += 1
-                    kind, when = self.last_fault.get(i, (None, 0.0))
+                    kind, when = cause[i]
                     # what took it down, as far as the harness knows: the last fault aimed
                     # at it, or none (the node stopped by itself: fenced after missed
                     # heartbeats on a loaded machine, or crashed)

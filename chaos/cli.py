@@ -176,6 +176,8 @@ def _run(args, schedule, state) -> None:
             if getattr(injector, "head_lost", None) and faults_start:
                 state["head_lost_at_s"] = round(injector.head_lost - faults_start[0], 1)
             state["leaked"] = cluster.stop()
+            state["cluster"]["logs"] = cluster.logs_dir
+            state["cluster"]["driver_logs"] = [d.log_path for d in drivers]
         finally:
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)

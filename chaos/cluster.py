@@ -61,6 +61,7 @@ class ChaosCluster:
         self.seen = set()       # every process of the cluster ever observed (leak check)
         self.lock = threading.Lock()
         self.restarts = 0       # nodes started again after a kill or a fence
+        self.logs_dir = None
 
     # ---- start ----------------------------------------------------------------------
     def start(self) -> "ChaosCluster":
@@ -196,6 +197,15 @@ class ChaosCluster:
                 self.net.close()
             except Exception as exc:  # noqa: BLE001 - report it, keep cleaning up
                 problems.append(f"closing the network: {exc}")
+        # the supervisors' logs (scheduler and control-store warnings: who declared whom
+        # dead, and when) outlive the run: the report names where they are
+        logs = os.path.join(self.tmpdir, f"zactor-{os.getuid()}", "logs")
+        self.logs_dir = f"/tmp/chaos-logs-{self.port}"
+        try:
+            shutil.rmtree(self.logs_dir, ignore_errors=True)
+            shutil.copytree(logs, self.logs_dir)
+        except OSError:
+            self.logs_dir = None
         shutil.rmtree(self.tmpdir, ignore_errors=True)
         return [f"{p.pid} {' '.join(_cmd(p))[:100]}" for p in left] + problems
 

@@ -14,7 +14,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
-    packages=find_packages(include=["zactor", "zactor.*"]),
+    packages=find_packages(include=["zactor", "zactor.*", "chaos"]),  # chaos: `zactor chaos`
     package_data={"zactor.store": ["*.h"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["zactor/store/_build.py:ffibuilder"],

@@ -24,6 +24,7 @@ SUBCOMMANDS = [
     ("gcs-bench", "zactor.benchmarks.control", "benchmark the control store"),
     ("scheduler", "zactor.scheduling.scheduler_main",
      "run the cluster's global scheduler (spilled tasks, placement groups, node deaths)"),
+    ("chaos", "chaos.cli", "run workloads on a real cluster under injected faults (harness)"),
 ]
 
 

@@ -72,6 +72,7 @@ class RemoteTasks:
         self.warned: set = set()  # infeasible tasks already warned about
         self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
+        self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -337,9 +338,12 @@ class RemoteTasks:
     # ---- objects on other nodes -----------------------------------------------------------
 
     def freed(self, oid: bytes, e) -> None:
-        """The origin dropped an object whose bytes live on another node."""
+        """The origin dropped an object whose bytes live (also) on another node."""
+        holder = self.remote_copies.pop(oid, None)
         if e.state == m.OBJ_REMOTE:
-            self.free_out.setdefault(e.data[0], []).append(oid)
+            holder = e.data[0]
+        if holder is not None:
+            self.free_out.setdefault(holder, []).append(oid)
 
     def pull_missing(self, requests) -> None:
         """Start pulling the remote arguments of the tasks that stayed here (a spilled task's
@@ -375,8 +379,9 @@ class RemoteTasks:
             e.state, e.data = m.OBJ_STORE, e.data[2]
             nm.gcs.object_stored(oid, e.data)
         nm.object_arrived(oid, e)
-        if error is None:  # the holder's copy is no longer the only one we rely on
-            self.free_out.setdefault(holder, []).append(oid)
+        # the holder keeps its copy until the object is freed here: a task forwarded to a
+        # third node may still be pulling it from the holder (its args name the holder)
+        self.remote_copies[oid] = holder
 
     # ---- placement groups and fencing ----------------------------------------------------
 

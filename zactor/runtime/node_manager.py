@@ -381,9 +381,9 @@ class NodeManager:
             self.scheduler.object_gone(oid)
             if oid in self.actors.by_handle_ref:
                 self.actors.handles_gone(oid)
-            if e.state == m.OBJ_REMOTE:
-                self.remote.freed(oid, e)
-            elif e.state == m.OBJ_STORE:
+            if self.remote is not None:
+                self.remote.freed(oid, e)  # a copy on another node goes too
+            if e.state == m.OBJ_STORE:
                 self.gcs.object_freed(oid)
                 try:
                     self.store.delete(oid)

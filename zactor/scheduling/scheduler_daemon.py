@@ -128,6 +128,7 @@ class SchedulerDaemon(PlacementGroups):
         self.node_keys[nid] = key
         if view.alive:
             self.last_heard[nid] = now
+            self.last_row_at = now
             # retry what did not fit only when room may have appeared: a new or revived node,
             # or more of some resource than the scheduler believed (not on every heartbeat)
             if (old is None or not old.alive or old.total != view.total
@@ -147,6 +148,16 @@ class SchedulerDaemon(PlacementGroups):
                                               "dead by the global scheduler"))
 
     def _check_deaths(self, now: float) -> None:
+        # Rows reach the scheduler through its control-store subscription: when *no* node's
+        # row has arrived for a while, the feed stalled (a replica failover, this process
+        # starved of CPU), not every node at once. Declaring them all dead would fence the
+        # whole cluster, head included; grant everyone a fresh timeout instead.
+        last_row = getattr(self, "last_row_at", None)
+        if last_row is not None and len(self.last_heard) > 1 and \
+                now - last_row > self.death_timeout_s / 2:
+            for nid in self.last_heard:
+                self.last_heard[nid] = now
+            return
         for nid, heard in list(self.last_heard.items()):
             if now - heard <= self.death_timeout_s:
                 continue

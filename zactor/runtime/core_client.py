@@ -48,6 +48,7 @@ from zactor.ids import JobID, ObjectID, TaskID
 from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef, collecting_refs
 from zactor.runtime import messages as m
+from zactor.runtime.direct import DirectCalls
 from zactor.store import ObjectStore
 
 # Task ids need uniqueness, not secrecy: a seeded generator is ~100x cheaper than urandom
@@ -66,7 +67,8 @@ _POLL_SLICE_MS = 50
 
 class CoreClient:
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
-                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None):
+                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None,
+                 direct_address: str = ""):
         self.kind = kind
         #: () -> None while the node manager lives, else its exit status (a driver's check)
         self._liveness = liveness
@@ -82,6 +84,7 @@ class CoreClient:
         self._submits: list = []
         self._puts: list = []
         self._functions: list = []
+        self._arg_objects: dict = {}  # objects made for the next task's arguments (put_arg)
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
@@ -104,8 +107,15 @@ class CoreClient:
         self.blocked_hook = None
         #: read incoming messages from the flusher thread too (workers; see _flush_loop)
         self.pump_in_background = False
+        self.direct = DirectCalls(self)
+        #: a worker's ROUTER for direct calls (runtime/direct.py), and its handler
+        self._router = None
+        self.on_direct = None
+        if direct_address:
+            self._router = make_socket(self._ctx, zmq.ROUTER, hwm=0)
+            self._router.bind(direct_address)
         self._raw_send(m.HELLO, {"kind": kind, "pid": os.getpid(), "worker_id": worker_id,
-                                 "job_id": job_id})
+                                 "job_id": job_id, "address": direct_address})
         welcome = self._recv_one(timeout_s)
         if welcome is None or welcome.mtype is not m.WELCOME:
             self._close_sockets()
@@ -125,6 +135,8 @@ class CoreClient:
         self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
+        if self._router is not None:
+            self._poller.register(self._router, zmq.POLLIN)
         self._owner_thread = threading.get_ident()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="zactor-flusher")
@@ -144,6 +156,8 @@ class CoreClient:
     def flush(self) -> None:
         """Send buffered tasks, reference changes and task results. Caller holds the lock."""
         self._fold_refs()
+        if self.direct.out:
+            self.direct.flush()  # the critical path first; the records follow in SUBMIT
         if self._submits or self._deltas or self._puts:
             body = {"tasks": self._submits, "deltas": self._deltas}
             if self._functions:
@@ -161,7 +175,14 @@ class CoreClient:
                     items.append(self._done.popleft())
                 except IndexError:
                     break
-            self._raw_send(m.TASK_DONE, {"done": [entry for entry, _ in items]})
+            replies: dict = {}
+            for entry, _, reply_to in items:
+                if reply_to is not None:
+                    replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
+            for identity, objects in replies.items():  # direct calls' callers first
+                self._router.send_multipart([identity, *protocol.encode(
+                    m.DIRECT_RESULTS, {"objects": objects})])
+            self._raw_send(m.TASK_DONE, {"done": [item[0] for item in items]})
             # only now may the refs inside those results be released: a release sent
             # before the TASK_DONE that holds them could free their objects (see task_done)
             del items
@@ -224,6 +245,12 @@ class CoreClient:
             except BlockingIOError:
                 pass
             got = True
+        if len(events) > (self._wake_r in events) + (self._sock in events):
+            for sock in events:
+                if sock is self._router:
+                    got = self._read_router() or got
+                elif sock in self.direct.socks.values():
+                    got = self.direct.read(sock) or got
         if self._sock not in events:
             return got
         while True:
@@ -235,19 +262,38 @@ class CoreClient:
             msg = protocol.decode(frames)
             if msg.mtype is m.OBJECTS:
                 self._store_results(msg["objects"])
+            elif msg.mtype is m.ACTOR_ROUTE:
+                self.direct.on_route(msg["aid"], msg["addr"], msg["inc"])
             elif msg.mtype is m.SHUTDOWN:
                 self._closed = True
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
             elif self.on_message is not None:
                 self.on_message(msg)
 
+    def _read_router(self) -> bool:
+        got = False
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            got = True
+            self.on_direct(frames[0], protocol.decode(frames[1:]))
+
+    def direct_refused(self, identity: bytes, task_ids) -> None:
+        """A worker's answer to direct calls it will not run. Caller holds the lock."""
+        self._router.send_multipart([identity, *protocol.encode(
+            m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)})])
+
     def _store_results(self, objects) -> None:
         self._fold_refs()  # so that _refs says exactly which objects are still wanted
         arrived = self._arrived
+        answered = self.direct.answered
         for oid, state, data in objects:
             self._expected.discard(oid)
             self._subscribed.discard(oid)
-            if oid in self._refs:
+            answered(oid)
+            if oid in self._refs and oid not in self._results:  # objects are immutable
                 self._results[oid] = (state, data)
                 if arrived is not None:
                     arrived.append(oid)
@@ -359,6 +405,7 @@ class CoreClient:
     def put_arg(self, oid: bytes, state: int, data, contained) -> None:
         """Announce an object made for one task's argument (held by that task only)."""
         with self._lock:
+            self._arg_objects[oid] = (state, data)
             self._buffer_put([oid, state, data, contained, False])
 
     def _buffer_put(self, entry) -> None:
@@ -382,7 +429,12 @@ class CoreClient:
                 self._functions.append([fid, function_blob()])
                 self._functions_sent.add(fid)
             self._fold_refs()  # earlier ref changes go before this task (see module doc)
-            self._submits.append(spec)
+            actor = spec.get("actor")
+            if actor is not None and actor["op"] == "call":
+                self.direct.submit(spec)  # straight to the actor's worker, if it can
+            if self._arg_objects:
+                self._arg_objects.clear()
+            self._submits.append(spec)  # (a direct call's record for the node manager)
             refs = []
             for i in range(1, spec["nret"] + 1):
                 oid = spec["id"] + i.to_bytes(4, "little")
@@ -394,14 +446,15 @@ class CoreClient:
                 self._wake.set()
             return refs
 
-    def task_done(self, entry, keep_alive=None) -> None:
+    def task_done(self, entry, keep_alive=None, reply_to=None) -> None:
         """Buffer a finished task's report (a worker's); sent with the next flush, which the
         flusher makes within ~BATCH_DELAY_S even while the next task runs for long.
 
         ``keep_alive`` (the return values) is held until the report is sent: ObjectRefs
         inside them must not be released (a -1 to the node manager) before the report that
-        makes the results hold their targets, or those objects could be freed in between."""
-        self._done.append((entry, keep_alive))
+        makes the results hold their targets, or those objects could be freed in between.
+        ``reply_to``: the caller of a direct call, sent the results at the same flush."""
+        self._done.append((entry, keep_alive, reply_to))
         if threading.get_ident() != self._owner_thread:
             try:  # wake the worker's main thread out of pump() to send it
                 os.write(self._wake_w, b"!")
@@ -532,6 +585,9 @@ class CoreClient:
             self._flusher.join(timeout=1.0)
 
     def _close_sockets(self) -> None:
+        self.direct.close()
+        if self._router is not None:
+            self._router.close(0)
         self._sock.close(0)
         self._ctx.term()
         for fd in (self._wake_r, self._wake_w):

@@ -22,8 +22,9 @@ OBJ_INLINE, OBJ_STORE, OBJ_ERROR = 0, 1, 2
 
 # client -> node manager: first message of a connection; answered with WELCOME.
 #   kind: "driver" | "worker"; worker_id (workers); job_id (drivers, 0: assign one)
+#   address: a worker's ROUTER for direct calls (runtime/direct.py)
 HELLO = define(0x40, "HELLO", required=("kind", "pid"), optional={"worker_id": b"",
-                                                                  "job_id": 0})
+                                                                  "job_id": 0, "address": ""})
 #   node_id, store_path, job_id, session_dir, config (dict)
 WELCOME = define(0x41, "WELCOME", required=("node_id", "store_path", "job_id"),
                  optional={"session_dir": "", "config": {}, "resources": {}})
@@ -76,3 +77,16 @@ SET_GCS = define(0x53, "SET_GCS", required=("address",), optional={"pids": []})
 KILL_ACTOR = define(0x54, "KILL_ACTOR", required=("aid",), optional={"no_restart": True})
 # client -> NM: a named actor's id and methods (INFO_REPLY {value: {...} or None})
 GET_ACTOR = define(0x55, "GET_ACTOR", required=("name",), optional={"namespace": ""})
+
+# ---- direct calls (runtime/direct.py): caller <-> the actor's worker, no node manager hop ----
+# NM -> client: where to send calls of actor ``aid`` straight to its worker; addr "" means
+#   "no longer: go through the node manager" (the actor died or is restarting)
+ACTOR_ROUTE = define(0x56, "ACTOR_ROUTE", required=("aid", "addr"), optional={"inc": 0})
+# caller -> worker (its ROUTER): calls: [[spec, [[oid, state, data]...] resolved args]...]
+DIRECT_CALLS = define(0x57, "DIRECT_CALLS", required=("calls",))
+# worker -> caller: results of direct calls [[oid, state, data]...]; refused: task ids the
+#   worker did not run (the call named another actor incarnation; the node manager re-queues)
+DIRECT_RESULTS = define(0x58, "DIRECT_RESULTS", required=("objects",),
+                        optional={"refused": []})
+# TASK_DONE flags of direct calls: the caller already has the results / the call was refused
+TASK_DIRECT, TASK_REFUSED = 4, 8

@@ -31,6 +31,7 @@ from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 from zactor.runtime import zygote
 from zactor.runtime.actor_manager import ActorManager
+from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
 from zactor.scheduling import local_scheduler as ls
@@ -47,10 +48,11 @@ LOOP_POLL_MS = 100
 
 
 class Client:
-    __slots__ = ("identity", "kind", "pid", "worker_id", "refs", "functions")
+    __slots__ = ("identity", "kind", "pid", "worker_id", "refs", "functions", "address")
 
-    def __init__(self, identity, kind, pid, worker_id):
+    def __init__(self, identity, kind, pid, worker_id, address=""):
         self.identity, self.kind, self.pid, self.worker_id = identity, kind, pid, worker_id
+        self.address = address  # a worker's ROUTER for direct calls
         self.refs: dict = {}
         self.functions: set = set()
 
@@ -108,6 +110,7 @@ class NodeManager:
         self.lineage_pending: deque = deque()  # (finish time, spec, return ids)
         self.gcs_pids: list = []
         self.actors = ActorManager(self)
+        self.direct = DirectLedger(self)
         self.gcs.node_up(self.address, resources.to_dict(), store.path)
         if initial_workers:
             self._start_workers(initial_workers)
@@ -139,6 +142,7 @@ class NodeManager:
                     self.stop("the driver process died")
                 self._apply(self.scheduler.rebalance())
                 self._record_lineage(now)
+                self.direct.expire(now)
                 self._flush_outbox()
         self._shutdown()
 
@@ -202,7 +206,7 @@ class NodeManager:
         if kind == "driver" and not job_id:
             job_id, self.next_job = self.next_job, self.next_job + 1
             self.gcs.job_started(job_id, msg["pid"])
-        client = Client(identity, kind, msg["pid"], msg["worker_id"])
+        client = Client(identity, kind, msg["pid"], msg["worker_id"], msg["address"])
         self.clients[identity] = client
         self._send(identity, m.WELCOME, {
             "node_id": self.node_id, "store_path": self.store.path, "job_id": job_id,
@@ -359,6 +363,9 @@ class NodeManager:
             task = Task(spec, identity)
             for oid in task.returns:  # the submitter holds the refs it was handed
                 self._client_ref(client, oid)
+            if "direct" in spec:  # a call sent straight to the actor's worker
+                self.direct.record(task)
+                continue
             request = self._submit(task)
             actor = spec.get("actor")
             if actor is None:
@@ -456,6 +463,9 @@ class NodeManager:
         for task_id, results, flags, *extra in msg["done"]:
             if extra:  # an actor checkpoint taken right after this call
                 self.actors.checkpointed(task_id, extra[0])
+            if flags & (m.TASK_DIRECT | m.TASK_REFUSED):
+                self.direct.report(task_id, results, flags)
+                continue
             task = self.tasks.get(task_id)
             if task is None:
                 continue  # e.g. a call replayed after a restart: its results exist already

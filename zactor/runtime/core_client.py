@@ -63,6 +63,8 @@ STORE_FULL_WAIT_S = 10.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
+#: results the node manager settles (retry, stray interrupt) are not sent straight back
+_NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
 
 class CoreClient:
@@ -94,7 +96,7 @@ class CoreClient:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._results: dict = {}
-        self._arrived = None
+        self._arrivals: dict = {}  # id -> list, one per thread waiting in wait_ready
         self._expected: set = set()
         self._subscribed: set = set()
         self._functions_sent: set = set()
@@ -131,6 +133,7 @@ class CoreClient:
         self.inline_threshold = self.config.get("inline_threshold",
                                                 DEFAULT_INLINE_THRESHOLD_BYTES)
         self.store = ObjectStore.attach(welcome["store_path"])
+        self.direct.max_leases = welcome["resources"].get("CPU", 0)
         self.driver_task_id = TaskID.for_driver(self.job_id).binary()
         self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
         self._poller.register(self._sock, zmq.POLLIN)
@@ -177,7 +180,7 @@ class CoreClient:
                     break
             replies: dict = {}
             for entry, _, reply_to in items:
-                if reply_to is not None:
+                if reply_to is not None and not entry[2] & _NM_DECIDES:
                     replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
             for identity, objects in replies.items():  # direct calls' callers first
                 self._router.send_multipart([identity, *protocol.encode(
@@ -200,6 +203,15 @@ class CoreClient:
             self._check_node()
             if self._dead_reason is not None:
                 return
+            if self.direct.leases:
+                with self._lock:
+                    if self._closed:
+                        return
+                    try:
+                        self.pump(0)  # read results, so idle leases are seen and returned
+                        self.direct.tick()
+                    except (zmq.ZMQError, LocalRayletDiedError):
+                        return
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:
@@ -264,6 +276,10 @@ class CoreClient:
                 self._store_results(msg["objects"])
             elif msg.mtype is m.ACTOR_ROUTE:
                 self.direct.on_route(msg["aid"], msg["addr"], msg["inc"])
+            elif msg.mtype is m.LEASE_GRANTED:
+                self.direct.on_lease(msg["lid"], msg["addr"])
+            elif msg.mtype is m.LEASES_WANTED:
+                self.direct.return_idle()
             elif msg.mtype is m.SHUTDOWN:
                 self._closed = True
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
@@ -287,7 +303,7 @@ class CoreClient:
 
     def _store_results(self, objects) -> None:
         self._fold_refs()  # so that _refs says exactly which objects are still wanted
-        arrived = self._arrived
+        arrivals = self._arrivals
         answered = self.direct.answered
         for oid, state, data in objects:
             self._expected.discard(oid)
@@ -295,7 +311,7 @@ class CoreClient:
             answered(oid)
             if oid in self._refs and oid not in self._results:  # objects are immutable
                 self._results[oid] = (state, data)
-                if arrived is not None:
+                for arrived in arrivals.values():
                     arrived.append(oid)
 
     # ---- reference counting -------------------------------------------------------------
@@ -430,7 +446,9 @@ class CoreClient:
                 self._functions_sent.add(fid)
             self._fold_refs()  # earlier ref changes go before this task (see module doc)
             actor = spec.get("actor")
-            if actor is not None and actor["op"] == "call":
+            if actor is None:
+                self.direct.submit_task(spec, function_blob)  # to a leased worker, if it can
+            elif actor["op"] == "call":
                 self.direct.submit(spec)  # straight to the actor's worker, if it can
             if self._arg_objects:
                 self._arg_objects.clear()
@@ -482,17 +500,25 @@ class CoreClient:
         results = self._results
         if num_ready <= 0 or all(o in results for o in oids):
             return  # all here already: no message needed
+        # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
+        # registered under the lock before looking, so that no arrival is missed (another
+        # thread, the flusher, may read messages whenever the lock is free)
+        arrived: list = []
         with self._lock:
-            self.flush()
-            self.pump(0)
+            self._arrivals[id(arrived)] = arrived
+            try:
+                self.flush()
+                self.pump(0)
+            except BaseException:
+                del self._arrivals[id(arrived)]
+                raise
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
+                del self._arrivals[id(arrived)]
                 return
             self._ask_for(missing)
         blocked = False
-        # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids)
-        self._arrived = arrived = []
         try:
             while True:
                 with self._lock:
@@ -516,9 +542,9 @@ class CoreClient:
                 self._check_node()
                 self.check_alive()
         finally:
-            self._arrived = None
-            if blocked:
-                with self._lock:
+            with self._lock:
+                del self._arrivals[id(arrived)]
+                if blocked:
                     self.blocked_hook(False)
 
     def get(self, oids, timeout_s=None) -> list:

@@ -143,6 +143,7 @@ class NodeManager:
                 self._apply(self.scheduler.rebalance())
                 self._record_lineage(now)
                 self.direct.expire(now)
+                self.direct.want_back()
                 self._flush_outbox()
         self._shutdown()
 
@@ -233,6 +234,7 @@ class NodeManager:
             self._free(self.objects.remove_ref(oid, count))
         for e in self.objects.entries.values():
             e.waiters.discard(identity)
+        self.direct.client_gone(identity)
 
     def on_ref_delta(self, identity, msg) -> None:
         client = self.clients.get(identity)
@@ -400,9 +402,7 @@ class NodeManager:
     def _schedule_task(self, task: Task) -> None:
         self._apply(self.scheduler.submit(self._request(task)))
 
-    def _request(self, task: Task) -> ls.TaskRequest:
-        spec = task.spec
-        res = spec["res"]
+    def _demand(self, res: dict) -> ResourceSet:
         key = tuple(res.items())
         demand = self._demands.get(key)
         if demand is None:  # a few shapes of demand recur: build each ResourceSet once
@@ -410,6 +410,11 @@ class NodeManager:
                 num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
                 memory=res.get("memory", 0),
                 resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
+        return demand
+
+    def _request(self, task: Task) -> ls.TaskRequest:
+        spec = task.spec
+        demand = self._demand(spec["res"])
         retries = spec["retries"]
         actor = spec.get("actor")
         return ls.TaskRequest(
@@ -506,6 +511,8 @@ class NodeManager:
         if recursive:
             for child in self.children_of.get(task_id, ()):
                 self._cancel(child, force, recursive)
+        if "direct" in task.spec and self.direct.cancel(task, force):
+            return
         self._apply(self.scheduler.cancel(task_id, force))
 
     # ---- scheduler instructions -------------------------------------------------------------
@@ -514,10 +521,16 @@ class NodeManager:
         for ins in instructions:
             kind = type(ins)
             if kind is ls.Dispatch:
+                if ins.task_id in self.direct.leases:
+                    self.direct.granted(ins)
+                    continue
                 self._dispatch(ins)
             elif kind is ls.StartWorkers:
                 self._start_workers(ins.count)
             elif kind is ls.FailTask:
+                if ins.task_id in self.direct.leases:
+                    self.direct.lease_failed(ins.task_id, ins.detail)
+                    continue
                 if ins.kind == "cancelled":
                     err = TaskCancelledError(ins.task_id.hex())
                 else:
@@ -674,6 +687,8 @@ class NodeManager:
         "TASK_DONE": on_task_done, "BLOCKED": on_blocked, "UNBLOCKED": on_unblocked,
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
         "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
+        "LEASE_REQUEST": lambda self, i, msg: self.direct.on_request(i, msg),
+        "LEASE_RETURN": lambda self, i, msg: self.direct.on_return(i, msg),
     }
 
 

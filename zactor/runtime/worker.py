@@ -79,6 +79,8 @@ class Worker:
         self.incarnation = 0
         self.seen_direct: OrderedDict = OrderedDict()
         self.parked: dict = {}  # direct call id -> [(time, entry)...] that come after it
+        self.is_blocked = False  # the running task waits in get(): direct tasks are refused
+        self.cancelled_direct: set = set()  # direct tasks cancelled before they arrived
         self.client.blocked_hook = self._blocked
         self.functions: dict = {}
         self.blobs: dict = {}
@@ -114,6 +116,8 @@ class Worker:
                     self.parked.setdefault(after[0], []).append((time.monotonic(), entry))
                 else:
                     self.queue.append(entry)
+        elif msg.mtype is m.INTERRUPT and msg["direct"]:
+            self._cancel_direct(msg["task_id"], msg["force"])
         elif msg.mtype is m.RECALL:
             wanted = set(msg["task_ids"])
             with self.queue_lock:
@@ -128,10 +132,23 @@ class Worker:
         if msg.mtype is not m.DIRECT_CALLS:
             return
         refused = []
+        for fid, blob in msg["functions"]:
+            if fid not in self.functions:
+                self.blobs.setdefault(fid, blob)
         seen, parked = self.seen_direct, self.parked
         for spec, resolved in msg["calls"]:
-            actor = spec["actor"]
+            actor = spec.get("actor")
             task_id = spec["id"]
+            if actor is None:  # a task on this (leased) worker
+                if task_id in self.cancelled_direct:
+                    self.cancelled_direct.discard(task_id)
+                    self._report_cancelled(spec)
+                elif self.actor_id is not None or self.is_blocked:
+                    refused.append(task_id)  # the node manager schedules it
+                    self.client.task_done([task_id, [], m.TASK_REFUSED])
+                else:
+                    self.queue.append([spec, resolved, [], 0, identity])
+                continue
             if actor["aid"] != self.actor_id or actor.get("inc") != self.incarnation:
                 refused.append(task_id)  # meant for another incarnation: the NM re-queues
                 self.client.task_done([task_id, [], m.TASK_REFUSED])
@@ -146,11 +163,47 @@ class Worker:
         if refused:
             self.client.direct_refused(identity, refused)
 
+    def _cancel_direct(self, task_id: bytes, force: bool) -> None:
+        """Cancel a task a lease holder pushed here (the node manager asks)."""
+        if self.current_task == task_id:
+            if force:
+                os.kill(os.getpid(), signal.SIGKILL)  # the node re-runs nothing: cancelled
+            os.kill(os.getpid(), signal.SIGUSR1)  # KeyboardInterrupt in the main thread
+            return
+        with self.queue_lock:
+            hit = [t for t in self.queue if t[0]["id"] == task_id]
+            for t in hit:
+                self.queue.remove(t)
+        if not hit:  # not arrived yet: drop it when it does
+            self.cancelled_direct.add(task_id)
+        for t in hit:
+            self._report_cancelled(t[0])
+
+    def _report_cancelled(self, spec) -> None:
+        results, flags = self._error_results(spec, TaskCancelledError(spec["id"].hex()))
+        self.client.task_done([spec["id"], results, flags | m.TASK_DIRECT])
+
+    def _bounce_direct(self) -> None:
+        with self.queue_lock:
+            back = [t for t in self.queue if len(t) > 4 and "actor" not in t[0]]
+            for t in back:
+                self.queue.remove(t)
+        by_caller: dict = {}
+        for t in back:
+            self.client.task_done([t[0]["id"], [], m.TASK_REFUSED])
+            by_caller.setdefault(t[4], []).append(t[0]["id"])
+        for identity, task_ids in by_caller.items():
+            self.client.direct_refused(identity, task_ids)
+
     def _release_parked(self, now: float) -> None:
         for key in [k for k, v in self.parked.items() if v[0][0] < now - PARKED_MAX_S]:
             self.queue.extend(entry for _, entry in self.parked.pop(key))
 
     def _blocked(self, blocked: bool) -> None:
+        if self.current_task is not None and self.actor_id is None:
+            self.is_blocked = blocked
+            if blocked:  # direct tasks queued behind this one go back (they may be awaited)
+                self._bounce_direct()
         if self.current_task is not None:
             self.client.send(m.BLOCKED if blocked else m.UNBLOCKED)
 

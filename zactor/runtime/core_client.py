@@ -171,6 +171,8 @@ class CoreClient:
                 self._puts = []
             self._submits, self._deltas = [], []
             self._raw_send(m.SUBMIT, body)
+        if self.direct.requests:
+            self.direct.flush_requests()
         if self._done:
             items = []
             while True:

@@ -86,6 +86,7 @@ class DirectCalls:
         self.max_leases = 0          # set from the node's CPUs (CoreClient)
         self.tasks_sent = 0
         self.last_submit = 0.0       # when a task last came to submit_task
+        self.requests: list = []     # LEASE_REQUESTs for the next flush
         self.fn_sent: set = set()    # (worker address, function id) sent with a task
         self.fn_out: dict = {}       # address -> [[fid, blob]...] for the next DIRECT_CALLS
 
@@ -182,10 +183,16 @@ class DirectCalls:
         if have >= max(1, int(self.max_leases // cpu)):
             return
         if any(x.addr is None and x.key == key for x in self.lease_by_id.values()):
-            return  # one request at a time per shape
-        lid = self.client.new_task_id()
-        self.lease_by_id[lid] = _Lease(lid, key)
-        self.client._raw_send(m.LEASE_REQUEST, {"lid": lid, "res": {"CPU": cpu}})
+            return  # requests are out already
+        # all it may hold at once: tasks submitted before a grant arrives all go to the
+        # leases held then (a burst would otherwise pile onto the first one)
+        for _ in range(max(1, int(self.max_leases // cpu)) - have):
+            lid = self.client.new_task_id()
+            self.lease_by_id[lid] = _Lease(lid, key)
+            # sent after the SUBMIT that carries the task which asked for it: that task
+            # gets a worker first (else the lease would take it, and the node manager would
+            # ask for the idle lease back to run the task: a loop)
+            self.requests.append({"lid": lid, "res": {"CPU": cpu}})
 
     def on_lease(self, lid: bytes, addr: str) -> None:
         lease = self.lease_by_id.get(lid)
@@ -280,6 +287,11 @@ class DirectCalls:
                 if functions:
                     body["functions"] = functions
             self._sock(addr).send_multipart(protocol.encode(m.DIRECT_CALLS, body))
+
+    def flush_requests(self) -> None:
+        requests, self.requests = self.requests, []
+        for body in requests:
+            self.client._raw_send(m.LEASE_REQUEST, body)
 
     def read(self, sock) -> bool:
         got = False

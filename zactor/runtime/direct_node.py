@@ -221,7 +221,8 @@ class DirectLedger:
 
     def want_back(self) -> None:
         """Tasks wait for a worker while leases are out: ask their holders for idle ones."""
-        if not self.leases or not self.node.scheduler._ready:
+        if not self.leases or not any(queue and key[1] != "lease"
+                                      for key, queue in self.node.scheduler._ready.items()):
             return
         node = self.node
         for client in {x.client for x in self.leases.values() if x.addr}:

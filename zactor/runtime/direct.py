@@ -134,6 +134,7 @@ class DirectCalls:
             resolved.append([oid, value[0], value[1]])
         addr, inc = route
         actor["inc"] = inc
+        actor["to"] = addr  # the node manager tells a refusal coming from a lost call
         spec["direct"] = 1
         self.out.setdefault(addr, []).append([spec, resolved])
         self.last_direct[aid] = [spec["id"], inc]
@@ -312,9 +313,12 @@ class DirectCalls:
                         lease = self.task_lease.pop(oid, None)
                         if lease is not None:  # a leased worker blocked: not in flight here
                             lease.inflight.discard(oid)
-                    for aid, (addr, _) in list(self.routes.items()):
-                        if self.socks.get(addr) is sock:
-                            self.on_route(aid, "", 0)
+                    stale = [aid for aid, (addr, _) in self.routes.items()
+                             if self.socks.get(addr) is sock]
+                    for aid in stale:
+                        self.on_route(aid, "", 0)
+                    if stale:
+                        return got  # that socket may be closed now
 
     def close(self) -> None:
         for addr in list(self.socks):

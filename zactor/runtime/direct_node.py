@@ -93,6 +93,10 @@ class DirectLedger:
         if actor.state == "ALIVE" and actor.restarts == spec["actor"].get("inc"):
             actor.running[task_id] = task
             return
+        worker = node.clients.get(node.worker_identity.get(actor.worker_id))
+        if worker is not None and worker.address == spec["actor"].get("to"):
+            actor.running[task_id] = task  # sent to the live worker, which refuses it
+            return
         # sent to an incarnation that has died since: as if it was running then
         if actor.task_retries < 0 or task.attempt < actor.task_retries:
             task.attempt += 1

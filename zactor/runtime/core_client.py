@@ -87,7 +87,6 @@ class CoreClient:
         self._puts: list = []
         self._functions: list = []
         self._arg_objects: dict = {}  # objects made for the next task's arguments (put_arg)
-        self._nm_bound = 0  # buffered tasks that go through the node manager (not records)
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
@@ -157,20 +156,12 @@ class CoreClient:
             self.flush()
             self._raw_send(mtype, body)
 
-    def flush(self, lazy: bool = False) -> None:
-        """Send buffered tasks, reference changes and task results. Caller holds the lock.
-
-        ``lazy`` (a caller about to wait): when everything buffered for the node manager is
-        records of direct calls and reference changes, leave them to the flusher thread
-        (within ~BATCH_DELAY_S): the result comes from the worker, and a synchronous loop
-        then costs the node manager one message per batch of calls, not one per call."""
+    def flush(self) -> None:
+        """Send buffered tasks, reference changes and task results. Caller holds the lock."""
         self._fold_refs()
         if self.direct.out:
             self.direct.flush()  # the critical path first; the records follow in SUBMIT
-        if lazy and not self._nm_bound and not self._puts:
-            pass
-        elif self._submits or self._deltas or self._puts:
-            self._nm_bound = 0
+        if self._submits or self._deltas or self._puts:
             body = {"tasks": self._submits, "deltas": self._deltas}
             if self._functions:
                 body["functions"] = self._functions
@@ -458,13 +449,9 @@ class CoreClient:
             self._fold_refs()  # earlier ref changes go before this task (see module doc)
             actor = spec.get("actor")
             if actor is None:
-                direct = self.direct.submit_task(spec, function_blob)  # to a leased worker?
+                self.direct.submit_task(spec, function_blob)  # to a leased worker, if it can
             elif actor["op"] == "call":
-                direct = self.direct.submit(spec)  # straight to the actor's worker?
-            else:
-                direct = False
-            if not direct:
-                self._nm_bound += 1
+                self.direct.submit(spec)  # straight to the actor's worker, if it can
             if self._arg_objects:
                 self._arg_objects.clear()
             self._submits.append(spec)  # (a direct call's record for the node manager)
@@ -522,7 +509,7 @@ class CoreClient:
         with self._lock:
             self._arrivals[id(arrived)] = arrived
             try:
-                self.flush(lazy=True)
+                self.flush()
                 self.pump(0)
             except BaseException:
                 del self._arrivals[id(arrived)]
@@ -540,7 +527,7 @@ class CoreClient:
                     if not blocked and self.blocked_hook is not None:
                         blocked = True
                         self.blocked_hook(True)
-                    self.flush(lazy=True)
+                    self.flush()
                     slice_ms = _POLL_SLICE_MS if deadline is None else max(
                         0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
                     self.pump(slice_ms)

@@ -29,11 +29,11 @@ from zactor import serialization as ser
 from zactor.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
-from zactor.runtime import zygote
 from zactor.runtime.actor_manager import ActorManager
 from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
+from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
 
@@ -72,7 +72,7 @@ class Task:
         self.cancelled = False
 
 
-class NodeManager:
+class NodeManager(WorkerPool):
     def __init__(self, session_dir: str, store, resources: ResourceSet, *, node_id: bytes,
                  zygote_pid: int, zygote_cmd_fd: int, zygote_report_fd: int,
                  config: dict, initial_workers: int):
@@ -608,50 +608,6 @@ class NodeManager:
         pid = self.worker_pid.get(worker_id)
         if pid:
             _kill(pid, signal.SIGUSR1)
-
-    # ---- workers ------------------------------------------------------------------------------
-
-    def _start_workers(self, count: int) -> None:
-        for _ in range(count):
-            wid = os.urandom(28)
-            os.write(self.zygote_cmd_fd, f"SPAWN {wid.hex()}\n".encode())
-
-    def _on_zygote_reports(self) -> None:
-        chunk = os.read(self.zygote_report_fd, 65536)
-        if not chunk:
-            self.stop("the worker factory (zygote) died")
-            return
-        self._zygote_buf += chunk
-        while b"\n" in self._zygote_buf:
-            line, self._zygote_buf = self._zygote_buf.split(b"\n", 1)
-            parts = line.decode().split()
-            if parts[0] == "STARTED":
-                wid, pid = bytes.fromhex(parts[1]), int(parts[2])
-                self.worker_pid[wid] = pid
-                self.pid_worker[pid] = wid
-            elif parts[0] == "EXIT":
-                try:
-                    self._worker_exited(int(parts[1]), int(parts[2]))
-                except Exception:  # noqa: BLE001 - a bug here must not take the node down
-                    import traceback
-
-                    print(f"zactor node manager: error handling the exit of worker "
-                          f"{parts[1]}:", file=sys.stderr)
-                    traceback.print_exc()
-
-    def _worker_exited(self, pid: int, status: int) -> None:
-        wid = self.pid_worker.pop(pid, None)
-        if wid is None:
-            return
-        self.worker_pid.pop(wid, None)
-        detail = f"worker pid {pid}: {zygote.describe_status(status)}"
-        identity = self.worker_identity.pop(wid, None)
-        for c in self.store.clients():
-            if c["pid"] == pid:
-                self.store.release_client(c["client"])
-        if identity is not None:
-            self._drop_client(identity)
-        self._apply(self.scheduler.worker_died(wid, detail))
 
     # ---- shutdown -----------------------------------------------------------------------------
 

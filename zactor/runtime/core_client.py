@@ -193,6 +193,7 @@ class CoreClient:
             del items
 
     def _flush_loop(self) -> None:
+        next_tick = 0.0
         while not self._closed:
             if self._wake.wait(FLUSH_INTERVAL_S):
                 # woken by the first buffered item: give the caller a moment to add more,
@@ -205,15 +206,21 @@ class CoreClient:
             self._check_node()
             if self._dead_reason is not None:
                 return
-            if self.direct.leases:
-                with self._lock:
-                    if self._closed:
-                        return
+            if self.direct.leases and time.monotonic() >= next_tick:
+                # read results, so that idle leases are seen and returned; at most every
+                # FLUSH_INTERVAL_S, and never waiting for the lock: a thread that holds it
+                # is reading them anyway (a handoff per call would slow synchronous loops)
+                next_tick = time.monotonic() + FLUSH_INTERVAL_S
+                if self._lock.acquire(blocking=False):
                     try:
-                        self.pump(0)  # read results, so idle leases are seen and returned
+                        if self._closed:
+                            return
+                        self.pump(0)
                         self.direct.tick()
                     except (zmq.ZMQError, LocalRayletDiedError):
                         return
+                    finally:
+                        self._lock.release()
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:

@@ -58,8 +58,9 @@ class ActorConcurrency:
         spec, resolved = entry[0], entry[1]
         method = getattr(worker.actor_instance, spec["actor"]["method"], None)
         if self.loop is not None and inspect.iscoroutinefunction(method):
-            asyncio.run_coroutine_threadsafe(self._limited(worker.execute_async(spec, resolved)),
-                                             self.loop)
+            reply_to = entry[4] if len(entry) > 4 else None
+            asyncio.run_coroutine_threadsafe(
+                self._limited(worker.execute_async(spec, resolved, reply_to)), self.loop)
         else:
             self.pool.submit(worker._execute, *entry)
 

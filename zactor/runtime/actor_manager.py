@@ -51,7 +51,8 @@ class Actor:
     __slots__ = ("actor_id", "state", "worker_id", "creation_task_id", "queue", "running",
                  "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
                  "creation", "restarts_left", "task_retries", "restarts", "checkpointable",
-                 "sequential", "log", "checkpoint", "kill_reason", "detached")
+                 "sequential", "log", "checkpoint", "kill_reason", "told", "last_death",
+                 "detached")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -77,6 +78,12 @@ class Actor:
         self.kill_reason = "it was killed by zactor.kill()"
         self.checkpoint = None          # the last checkpoint's serialized state
         self.detached = bool(info.get("detached"))  # outlives its job (until killed)
+        self.told: set = set()          # clients sent this incarnation's route (direct.py)
+        self.last_death = None          # why the last incarnation died
+
+    def direct_ok(self) -> bool:
+        """Callers may call it directly, unless its replay log needs to see every call."""
+        return not (self.checkpointable and self.sequential and self.restarts_left != 0)
 
 
 class ActorManager:
@@ -167,6 +174,8 @@ class ActorManager:
         identity = node.worker_identity.get(actor.worker_id)
         while actor.queue and identity is not None:
             task = actor.queue[0]
+            if task.submitter not in actor.told and actor.direct_ok():
+                self._tell_route(actor, task.submitter, identity)
             resolved, failed = [], None
             for oid in task.deps:
                 e = node.objects.entries.get(oid)
@@ -188,6 +197,23 @@ class ActorManager:
             if actor.checkpointable and actor.sequential and actor.restarts_left != 0:
                 self._log(actor, task)
             node._queue_execute(identity, [task.spec, resolved, [], 0], [])
+
+    def _tell_route(self, actor: Actor, submitter: bytes, identity: bytes) -> None:
+        """Give a caller the actor worker's address: its next calls can go direct."""
+        client = self.node.clients.get(identity)
+        if client is None or not client.address or submitter not in self.node.clients:
+            return
+        actor.told.add(submitter)
+        self.node._send(submitter, m.ACTOR_ROUTE, {"aid": actor.actor_id,
+                                                   "addr": client.address,
+                                                   "inc": actor.restarts})
+
+    def _forget_routes(self, actor: Actor) -> None:
+        """The incarnation the routes point at is gone: callers go through the node again."""
+        for submitter in actor.told:
+            if submitter in self.node.clients:
+                self.node._send(submitter, m.ACTOR_ROUTE, {"aid": actor.actor_id, "addr": ""})
+        actor.told.clear()
 
     # ---- checkpoints and replay -------------------------------------------------------------
 
@@ -299,6 +325,8 @@ class ActorManager:
         if actor.restarts_left > 0:
             actor.restarts_left -= 1
         actor.restarts += 1
+        actor.last_death = why
+        self._forget_routes(actor)
         node = self.node
         error = ser.dumps(ActorDiedError(None, actor.actor_id.hex(), why))
         retry = []
@@ -321,6 +349,7 @@ class ActorManager:
         creation = actor.creation
         spec = dict(creation.spec)
         spec["id"] = node.new_task_id()  # a fresh creation task (same class and arguments)
+        spec["actor"] = {**spec["actor"], "inc": actor.restarts}  # the new incarnation
         actor.creation_task_id = spec["id"]
         restart = type(creation)(spec, creation.submitter)
         self.by_creation[spec["id"]] = actor
@@ -332,6 +361,7 @@ class ActorManager:
             for oid in list(actor.creation.deps) + list(actor.creation.held):
                 node._free(node.objects.remove_ref(oid))
         self._trim(actor, len(actor.log))
+        self._forget_routes(actor)
         actor.state = DEAD
         self._record(actor)
         actor.creation = None

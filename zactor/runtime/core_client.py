@@ -48,6 +48,7 @@ from zactor.ids import JobID, ObjectID, TaskID
 from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef, collecting_refs
 from zactor.runtime import messages as m
+from zactor.runtime.direct import DirectCalls
 from zactor.store import ObjectStore
 
 # Task ids need uniqueness, not secrecy: a seeded generator is ~100x cheaper than urandom
@@ -62,11 +63,14 @@ STORE_FULL_WAIT_S = 10.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
+#: results the node manager settles (retry, stray interrupt) are not sent straight back
+_NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
 
 class CoreClient:
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
-                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None):
+                 job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None,
+                 direct_address: str = ""):
         self.kind = kind
         #: () -> None while the node manager lives, else its exit status (a driver's check)
         self._liveness = liveness
@@ -82,6 +86,7 @@ class CoreClient:
         self._submits: list = []
         self._puts: list = []
         self._functions: list = []
+        self._arg_objects: dict = {}  # objects made for the next task's arguments (put_arg)
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
@@ -91,7 +96,7 @@ class CoreClient:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._results: dict = {}
-        self._arrived = None
+        self._arrivals: dict = {}  # id -> list, one per thread waiting in wait_ready
         self._expected: set = set()
         self._subscribed: set = set()
         self._functions_sent: set = set()
@@ -104,8 +109,15 @@ class CoreClient:
         self.blocked_hook = None
         #: read incoming messages from the flusher thread too (workers; see _flush_loop)
         self.pump_in_background = False
+        self.direct = DirectCalls(self)
+        #: a worker's ROUTER for direct calls (runtime/direct.py), and its handler
+        self._router = None
+        self.on_direct = None
+        if direct_address:
+            self._router = make_socket(self._ctx, zmq.ROUTER, hwm=0)
+            self._router.bind(direct_address)
         self._raw_send(m.HELLO, {"kind": kind, "pid": os.getpid(), "worker_id": worker_id,
-                                 "job_id": job_id})
+                                 "job_id": job_id, "address": direct_address})
         welcome = self._recv_one(timeout_s)
         if welcome is None or welcome.mtype is not m.WELCOME:
             self._close_sockets()
@@ -121,10 +133,17 @@ class CoreClient:
         self.inline_threshold = self.config.get("inline_threshold",
                                                 DEFAULT_INLINE_THRESHOLD_BYTES)
         self.store = ObjectStore.attach(welcome["store_path"])
+        self.direct.max_leases = welcome["resources"].get("CPU", 0)
+        if self.config.get("cluster"):
+            # a cluster's tasks go through the node manager, whose scheduler can move them
+            # to other nodes (bottom-up scheduling); a leased worker would pin them here
+            self.direct.leasing = False
         self.driver_task_id = TaskID.for_driver(self.job_id).binary()
         self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
+        if self._router is not None:
+            self._poller.register(self._router, zmq.POLLIN)
         self._owner_thread = threading.get_ident()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="zactor-flusher")
@@ -144,6 +163,8 @@ class CoreClient:
     def flush(self) -> None:
         """Send buffered tasks, reference changes and task results. Caller holds the lock."""
         self._fold_refs()
+        if self.direct.out:
+            self.direct.flush()  # the critical path first; the records follow in SUBMIT
         if self._submits or self._deltas or self._puts:
             body = {"tasks": self._submits, "deltas": self._deltas}
             if self._functions:
@@ -154,6 +175,8 @@ class CoreClient:
                 self._puts = []
             self._submits, self._deltas = [], []
             self._raw_send(m.SUBMIT, body)
+        if self.direct.requests:
+            self.direct.flush_requests()
         if self._done:
             items = []
             while True:
@@ -161,12 +184,20 @@ class CoreClient:
                     items.append(self._done.popleft())
                 except IndexError:
                     break
-            self._raw_send(m.TASK_DONE, {"done": [entry for entry, _ in items]})
+            replies: dict = {}
+            for entry, _, reply_to in items:
+                if reply_to is not None and not entry[2] & _NM_DECIDES:
+                    replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
+            for identity, objects in replies.items():  # direct calls' callers first
+                self._router.send_multipart([identity, *protocol.encode(
+                    m.DIRECT_RESULTS, {"objects": objects})])
+            self._raw_send(m.TASK_DONE, {"done": [item[0] for item in items]})
             # only now may the refs inside those results be released: a release sent
             # before the TASK_DONE that holds them could free their objects (see task_done)
             del items
 
     def _flush_loop(self) -> None:
+        next_tick = 0.0
         while not self._closed:
             if self._wake.wait(FLUSH_INTERVAL_S):
                 # woken by the first buffered item: give the caller a moment to add more,
@@ -179,6 +210,21 @@ class CoreClient:
             self._check_node()
             if self._dead_reason is not None:
                 return
+            if self.direct.leases and time.monotonic() >= next_tick:
+                # read results, so that idle leases are seen and returned; at most every
+                # FLUSH_INTERVAL_S, and never waiting for the lock: a thread that holds it
+                # is reading them anyway (a handoff per call would slow synchronous loops)
+                next_tick = time.monotonic() + FLUSH_INTERVAL_S
+                if self._lock.acquire(blocking=False):
+                    try:
+                        if self._closed:
+                            return
+                        self.pump(0)
+                        self.direct.tick()
+                    except (zmq.ZMQError, LocalRayletDiedError):
+                        return
+                    finally:
+                        self._lock.release()
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:
@@ -224,6 +270,12 @@ class CoreClient:
             except BlockingIOError:
                 pass
             got = True
+        if len(events) > (self._wake_r in events) + (self._sock in events):
+            for sock in events:
+                if sock is self._router:
+                    got = self._read_router() or got
+                elif sock in self.direct.socks.values():
+                    got = self.direct.read(sock) or got
         if self._sock not in events:
             return got
         while True:
@@ -235,21 +287,44 @@ class CoreClient:
             msg = protocol.decode(frames)
             if msg.mtype is m.OBJECTS:
                 self._store_results(msg["objects"])
+            elif msg.mtype is m.ACTOR_ROUTE:
+                self.direct.on_route(msg["aid"], msg["addr"], msg["inc"])
+            elif msg.mtype is m.LEASE_GRANTED:
+                self.direct.on_lease(msg["lid"], msg["addr"])
+            elif msg.mtype is m.LEASES_WANTED:
+                self.direct.return_idle()
             elif msg.mtype is m.SHUTDOWN:
                 self._closed = True
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
             elif self.on_message is not None:
                 self.on_message(msg)
 
+    def _read_router(self) -> bool:
+        got = False
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return got
+            got = True
+            self.on_direct(frames[0], protocol.decode(frames[1:]))
+
+    def direct_refused(self, identity: bytes, task_ids) -> None:
+        """A worker's answer to direct calls it will not run. Caller holds the lock."""
+        self._router.send_multipart([identity, *protocol.encode(
+            m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)})])
+
     def _store_results(self, objects) -> None:
         self._fold_refs()  # so that _refs says exactly which objects are still wanted
-        arrived = self._arrived
+        arrivals = self._arrivals
+        answered = self.direct.answered
         for oid, state, data in objects:
             self._expected.discard(oid)
             self._subscribed.discard(oid)
-            if oid in self._refs:
+            answered(oid)
+            if oid in self._refs and oid not in self._results:  # objects are immutable
                 self._results[oid] = (state, data)
-                if arrived is not None:
+                for arrived in arrivals.values():
                     arrived.append(oid)
 
     # ---- reference counting -------------------------------------------------------------
@@ -359,6 +434,7 @@ class CoreClient:
     def put_arg(self, oid: bytes, state: int, data, contained) -> None:
         """Announce an object made for one task's argument (held by that task only)."""
         with self._lock:
+            self._arg_objects[oid] = (state, data)
             self._buffer_put([oid, state, data, contained, False])
 
     def _buffer_put(self, entry) -> None:
@@ -382,7 +458,14 @@ class CoreClient:
                 self._functions.append([fid, function_blob()])
                 self._functions_sent.add(fid)
             self._fold_refs()  # earlier ref changes go before this task (see module doc)
-            self._submits.append(spec)
+            actor = spec.get("actor")
+            if actor is None:
+                self.direct.submit_task(spec, function_blob)  # to a leased worker, if it can
+            elif actor["op"] == "call":
+                self.direct.submit(spec)  # straight to the actor's worker, if it can
+            if self._arg_objects:
+                self._arg_objects.clear()
+            self._submits.append(spec)  # (a direct call's record for the node manager)
             refs = []
             for i in range(1, spec["nret"] + 1):
                 oid = spec["id"] + i.to_bytes(4, "little")
@@ -394,14 +477,15 @@ class CoreClient:
                 self._wake.set()
             return refs
 
-    def task_done(self, entry, keep_alive=None) -> None:
+    def task_done(self, entry, keep_alive=None, reply_to=None) -> None:
         """Buffer a finished task's report (a worker's); sent with the next flush, which the
         flusher makes within ~BATCH_DELAY_S even while the next task runs for long.
 
         ``keep_alive`` (the return values) is held until the report is sent: ObjectRefs
         inside them must not be released (a -1 to the node manager) before the report that
-        makes the results hold their targets, or those objects could be freed in between."""
-        self._done.append((entry, keep_alive))
+        makes the results hold their targets, or those objects could be freed in between.
+        ``reply_to``: the caller of a direct call, sent the results at the same flush."""
+        self._done.append((entry, keep_alive, reply_to))
         if threading.get_ident() != self._owner_thread:
             try:  # wake the worker's main thread out of pump() to send it
                 os.write(self._wake_w, b"!")
@@ -429,17 +513,25 @@ class CoreClient:
         results = self._results
         if num_ready <= 0 or all(o in results for o in oids):
             return  # all here already: no message needed
+        # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
+        # registered under the lock before looking, so that no arrival is missed (another
+        # thread, the flusher, may read messages whenever the lock is free)
+        arrived: list = []
         with self._lock:
-            self.flush()
-            self.pump(0)
+            self._arrivals[id(arrived)] = arrived
+            try:
+                self.flush()
+                self.pump(0)
+            except BaseException:
+                del self._arrivals[id(arrived)]
+                raise
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
+                del self._arrivals[id(arrived)]
                 return
             self._ask_for(missing)
         blocked = False
-        # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids)
-        self._arrived = arrived = []
         try:
             while True:
                 with self._lock:
@@ -463,9 +555,9 @@ class CoreClient:
                 self._check_node()
                 self.check_alive()
         finally:
-            self._arrived = None
-            if blocked:
-                with self._lock:
+            with self._lock:
+                del self._arrivals[id(arrived)]
+                if blocked:
                     self.blocked_hook(False)
 
     def get(self, oids, timeout_s=None) -> list:
@@ -532,6 +624,9 @@ class CoreClient:
             self._flusher.join(timeout=1.0)
 
     def _close_sockets(self) -> None:
+        self.direct.close()
+        if self._router is not None:
+            self._router.close(0)
         self._sock.close(0)
         self._ctx.term()
         for fd in (self._wake_r, self._wake_w):

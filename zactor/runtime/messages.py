@@ -25,8 +25,9 @@ OBJ_REMOTE = 3
 
 # client -> node manager: first message of a connection; answered with WELCOME.
 #   kind: "driver" | "worker"; worker_id (workers); job_id (drivers, 0: assign one)
+#   address: a worker's ROUTER for direct calls (runtime/direct.py)
 HELLO = define(0x40, "HELLO", required=("kind", "pid"), optional={"worker_id": b"",
-                                                                  "job_id": 0})
+                                                                  "job_id": 0, "address": ""})
 #   node_id, store_path, job_id, session_dir, config (dict)
 WELCOME = define(0x41, "WELCOME", required=("node_id", "store_path", "job_id"),
                  optional={"session_dir": "", "config": {}, "resources": {}})
@@ -62,7 +63,10 @@ RETURNED = define(0x4C, "RETURNED", required=("task_ids",))
 CANCEL = define(0x4D, "CANCEL", required=("task_id",), optional={"force": False,
                                                                  "recursive": True})
 # NM -> worker: raise KeyboardInterrupt in the running task if it is task_id
-INTERRUPT = define(0x4E, "INTERRUPT", required=("task_id",))
+#   direct: a task pushed to it by a lease holder: the worker itself drops it if queued, or
+#   interrupts it (force: exits) if running
+INTERRUPT = define(0x4E, "INTERRUPT", required=("task_id",), optional={"direct": False,
+                                                                       "force": False})
 # client -> NM: cluster information; answered with INFO_REPLY {value}
 #   what: "nodes" | "total" | "available"
 INFO = define(0x4F, "INFO", required=("what",))
@@ -79,3 +83,27 @@ SET_GCS = define(0x53, "SET_GCS", required=("address",), optional={"pids": []})
 KILL_ACTOR = define(0x54, "KILL_ACTOR", required=("aid",), optional={"no_restart": True})
 # client -> NM: a named actor's id and methods (INFO_REPLY {value: {...} or None})
 GET_ACTOR = define(0x55, "GET_ACTOR", required=("name",), optional={"namespace": ""})
+
+# ---- direct calls (runtime/direct.py): caller <-> the actor's worker, no node manager hop ----
+# NM -> client: where to send calls of actor ``aid`` straight to its worker; addr "" means
+#   "no longer: go through the node manager" (the actor died or is restarting)
+ACTOR_ROUTE = define(0x56, "ACTOR_ROUTE", required=("aid", "addr"), optional={"inc": 0})
+# caller -> worker (its ROUTER): calls: [[spec, [[oid, state, data]...] resolved args]...]
+#   functions: [[fid, blob]...] of tasks' functions not sent to this worker before
+DIRECT_CALLS = define(0x57, "DIRECT_CALLS", required=("calls",), optional={"functions": []})
+# worker -> caller: results of direct calls [[oid, state, data]...]; refused: task ids the
+#   worker did not run (the call named another actor incarnation; the node manager re-queues)
+DIRECT_RESULTS = define(0x58, "DIRECT_RESULTS", required=("objects",),
+                        optional={"refused": []})
+# TASK_DONE flags of direct calls: the caller already has the results / the call was refused
+TASK_DIRECT, TASK_REFUSED = 4, 8
+# client -> NM: lease a worker for tasks of resource shape ``res`` (lid: the lease's id, made
+#   by the client, 24 bytes like a task id); answered with LEASE_GRANTED when one is free
+LEASE_REQUEST = define(0x59, "LEASE_REQUEST", required=("lid", "res"))
+# NM -> client: lease ``lid`` is the worker at ``addr``; addr "" means the lease is over
+#   (its worker died: the node manager re-runs or fails the tasks it had)
+LEASE_GRANTED = define(0x5A, "LEASE_GRANTED", required=("lid", "addr"))
+# client -> NM: the client is done with lease ``lid`` (nothing of its is in flight)
+LEASE_RETURN = define(0x5B, "LEASE_RETURN", required=("lid",))
+# NM -> client: tasks wait for workers here: give back the leases with nothing in flight
+LEASES_WANTED = define(0x5C, "LEASES_WANTED")

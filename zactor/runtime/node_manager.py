@@ -32,10 +32,11 @@ from zactor.cluster.remote_tasks import RemoteTasks, cluster_spill_policy
 from zactor.exceptions import ObjectLostError, TaskCancelledError, WorkerCrashedError
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
-from zactor.runtime import zygote
 from zactor.runtime.actor_manager import ActorManager
+from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
+from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
 
@@ -50,10 +51,11 @@ LOOP_POLL_MS = 100
 
 
 class Client:
-    __slots__ = ("identity", "kind", "pid", "worker_id", "refs", "functions")
+    __slots__ = ("identity", "kind", "pid", "worker_id", "refs", "functions", "address")
 
-    def __init__(self, identity, kind, pid, worker_id):
+    def __init__(self, identity, kind, pid, worker_id, address=""):
         self.identity, self.kind, self.pid, self.worker_id = identity, kind, pid, worker_id
+        self.address = address  # a worker's ROUTER for direct calls
         self.refs: dict = {}
         self.functions: set = set()
 
@@ -73,7 +75,7 @@ class Task:
         self.cancelled = False
 
 
-class NodeManager:
+class NodeManager(WorkerPool):
     def __init__(self, session_dir: str, store, resources: ResourceSet, *, node_id: bytes,
                  zygote_pid: int, zygote_cmd_fd: int, zygote_report_fd: int,
                  config: dict, initial_workers: int):
@@ -124,6 +126,7 @@ class NodeManager:
         #: tasks and objects of other nodes (a cluster node only)
         self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
         self.poller_changed = True
+        self.direct = DirectLedger(self)
         self.link.register()
         if config.get("gcs_address"):  # a cluster node: the control store is already up
             self.gcs.connect_in_background(config["gcs_address"], config.get("key_file"))
@@ -172,6 +175,8 @@ class NodeManager:
                 self.link.tick(now)
                 if self.remote is not None:
                     self.remote.tick(now)
+                self.direct.expire(now)
+                self.direct.want_back()
                 self._flush_outbox()
         self._shutdown()
 
@@ -236,7 +241,7 @@ class NodeManager:
             job_id = self.link.new_job_id()
             self.gcs.job_started(job_id, msg["pid"])
             self.link.driver_joined(identity, job_id)
-        client = Client(identity, kind, msg["pid"], msg["worker_id"])
+        client = Client(identity, kind, msg["pid"], msg["worker_id"], msg["address"])
         self.clients[identity] = client
         self._send(identity, m.WELCOME, {
             "node_id": self.node_id, "store_path": self.store.path, "job_id": job_id,
@@ -265,6 +270,7 @@ class NodeManager:
             self._free(self.objects.remove_ref(oid, count))
         for e in self.objects.entries.values():
             e.waiters.discard(identity)
+        self.direct.client_gone(identity)
 
     def on_ref_delta(self, identity, msg) -> None:
         client = self.clients.get(identity)
@@ -413,6 +419,9 @@ class NodeManager:
             task = Task(spec, identity)
             for oid in task.returns:  # the submitter holds the refs it was handed
                 self._client_ref(client, oid)
+            if "direct" in spec:  # a call sent straight to the actor's worker
+                self.direct.record(task)
+                continue
             request = self._submit(task)
             actor = spec.get("actor")
             if actor is None:
@@ -452,6 +461,16 @@ class NodeManager:
     def _schedule_task(self, task: Task) -> None:
         self._apply(self.scheduler.submit(self._request(task)))
 
+    def _demand(self, res: dict) -> ResourceSet:
+        key = tuple(res.items())
+        demand = self._demands.get(key)
+        if demand is None:  # a few shapes of demand recur: build each ResourceSet once
+            demand = self._demands[key] = ResourceSet.of(
+                num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
+                memory=res.get("memory", 0),
+                resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
+        return demand
+
     def _request(self, task: Task, local_only: bool = False) -> ls.TaskRequest:
         spec = task.spec
         res = spec["res"]
@@ -460,13 +479,7 @@ class NodeManager:
             from zactor.cluster.bundles import rewrite_demand
 
             res = rewrite_demand(res, strategy[1], strategy[2])
-        key = tuple(res.items())
-        demand = self._demands.get(key)
-        if demand is None:  # a few shapes of demand recur: build each ResourceSet once
-            demand = self._demands[key] = ResourceSet.of(
-                num_cpus=res.get("CPU", 0), num_gpus=res.get("GPU", 0),
-                memory=res.get("memory", 0),
-                resources={k: v for k, v in res.items() if k not in ("CPU", "GPU", "memory")})
+        demand = self._demand(res)
         retries = spec["retries"]
         actor = spec.get("actor")
         return ls.TaskRequest(
@@ -523,6 +536,9 @@ class NodeManager:
         for task_id, results, flags, *extra in msg["done"]:
             if extra:  # an actor checkpoint taken right after this call
                 self.actors.checkpointed(task_id, extra[0])
+            if flags & (m.TASK_DIRECT | m.TASK_REFUSED):
+                self.direct.report(task_id, results, flags)
+                continue
             task = self.tasks.get(task_id)
             if task is None:
                 continue  # e.g. a call replayed after a restart: its results exist already
@@ -563,6 +579,8 @@ class NodeManager:
         if recursive:
             for child in self.children_of.get(task_id, ()):
                 self._cancel(child, force, recursive)
+        if "direct" in task.spec and self.direct.cancel(task, force):
+            return
         self._apply(self.scheduler.cancel(task_id, force))
 
     # ---- scheduler instructions -------------------------------------------------------------
@@ -571,10 +589,16 @@ class NodeManager:
         for ins in instructions:
             kind = type(ins)
             if kind is ls.Dispatch:
+                if ins.task_id in self.direct.leases:
+                    self.direct.granted(ins)
+                    continue
                 self._dispatch(ins)
             elif kind is ls.StartWorkers:
                 self._start_workers(ins.count)
             elif kind is ls.FailTask:
+                if ins.task_id in self.direct.leases:
+                    self.direct.lease_failed(ins.task_id, ins.detail)
+                    continue
                 if ins.kind == "cancelled":
                     err = TaskCancelledError(ins.task_id.hex())
                 else:
@@ -655,50 +679,6 @@ class NodeManager:
         if pid:
             _kill(pid, signal.SIGUSR1)
 
-    # ---- workers ------------------------------------------------------------------------------
-
-    def _start_workers(self, count: int) -> None:
-        for _ in range(count):
-            wid = os.urandom(28)
-            os.write(self.zygote_cmd_fd, f"SPAWN {wid.hex()}\n".encode())
-
-    def _on_zygote_reports(self) -> None:
-        chunk = os.read(self.zygote_report_fd, 65536)
-        if not chunk:
-            self.stop("the worker factory (zygote) died")
-            return
-        self._zygote_buf += chunk
-        while b"\n" in self._zygote_buf:
-            line, self._zygote_buf = self._zygote_buf.split(b"\n", 1)
-            parts = line.decode().split()
-            if parts[0] == "STARTED":
-                wid, pid = bytes.fromhex(parts[1]), int(parts[2])
-                self.worker_pid[wid] = pid
-                self.pid_worker[pid] = wid
-            elif parts[0] == "EXIT":
-                try:
-                    self._worker_exited(int(parts[1]), int(parts[2]))
-                except Exception:  # noqa: BLE001 - a bug here must not take the node down
-                    import traceback
-
-                    print(f"zactor node manager: error handling the exit of worker "
-                          f"{parts[1]}:", file=sys.stderr)
-                    traceback.print_exc()
-
-    def _worker_exited(self, pid: int, status: int) -> None:
-        wid = self.pid_worker.pop(pid, None)
-        if wid is None:
-            return
-        self.worker_pid.pop(wid, None)
-        detail = f"worker pid {pid}: {zygote.describe_status(status)}"
-        identity = self.worker_identity.pop(wid, None)
-        for c in self.store.clients():
-            if c["pid"] == pid:
-                self.store.release_client(c["client"])
-        if identity is not None:
-            self._drop_client(identity)
-        self._apply(self.scheduler.worker_died(wid, detail))
-
     # ---- shutdown -----------------------------------------------------------------------------
 
     def _shutdown(self) -> None:
@@ -735,6 +715,8 @@ class NodeManager:
         "TASK_DONE": on_task_done, "BLOCKED": on_blocked, "UNBLOCKED": on_unblocked,
         "RETURNED": on_returned, "CANCEL": on_cancel, "INFO": on_info,
         "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
+        "LEASE_REQUEST": lambda self, i, msg: self.direct.on_request(i, msg),
+        "LEASE_RETURN": lambda self, i, msg: self.direct.on_return(i, msg),
     }
 
 

@@ -20,13 +20,15 @@ import os
 import signal
 import sys
 import threading
-from collections import deque
+import time
+from collections import OrderedDict, deque
 
 from zactor import serialization as ser
 from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
 from zactor.runtime.core_client import CoreClient
+from zactor.runtime.worker_direct import DirectWorker
 
 PARENT_CHECK_EVERY_MS = 1000
 
@@ -60,12 +62,24 @@ class _PrefixedStream:
         return getattr(self._stream, name)
 
 
-class Worker:
+class Worker(DirectWorker):
     def __init__(self, node_address: str, worker_id: bytes, config: dict):
         self.worker_id = worker_id
         self.config = config
-        self.client = CoreClient(node_address, "worker", worker_id=worker_id)
+        # direct calls from callers (runtime/direct.py) arrive on this worker's own ROUTER,
+        # an ipc socket in the session directory (mode 0700, like the node's socket)
+        session_dir = os.path.dirname(node_address[len("ipc://"):])
+        direct = f"ipc://{os.path.join(session_dir, f'w-{worker_id.hex()[:20]}.sock')}"
+        self.client = CoreClient(node_address, "worker", worker_id=worker_id,
+                                 direct_address=direct)
         self.client.on_message = self._on_message
+        self.client.on_direct = self._on_direct
+        self.actor_id = None
+        self.incarnation = 0
+        self.seen_direct: OrderedDict = OrderedDict()
+        self.parked: dict = {}  # direct call id -> [(time, entry)...] that come after it
+        self.is_blocked = False  # the running task waits in get(): direct tasks are refused
+        self.cancelled_direct: set = set()  # direct tasks cancelled before they arrived
         self.client.blocked_hook = self._blocked
         self.functions: dict = {}
         self.blobs: dict = {}
@@ -93,7 +107,16 @@ class Worker:
         if msg.mtype is m.EXECUTE:
             for fid, blob in msg["functions"]:
                 self.blobs[fid] = blob
-            self.queue.extend(msg["tasks"])
+            for entry in msg["tasks"]:
+                after = entry[0].get("actor", {}).get("after")
+                if after and after[1] == self.incarnation and \
+                        after[0] not in self.seen_direct:
+                    # a call of a caller whose earlier direct call has not arrived yet
+                    self.parked.setdefault(after[0], []).append((time.monotonic(), entry))
+                else:
+                    self.queue.append(entry)
+        elif msg.mtype is m.INTERRUPT and msg["direct"]:
+            self._cancel_direct(msg["task_id"], msg["force"])
         elif msg.mtype is m.RECALL:
             wanted = set(msg["task_ids"])
             with self.queue_lock:
@@ -104,6 +127,10 @@ class Worker:
             self.client.send(m.RETURNED, {"task_ids": [t[0]["id"] for t in back]})
 
     def _blocked(self, blocked: bool) -> None:
+        if self.current_task is not None and self.actor_id is None:
+            self.is_blocked = blocked
+            if blocked:  # direct tasks queued behind this one go back (they may be awaited)
+                self._bounce_direct()
         if self.current_task is not None:
             self.client.send(m.BLOCKED if blocked else m.UNBLOCKED)
 
@@ -137,6 +164,8 @@ class Worker:
                 idle_ms = 0
                 continue
             idle_ms += 100
+            if self.parked:
+                self._release_parked(time.monotonic())
             if idle_ms >= PARENT_CHECK_EVERY_MS:
                 idle_ms = 0
                 if os.getppid() != self.parent:
@@ -148,7 +177,7 @@ class Worker:
             fn = self.functions[fid] = ser.deserialize(self.blobs.pop(fid))
         return fn
 
-    def _execute(self, spec, resolved, gpu_ids, attempt) -> None:
+    def _execute(self, spec, resolved, gpu_ids, attempt, reply_to=None) -> None:
         """Run one task (or actor call) here, on this thread, and report it."""
         returns, results, flags = None, None, 0
         actor = spec.get("actor")
@@ -168,9 +197,9 @@ class Worker:
         finally:
             self.current_task = None
             context.set_current_task(None)
-        self._report(spec, actor, results, flags, returns)
+        self._report(spec, actor, results, flags, returns, reply_to)
 
-    async def execute_async(self, spec, resolved) -> None:
+    async def execute_async(self, spec, resolved, reply_to=None) -> None:
         """An async actor's call: the same steps, awaited on the actor's event loop."""
         returns, results, flags = None, None, 0
         actor = spec.get("actor")
@@ -182,7 +211,7 @@ class Worker:
             returns, results = self._encode_returns(spec, actor, returns)
         except (RayTaskError, TaskCancelledError) as err:
             results, flags = self._error_results(spec, err)
-        self._report(spec, actor, results, flags, returns)
+        self._report(spec, actor, results, flags, returns, reply_to)
 
     def _prepare(self, spec, resolved, gpu_ids, actor, adapt=True):
         """(callable, args, kwargs) for a task; RayTaskError when they cannot be had."""
@@ -206,6 +235,7 @@ class Worker:
         task_id = spec["id"]
         if actor is not None and actor["op"] == "create":
             self.actor_instance = returns[0]  # lives here; the caller gets None
+            self.actor_id, self.incarnation = actor["aid"], actor.get("inc", 0)
             from zactor.runtime.actor_concurrency import ActorConcurrency  # asyncio: lazily
 
             self.concurrency = ActorConcurrency.for_actor(returns[0],
@@ -234,13 +264,15 @@ class Worker:
         return [[spec["id"] + i.to_bytes(4, "little"), m.OBJ_ERROR, data]
                 for i in range(1, spec["nret"] + 1)], flags
 
-    def _report(self, spec, actor, results, flags, returns) -> None:
+    def _report(self, spec, actor, results, flags, returns, reply_to=None) -> None:
+        if reply_to is not None:
+            flags |= m.TASK_DIRECT  # the caller gets the results straight from here
         entry = [spec["id"], results, flags]
         if actor is not None and actor["op"] == "call" and self.checkpoint_every:
             checkpoint = self._maybe_checkpoint(actor["aid"])
             if checkpoint is not None:
                 entry.append(checkpoint)
-        self.client.task_done(entry, keep_alive=returns)  # thread-safe: no lock needed
+        self.client.task_done(entry, returns, reply_to)  # thread-safe: no lock needed
 
     def _maybe_checkpoint(self, actor_id: bytes):
         """Every ``checkpoint_interval`` calls: the actor's state, for its TASK_DONE."""

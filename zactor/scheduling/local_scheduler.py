@@ -58,6 +58,11 @@ class TaskRequest:
     dedicated: bool = False
     #: placed here by the cluster (or run for another node): never spilled again
     local_only: bool = False
+    #: not a task but a *direct lease*: the worker is handed to a submitter that pushes its
+    #: tasks straight to it (runtime/direct.py) until it gives it back (``task_finished``).
+    #: It is dispatched only to an idle worker, which gets no other task meanwhile; blocking
+    #: lends its CPU as for any lease; its worker's death fails it (``FailTask``).
+    lease: bool = False
 
 
 # ---- instructions the scheduler returns ------------------------------------------------------
@@ -173,6 +178,7 @@ class _Worker:
     lent_cpu: ResourceSet = field(default_factory=ResourceSet)
     actor_task_id: bytes = b""
     recalling: bool = False
+    direct: bool = False  # leased to a submitter (TaskRequest.lease): no task is added
 
 
 class LocalScheduler:
@@ -318,7 +324,8 @@ class LocalScheduler:
             return []
         out = []
         for worker in self.workers.values():
-            if worker.status == LEASED and len(worker.in_flight) > 1 and not worker.recalling:
+            if worker.status == LEASED and len(worker.in_flight) > 1 and not worker.recalling \
+                    and not worker.direct:
                 worker.recalling = True
                 out.append(Recall(worker.worker_id, tuple(list(worker.in_flight)[1:])))
         return out
@@ -455,7 +462,7 @@ class LocalScheduler:
 
     @staticmethod
     def _class_of(request: TaskRequest) -> tuple:
-        return (request.demand, request.dedicated)
+        return (request.demand, "lease" if request.lease else request.dedicated)
 
     def _forget_queued(self, task: _Task) -> None:
         task_id = task.request.task_id
@@ -478,6 +485,7 @@ class LocalScheduler:
             held = worker.lease - worker.lent_cpu
             self.resources.release(held, list(worker.gpu_ids))
         worker.lease, worker.gpu_ids, worker.lent_cpu = None, (), ResourceSet()
+        worker.direct = False
 
     def _after_worker_progress(self, worker: _Worker) -> list:
         """A worker has room again: feed it more of its class, or end its lease."""
@@ -530,7 +538,7 @@ class LocalScheduler:
         #    One task per worker per round, so a burst spreads over the workers.
         if self.pipeline_depth > 1 and self._ready:
             open_workers = [w for w in self.workers.values()
-                            if w.status == LEASED and not w.recalling
+                            if w.status == LEASED and not w.recalling and not w.direct
                             and (w.lease, False) in self._ready]
             while open_workers:
                 still_open = []
@@ -558,6 +566,8 @@ class LocalScheduler:
         return all(avail.units(n) >= 0 for n in avail.names())
 
     def _send(self, task: _Task, worker: _Worker) -> Dispatch:
+        if task.request.lease:
+            worker.direct = True
         task.state = IN_FLIGHT
         task.worker_id = worker.worker_id
         worker.in_flight[task.request.task_id] = None

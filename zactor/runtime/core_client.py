@@ -220,6 +220,7 @@ class CoreClient:
                         if self._closed:
                             return
                         self.pump(0)
+                        self.direct.rebalance()
                         self.direct.tick()
                     except (zmq.ZMQError, LocalRayletDiedError):
                         return
@@ -542,6 +543,8 @@ class CoreClient:
                     slice_ms = _POLL_SLICE_MS if deadline is None else max(
                         0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
                     self.pump(slice_ms)
+                    if self.direct.leases:
+                        self.direct.rebalance()
                     if arrived:
                         for oid in arrived:
                             if oid in missing:

@@ -54,16 +54,18 @@ from zactor import protocol
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 
-LEASE_IDLE_S = 1.0  # a backstop: the node manager asks for idle leases when it needs them
+LEASE_IDLE_S = 1.0
+REBALANCE_S = 0.1  # a backstop: the node manager asks for idle leases when it needs them
 
 
 class _Lease:
-    __slots__ = ("lid", "key", "addr", "inflight", "idle_since")
+    __slots__ = ("lid", "key", "addr", "inflight", "idle_since", "progress")
 
     def __init__(self, lid, key):
         self.lid, self.key, self.addr = lid, key, None
         self.inflight: set = set()
         self.idle_since = time.monotonic()
+        self.progress = 0.0  # when a result last came back (or the last bounce)
 
 
 class DirectCalls:
@@ -87,6 +89,7 @@ class DirectCalls:
         self.tasks_sent = 0
         self.last_submit = 0.0       # when a task last came to submit_task
         self.requests: list = []     # LEASE_REQUESTs for the next flush
+        self.next_rebalance = 0.0
         self.fn_sent: set = set()    # (worker address, function id) sent with a task
         self.fn_out: dict = {}       # address -> [[fid, blob]...] for the next DIRECT_CALLS
 
@@ -174,6 +177,8 @@ class DirectCalls:
             self.fn_out.setdefault(lease.addr, []).append([fid, function_blob()])
         self.out.setdefault(lease.addr, []).append([spec, resolved])
         oid = spec["id"] + (1).to_bytes(4, "little")
+        if not lease.inflight:
+            lease.progress = time.monotonic()
         lease.inflight.add(oid)
         self.task_lease[oid] = lease
         self.tasks_sent += 1
@@ -236,6 +241,23 @@ class DirectCalls:
         for key in list(self.leases):
             self._return_idle(key, 0.0)
 
+    def rebalance(self) -> None:
+        """Tasks queued on a lease behind one that has run for REBALANCE_S while another
+        lease of the shape sits idle are handed back (DIRECT_BOUNCE): the node manager runs
+        them (a lease's worker runs its tasks in order, like the node manager's pipelining,
+        whose ``rebalance`` does the same)."""
+        now = time.monotonic()
+        if now < self.next_rebalance:
+            return
+        self.next_rebalance = now + REBALANCE_S
+        for granted in self.leases.values():
+            if len(granted) < 2 or all(x.inflight for x in granted):
+                continue
+            for lease in granted:
+                if len(lease.inflight) > 1 and lease.progress < now - REBALANCE_S:
+                    lease.progress = now
+                    self._sock(lease.addr).send_multipart(protocol.encode(m.DIRECT_BOUNCE))
+
     def tick(self) -> None:
         """Give back leases idle for LEASE_IDLE_S, unless tasks are still being submitted
         (the flusher thread, under the lock)."""
@@ -264,8 +286,9 @@ class DirectCalls:
             lease = self.task_lease.pop(oid, None)
             if lease is not None:
                 lease.inflight.discard(oid)
+                lease.progress = now = time.monotonic()
                 if not lease.inflight:
-                    lease.idle_since = time.monotonic()
+                    lease.idle_since = now
                 return
         aid = self.nm_oid.pop(oid, None)
         if aid is not None:

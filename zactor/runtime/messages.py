@@ -95,6 +95,9 @@ DIRECT_CALLS = define(0x57, "DIRECT_CALLS", required=("calls",), optional={"func
 #   worker did not run (the call named another actor incarnation; the node manager re-queues)
 DIRECT_RESULTS = define(0x58, "DIRECT_RESULTS", required=("objects",),
                         optional={"refused": []})
+# caller -> leased worker: hand back the direct tasks queued behind the running one (they are
+#   stuck behind a long task while another lease is idle); answered like a blocked worker's
+DIRECT_BOUNCE = define(0x5D, "DIRECT_BOUNCE")
 # TASK_DONE flags of direct calls: the caller already has the results / the call was refused
 TASK_DIRECT, TASK_REFUSED = 4, 8
 # client -> NM: lease a worker for tasks of resource shape ``res`` (lid: the lease's id, made

@@ -18,6 +18,9 @@ PARKED_MAX_S = 2.0  # a call held for a direct one that never came runs anyway a
 class DirectWorker:
     def _on_direct(self, identity: bytes, msg) -> None:
         """DIRECT_CALLS from a caller (runs under the client's lock, in pump)."""
+        if msg.mtype is m.DIRECT_BOUNCE:
+            self._bounce_direct()  # the caller saw them stuck behind the running task
+            return
         if msg.mtype is not m.DIRECT_CALLS:
             return
         refused = []

@@ -320,8 +320,9 @@ class LocalScheduler:
         """Called now and then (the node manager's timer): when workers sit idle with no
         task ready, take back the tasks queued behind a running one elsewhere (a long task
         must not hold up the short ones pipelined after it)."""
-        if not self.idle or self._ready:
-            return []
+        if not self.idle or any(queue and key[1] != "lease"
+                                for key, queue in self._ready.items()):
+            return []  # (a waiting direct lease does not count: see _schedule)
         out = []
         for worker in self.workers.values():
             if worker.status == LEASED and len(worker.in_flight) > 1 and not worker.recalling \
@@ -504,8 +505,15 @@ class LocalScheduler:
         out = []
         # 1. start new leases on idle workers, class by class in arrival order
         wanted_workers = 0
-        for key in list(self._ready):
+        # a direct lease waits while tasks sit pipelined behind others: an idle worker is
+        # what ``rebalance`` needs to take them back (else they could wait behind a long one)
+        backlog = any(w.status == LEASED and not w.direct and len(w.in_flight) > 1
+                      for w in self.workers.values())
+        # tasks before direct leases: a lease is a worker for tasks not submitted yet
+        for key in sorted(self._ready, key=lambda k: k[1] == "lease"):
             queue = self._ready[key]
+            if backlog and key[1] == "lease":
+                continue
             demand = key[0]
             while queue:
                 task = self.tasks[queue[0]]

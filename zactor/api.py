@@ -36,7 +36,7 @@ def is_initialized() -> bool:
 def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
          object_store_memory=None, namespace=None, ignore_reinit_error=False,
          log_to_driver=True, include_dashboard=None, configure_logging=True,
-         logging_level=None, _system_config=None, **unsupported):
+         logging_level=None, runtime_env=None, _system_config=None, **unsupported):
     """Start a local cluster (no ``address``) and connect this process to it as the driver."""
     global _node
     if unsupported:
@@ -64,6 +64,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             client = join(address)
             client.config["namespace"] = namespace or ""
             client.config["log_to_driver"] = bool(log_to_driver)
+            client.config["runtime_env"] = _job_runtime_env(runtime_env)
             context.set_client(client, "driver")
             return _context_info()
         res, store_bytes = node_resources(num_cpus, num_gpus, resources, object_store_memory)
@@ -88,6 +89,7 @@ def init(address=None, *, num_cpus=None, num_gpus=None, resources=None,
             node.cleanup()
             _node = None
             raise
+        client.config["runtime_env"] = _job_runtime_env(runtime_env)
         context.set_client(client, "driver")
         node.control_plane = LocalControlPlane(
             os.path.join(node.session_dir, "gcs"),
@@ -110,6 +112,12 @@ def node_resources(num_cpus=None, num_gpus=None, resources=None, object_store_me
     # as Ray: the memory tasks may reserve (memory=) is what is free beside the store
     res.setdefault("memory", max(0, available_memory - store_bytes))
     return res, store_bytes
+
+
+def _job_runtime_env(runtime_env) -> dict:
+    from zactor.runtime.runtime_env import validate
+
+    return validate(runtime_env)
 
 
 def _cluster_request(mtype, body: dict, timeout_s: float):

@@ -123,6 +123,9 @@ class ActorClass:
                       "max_task_retries": opts["max_task_retries"],
                       "detached": opts["lifetime"] == "detached"},
         }
+        from zactor.runtime.remote_function import attach_runtime_env
+
+        attach_runtime_env(client, spec, opts.get("runtime_env"), parent)
         # the creation task's return ("created") doubles as the handles' reference count:
         # every handle holds it, so when the last handle anywhere is gone the node manager
         # frees it and ends the actor (unless it is named or detached), as Ray does

@@ -79,10 +79,10 @@ def _common(options: dict) -> None:
     if isinstance(strategy, str) and strategy not in SCHEDULING_STRATEGIES:
         raise ValueError(f"option 'scheduling_strategy' must be one of "
                          f"{SCHEDULING_STRATEGIES} or a strategy object, got {strategy!r}")
-    runtime_env = options.get("runtime_env")
-    if runtime_env:
-        raise NotImplementedError("runtime_env is not supported by zactor yet: workers "
-                                  "inherit the driver's environment variables and sys.path")
+    if options.get("runtime_env") is not None:
+        from zactor.runtime.runtime_env import validate
+
+        validate(options["runtime_env"])
 
 
 def _num_returns(value) -> None:

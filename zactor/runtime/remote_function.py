@@ -72,6 +72,18 @@ def resources_of(opts) -> dict:
     return res
 
 
+def attach_runtime_env(client, spec: dict, task_env, parent: bytes) -> None:
+    """Put the task's runtime_env (its own over its job's) in its spec
+    (runtime/runtime_env.py)."""
+    job_env = client.config.get("runtime_env")
+    if not job_env and not task_env:
+        return
+    from zactor.runtime import runtime_env
+
+    env = runtime_env.merge(job_env or {}, runtime_env.validate(task_env))
+    spec["env"] = runtime_env.encode(env)
+
+
 class RemoteFunction:
     """What ``@zactor.remote`` makes of a function: call ``.remote(...)`` to run it."""
 
@@ -111,6 +123,7 @@ class RemoteFunction:
             "retry_exc": retry if isinstance(retry, bool) else ser.dumps(list(retry)),
             "parent": context.current_task_id() or b"", "held": held,
         }
+        attach_runtime_env(client, spec, opts.get("runtime_env"), parent)
         strategy = opts.get("scheduling_strategy")
         if strategy not in (None, "DEFAULT"):
             from zactor.util.scheduling_strategies import strategy_to_wire

@@ -1,10 +1,12 @@
 """``runtime_env`` as in Ray, for what a task needs on a node that is not the driver's:
 ``env_vars`` and ``working_dir``.
 
-Driver side (``encode``): ``working_dir`` (a local directory) is zipped once per process and
-content (sha1 of the zip), ``put`` into the object store once, and named in the task spec by
-its hash and object id; the object is one of the task's held references, so it travels to
-whichever node runs the task like any other object (pulled on demand, once per node).
+Driver side (``encode``): ``working_dir`` (a local directory) is zipped once per process
+(again only when a file changes) and travels inside the task spec with its sha1, to whichever
+node runs the task. That keeps it independent of object transfer, at the price of carrying
+the archive with every task that names it: it is capped at MAX_WORKING_DIR_ZIP_BYTES (code
+and small data; ship data as objects). An object-store path that ships it once per node is
+the next step.
 
 Worker side (``applied``): the archive is unpacked once per node into
 ``<runtime root>/working_dirs/<sha1>`` (unpacked to a temporary name, then renamed: two
@@ -31,6 +33,7 @@ import zipfile
 
 SUPPORTED = ("env_vars", "working_dir")
 MAX_WORKING_DIR_BYTES = 100 * 1024 * 1024  # Ray's limit for an uploaded working_dir
+MAX_WORKING_DIR_ZIP_BYTES = 8 * 1024 * 1024  # carried in every task spec that names it
 EXCLUDED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", ".venv", "node_modules"}
 
@@ -110,12 +113,11 @@ def _signature(path: str):
                         for f in fs if not (set(r.split(os.sep)) & EXCLUDED_DIRS)))
 
 
-def encode(env: dict, put) -> tuple:
-    """(the spec's ``env`` field, [held object ids]); ``put(bytes) -> ObjectRef``."""
+def encode(env: dict) -> dict | None:
+    """The spec's ``env`` field for a validated runtime_env."""
     if not env:
-        return None, []
+        return None
     out = {}
-    held = []
     if env.get("env_vars"):
         out["env_vars"] = env["env_vars"]
     if env.get("working_dir"):
@@ -125,14 +127,17 @@ def encode(env: dict, put) -> tuple:
             entry = _uploaded.get(key)
             if entry is None:
                 blob = _zip_dir(path)
-                ref = put(blob)
-                entry = _uploaded[key] = [hashlib.sha1(blob).hexdigest(), ref]
-        out["working_dir"] = [entry[0], entry[1].binary()]
-        held.append(entry[1].binary())
-    return out or None, held
+                if len(blob) > MAX_WORKING_DIR_ZIP_BYTES:
+                    raise ValueError(
+                        f"runtime_env['working_dir'] {path!r} zips to {len(blob) >> 20} MB, "
+                        f"over the {MAX_WORKING_DIR_ZIP_BYTES >> 20} MB it may carry in each "
+                        f"task; keep code there and pass data as objects")
+                entry = _uploaded[key] = [hashlib.sha1(blob).hexdigest(), blob]
+        out["working_dir"] = entry
+    return out or None
 
 
-def _unpacked(sha: str, oid: bytes, fetch) -> str:
+def _unpacked(sha: str, blob: bytes) -> str:
     from zactor.runtime.local_cluster import runtime_root
 
     base = os.path.join(runtime_root(), "working_dirs")
@@ -140,7 +145,6 @@ def _unpacked(sha: str, oid: bytes, fetch) -> str:
     if os.path.isdir(target):
         return target
     os.makedirs(base, mode=0o700, exist_ok=True)
-    blob = fetch(oid)
     tmp = f"{target}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     with zipfile.ZipFile(io.BytesIO(bytes(blob))) as zf:
@@ -153,8 +157,8 @@ def _unpacked(sha: str, oid: bytes, fetch) -> str:
 
 
 @contextlib.contextmanager
-def applied(env, fetch):
-    """Run the body inside a task's runtime environment; ``fetch(oid) -> bytes``."""
+def applied(env):
+    """Run the body inside a task's runtime environment."""
     if not env:
         yield
         return
@@ -162,8 +166,8 @@ def applied(env, fetch):
     saved_cwd = saved_path = None
     try:
         if env.get("working_dir"):
-            sha, oid = env["working_dir"]
-            folder = _unpacked(sha, oid, fetch)
+            sha, blob = env["working_dir"]
+            folder = _unpacked(sha, blob)
             saved_cwd = os.getcwd()
             saved_path = list(sys.path)
             os.chdir(folder)

@@ -15,6 +15,7 @@ run again by the node manager.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import signal
@@ -183,13 +184,14 @@ class Worker(DirectWorker):
         actor = spec.get("actor")
         self.current_task = spec["id"]
         try:
-            fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
-            self.in_user_code = True
-            try:
-                returns = execution.run_task(fn, args, kwargs, spec["nret"],
-                                             task_id_hex=spec["id"].hex())
-            finally:
-                self.in_user_code = False
+            with self._runtime_env(spec, actor):
+                fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
+                self.in_user_code = True
+                try:
+                    returns = execution.run_task(fn, args, kwargs, spec["nret"],
+                                                 task_id_hex=spec["id"].hex())
+                finally:
+                    self.in_user_code = False
             del args, kwargs
             returns, results = self._encode_returns(spec, actor, returns)
         except (RayTaskError, TaskCancelledError) as err:
@@ -212,6 +214,26 @@ class Worker(DirectWorker):
         except (RayTaskError, TaskCancelledError) as err:
             results, flags = self._error_results(spec, err)
         self._report(spec, actor, results, flags, returns, reply_to)
+
+    def _runtime_env(self, spec, actor):
+        """The task's runtime_env (env_vars, working_dir) for its duration; an actor's
+        creation keeps it for the actor's life (Ray runs an actor in its environment)."""
+        env = spec.get("env")
+        if not env:
+            return contextlib.nullcontext()
+        from zactor.runtime import runtime_env
+
+        ctx = runtime_env.applied(env)
+        try:
+            ctx.__enter__()
+        except Exception as exc:  # noqa: BLE001 - the task fails with the reason
+            raise RayTaskError(spec["name"], execution.user_traceback(exc), exc) from exc
+        if actor is not None and actor.get("op") == "create":
+            # never left: the worker is the actor's for good (kept referenced: a collected
+            # generator-based context would run its restoring ``finally``)
+            self._actor_env = ctx
+            return contextlib.nullcontext()
+        return _Leave(ctx)
 
     def _prepare(self, spec, resolved, gpu_ids, actor, adapt=True):
         """(callable, args, kwargs) for a task; RayTaskError when they cannot be had."""
@@ -310,6 +332,19 @@ class Worker(DirectWorker):
             return ser.deserialize(data)
         state, payload = values[data]
         return self.client.decode_value(data, state, payload)
+
+
+class _Leave:
+    """Leaves an entered context manager when this one is left."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return self.ctx.__exit__(*exc)
 
 
 def _redirect_output(log_dir: str) -> None:

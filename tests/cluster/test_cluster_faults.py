@@ -136,3 +136,35 @@ def test_scheduler_killed_mid_workload_loses_no_task(two_nodes):
     _wait(lambda: [p for p in psutil.Process(two_nodes.supervisor_pid).children()
                    if "scheduler" in " ".join(p.cmdline()) and p.pid != schedulers[0].pid],
           what="a restarted scheduler")
+
+
+def test_an_actor_is_called_from_a_task_on_another_node(two_nodes):
+    out = run_driver("""
+        import zactor
+        from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
+        zactor.init(address="auto")
+        here = zactor.get_runtime_context().get_node_id()
+        other = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != here)
+
+        @zactor.remote
+        class Counter:
+            def __init__(self):
+                self.n = 0
+            def inc(self, k=1):
+                self.n += k
+                return self.n
+
+        counter = Counter.remote()
+
+        @zactor.remote
+        def use(c, k):
+            node = zactor.get_runtime_context().get_node_id()
+            return zactor.get([c.inc.remote(k) for _ in range(5)]), node
+
+        values, node = zactor.get(use.options(scheduling_strategy=On(other, soft=False))
+                                  .remote(counter, 2), timeout=60)
+        assert node == other and values == [2, 4, 6, 8, 10], (node, values)
+        assert zactor.get(counter.inc.remote(), timeout=30) == 11
+        print("REMOTE ACTOR OK")
+    """, env=two_nodes.env)
+    assert "REMOTE ACTOR OK" in out.stdout, out.stdout + out.stderr

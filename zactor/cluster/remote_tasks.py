@@ -26,20 +26,23 @@ decentralised, it does not stop.
 from __future__ import annotations
 
 import sys
+import threading
 import time
+from collections import deque
 
 import zmq
 
 from zactor import protocol
 from zactor import serialization as ser
 from zactor.cluster import messages as cm
-from zactor.exceptions import ObjectLostError, WorkerCrashedError
+from zactor.exceptions import ActorDiedError, ObjectLostError, WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket
 from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
+ACTOR_LOOKUP_TIMEOUT_S = 5.0
 #: a task whose inputs on other nodes exceed this goes to the global scheduler, which
 #: weighs moving the task against moving the data (the paper's locality rule)
 LOCALITY_THRESHOLD_BYTES = 100 * 1024
@@ -73,6 +76,12 @@ class RemoteTasks:
         self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
+        # calls to actors living on other nodes, in submission order per actor, and where
+        # each actor lives (read from the control store's actor table, off the loop)
+        self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
+        self.actor_homes: dict = {}    # actor id -> node id
+        self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
+        self.looking_up: set = set()
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -140,10 +149,63 @@ class RemoteTasks:
         self._move_queued_work()
         self.pump(now, resend=True)
 
+    # ---- calls to actors of other nodes ----------------------------------------------------
+
+    def actor_call(self, task) -> None:
+        aid = task.spec["actor"]["aid"]
+        self.actor_calls.setdefault(aid, deque()).append(task)
+        if aid not in self.actor_homes and aid not in self.looking_up:
+            self.looking_up.add(aid)
+            threading.Thread(target=self._look_up_actor, args=(aid,), daemon=True,
+                             name="zactor-actor-lookup").start()
+
+    def _look_up_actor(self, aid: bytes) -> None:
+        client = self.nm.gcs.client
+        row = None
+        try:
+            if client is not None:
+                row = client.get("actors", aid, timeout_s=ACTOR_LOOKUP_TIMEOUT_S)
+        except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
+            row = {"error": str(exc)}
+        self.lookups.append((aid, row))
+
+    def _pump_actor_calls(self) -> None:
+        while self.lookups:
+            aid, row = self.lookups.popleft()
+            self.looking_up.discard(aid)
+            home = row.get("node") if isinstance(row, dict) else None
+            alive = home is not None and row.get("state") != "DEAD" and \
+                self.link.peers.get(home, {}).get("state") == "alive"
+            if alive:
+                self.actor_homes[aid] = home
+                continue
+            why = (row or {}).get("error") if isinstance(row, dict) else None
+            error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
+                                   f"cluster ({why or 'no live node holds it'})")
+            for task in self.actor_calls.pop(aid, ()):
+                self.nm._fail_task(task.spec["id"], error)
+        for aid, queue in list(self.actor_calls.items()):
+            home = self.actor_homes.get(aid)
+            if home is None:
+                continue
+            while queue:  # in order: a call waits for its own arguments and for those before
+                task = queue[0]
+                if task.spec["id"] not in self.nm.tasks:
+                    queue.popleft()
+                    continue
+                if self._dep_locations(task) is None or self._peer(home) is None:
+                    break
+                queue.popleft()
+                self._forward(task, home)
+            if not queue:
+                del self.actor_calls[aid]
+
     def pump(self, now: float, resend: bool = False) -> None:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
+        if self.actor_calls or self.lookups:
+            self._pump_actor_calls()
         if not self.unsent and not self.free_out and not resend:
             return
         requests = []
@@ -279,8 +341,9 @@ class RemoteTasks:
             else:
                 args.append([oid, e.state, e.data])
         sent = self.functions_sent.setdefault(node_id, set())
-        fid = task.spec["fid"]
-        functions = [] if fid in sent else [[fid, self.nm.functions[fid]]]
+        fid = task.spec.get("fid")
+        functions = [] if not fid or fid in sent or fid not in self.nm.functions else \
+            [[fid, self.nm.functions[fid]]]
         sent.add(fid)
         self.forwarded[task.spec["id"]] = node_id
         self._peer(node_id).send_multipart(protocol.encode(
@@ -312,6 +375,10 @@ class RemoteTasks:
                 nm.objects.add_ref(oid)
                 self.held_for_peer[oid] = identity
             nm._submit(task)
+            actor = spec.get("actor")
+            if actor is not None and actor["op"] == "call":
+                nm.actors.call(task)  # an actor of this node, called from another node
+                continue
             requests.append(nm._request(task, local_only=True))
         nm._apply(nm.scheduler.submit_many(requests))
         self.pull_missing(requests)

@@ -154,6 +154,9 @@ class ActorManager:
 
     def call(self, task) -> None:
         actor = self.actors.get(task.spec["actor"]["aid"])
+        if actor is None and self.node.remote is not None:
+            self.node.remote.actor_call(task)  # an actor of another node: routed there
+            return
         if actor is None:
             self.node._fail_task(task.spec["id"], ActorDiedError(
                 None, task.spec["actor"]["aid"].hex(), "no such actor on this node (it was "

@@ -151,6 +151,22 @@ class RemoteTasks:
 
     # ---- calls to actors of other nodes ----------------------------------------------------
 
+    def _actor_moved(self, aid: bytes, node_id: bytes) -> None:
+        """An actor created here is being created on ``node_id`` instead (its placement
+        group or affinity named it): that node owns it from now on (its actor table row,
+        restarts, name); calls made here are forwarded there, in order."""
+        self.actor_homes[aid] = node_id
+        actors = self.nm.actors
+        actor = actors.actors.pop(aid, None)
+        if actor is None:
+            return
+        actors.by_creation.pop(actor.creation_task_id, None)
+        if actor.name:
+            actors.by_name.pop((actor.namespace, actor.name), None)
+        queued, actor.queue = list(actor.queue), deque()
+        for task in queued:
+            self.actor_call(task)
+
     def actor_call(self, task) -> None:
         aid = task.spec["actor"]["aid"]
         self.actor_calls.setdefault(aid, deque()).append(task)
@@ -346,6 +362,9 @@ class RemoteTasks:
             [[fid, self.nm.functions[fid]]]
         sent.add(fid)
         self.forwarded[task.spec["id"]] = node_id
+        actor = task.spec.get("actor")
+        if actor is not None and actor["op"] == "create":
+            self._actor_moved(actor["aid"], node_id)
         self._peer(node_id).send_multipart(protocol.encode(
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
@@ -379,6 +398,11 @@ class RemoteTasks:
             if actor is not None and actor["op"] == "call":
                 nm.actors.call(task)  # an actor of this node, called from another node
                 continue
+            if actor is not None and actor["op"] == "create":
+                refused = nm.actors.creating(task)  # the actor lives here from now on
+                if refused:
+                    nm._fail_task(spec["id"], ValueError(refused))
+                    continue
             requests.append(nm._request(task, local_only=True))
         nm._apply(nm.scheduler.submit_many(requests))
         self.pull_missing(requests)

@@ -126,6 +126,11 @@ class ActorClass:
         from zactor.runtime.remote_function import attach_runtime_env
 
         attach_runtime_env(client, spec, opts.get("runtime_env"), parent)
+        strategy = opts.get("scheduling_strategy")
+        if strategy not in (None, "DEFAULT"):
+            from zactor.util.scheduling_strategies import strategy_to_wire
+
+            spec["strategy"] = strategy_to_wire(strategy)
         # the creation task's return ("created") doubles as the handles' reference count:
         # every handle holds it, so when the last handle anywhere is gone the node manager
         # frees it and ends the actor (unless it is named or detached), as Ray does

@@ -27,11 +27,19 @@ STOP_TIMEOUT_S = 10.0
 SHM_DIR = "/dev/shm"
 
 
+MAX_TMPDIR_CHARS = 40
+
+
 def runtime_root() -> str:
     """This user's directory for session directories and sockets, mode 0700 (ipc sockets in
     it can be opened only by this user). Not ``/tmp/zactor``: a directory named like the
     package in a script's folder would shadow an editable install of it."""
-    root = os.path.join(tempfile.gettempdir(), f"zactor-{os.getuid()}")
+    base = tempfile.gettempdir()
+    if len(base) > MAX_TMPDIR_CHARS:
+        # Unix socket paths are limited to 107 bytes and each worker binds one under the
+        # session directory: a long $TMPDIR would make them fail to bind
+        base = "/tmp"
+    root = os.path.join(base, f"zactor-{os.getuid()}")
     os.makedirs(root, mode=0o700, exist_ok=True)
     os.chmod(root, 0o700)
     return root

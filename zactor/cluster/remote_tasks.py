@@ -65,7 +65,8 @@ class RemoteTasks:
         self.scheduler_sock = None
         self.scheduler_addr = None
         self._next_scheduler_lookup = 0.0
-        self.transfer = TransferLink(nm.store, host, self.keys)
+        self.transfer = TransferLink(nm.store, host, self.keys,
+                                     encrypt=nm.config.get("transfer_encrypt", True))
         link.transfer_port = self.transfer.port
         self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
         self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
@@ -542,13 +543,14 @@ class TransferLink:
     calls the node needs: ``pull`` (asynchronous), ``finished`` (what completed) and ``fd``
     (readable when something completed, for the node's poller)."""
 
-    def __init__(self, store, host: str, keys=None):
+    def __init__(self, store, host: str, keys=None, encrypt: bool = True):
         from zactor.transfer import TransferClient, TransferServer
 
-        self.server = TransferServer(store, host, keys=keys)
+        # encrypt=False: object bytes in the clear, requests still authenticated (HMAC)
+        self.server = TransferServer(store, host, keys=keys, encrypt=encrypt)
         self.port = self.server.port
         self.address = f"{host}:{self.port}"
-        self.client = TransferClient(store, keys=keys, pollable=True)
+        self.client = TransferClient(store, keys=keys, encrypt=encrypt, pollable=True)
         self.fd = self.client.fileno()
 
     def pull(self, oid: bytes, address: str) -> None:

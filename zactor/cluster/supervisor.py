@@ -96,6 +96,7 @@ class Supervisor:
                                              host=self.host, keys=self.args.key_file
                                              ).start(START_TIMEOUT_S)
             self.address = self.control.address
+            self._publish_settings()
             self._start_scheduler()
         config = {"gcs_address": self.address, "cluster": True, "host": self.host,
                   "key_file": self.args.key_file,
@@ -128,6 +129,17 @@ class Supervisor:
                 time.sleep(0.05)  # polling the control store with a deadline
         raise RuntimeError(f"the node did not register in the control store at "
                            f"{self.address} within {timeout_s:.0f} s")
+
+    def _publish_settings(self) -> None:
+        """Settings every node of the cluster follows, read by joining nodes (start_cmd)."""
+        from zactor.control.client import GcsClient
+
+        settings = json.loads(self.args.system_config or "{}")
+        with GcsClient.connect(self.address, timeout_s=START_TIMEOUT_S,
+                               keys=self.args.key_file) as gcs:
+            gcs.put("kv", b"cluster:config",
+                    {"transfer_encrypt": settings.get("transfer_encrypt", True)},
+                    timeout_s=START_TIMEOUT_S)
 
     def _start_scheduler(self) -> None:
         argv = [sys.executable, "-m", "zactor.cli", "scheduler", "--address", self.address,

@@ -165,6 +165,15 @@ def test_an_actor_is_called_from_a_task_on_another_node(two_nodes):
                                   .remote(counter, 2), timeout=60)
         assert node == other and values == [2, 4, 6, 8, 10], (node, values)
         assert zactor.get(counter.inc.remote(), timeout=30) == 11
+        named = Counter.options(name="shared", namespace="team").remote()
+        assert zactor.get(named.inc.remote(), timeout=30) == 1
+
+        @zactor.remote
+        def by_name():  # a named actor of another node, found through the control store
+            return zactor.get(zactor.get_actor("shared", namespace="team").inc.remote())
+
+        assert zactor.get(by_name.options(scheduling_strategy=On(other, soft=False))
+                          .remote(), timeout=60) == 2
         print("REMOTE ACTOR OK")
     """, env=two_nodes.env)
     assert "REMOTE ACTOR OK" in out.stdout, out.stdout + out.stderr

@@ -83,6 +83,7 @@ class RemoteTasks:
         self.actor_homes: dict = {}    # actor id -> node id
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
+        self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -186,7 +187,30 @@ class RemoteTasks:
             row = {"error": str(exc)}
         self.lookups.append((aid, row))
 
+    def find_named_actor(self, identity: bytes, name: str, namespace: str) -> None:
+        def scan():
+            found = None
+            try:
+                for aid, row in self.nm.gcs.client.scan("actors",
+                                                        timeout_s=ACTOR_LOOKUP_TIMEOUT_S):
+                    if isinstance(row, dict) and row.get("name") == name and \
+                            row.get("namespace", "") == namespace and \
+                            row.get("state") != "DEAD" and \
+                            self.link.peers.get(row.get("node"), {}).get("state") == "alive":
+                        found = {"aid": aid, "methods": row.get("methods") or {},
+                                 "cls": row.get("class", "")}
+                        self.lookups.append((aid, row))  # and where it lives
+                        break
+            except Exception:  # noqa: BLE001 - answered as "not found"
+                found = None
+            self.named_answers.append((identity, found))
+
+        threading.Thread(target=scan, daemon=True, name="zactor-named-actor").start()
+
     def _pump_actor_calls(self) -> None:
+        while self.named_answers:
+            identity, found = self.named_answers.popleft()
+            self.nm._send(identity, m.INFO_REPLY, {"value": found})
         while self.lookups:
             aid, row = self.lookups.popleft()
             self.looking_up.discard(aid)
@@ -221,7 +245,7 @@ class RemoteTasks:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
-        if self.actor_calls or self.lookups:
+        if self.actor_calls or self.lookups or self.named_answers:
             self._pump_actor_calls()
         if not self.unsent and not self.free_out and not resend:
             return

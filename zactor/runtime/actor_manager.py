@@ -382,7 +382,7 @@ class ActorManager:
         """The actor's row in the control store's actor table (state, incarnation, place)."""
         self.node.gcs.actor_state(actor.actor_id, actor.state, actor.restarts,
                                   actor.class_name, actor.name, actor.namespace,
-                                  actor.worker_id)
+                                  actor.worker_id, actor.methods)
 
     # ---- names ----------------------------------------------------------------------------
 

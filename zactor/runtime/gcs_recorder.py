@@ -103,11 +103,12 @@ class GcsRecorder:
         self._write("archive", "tasks", spec["id"], spec)
 
     def actor_state(self, actor_id: bytes, state: str, incarnation: int, class_name: str,
-                    name, namespace: str, worker_id=None) -> None:
+                    name, namespace: str, worker_id=None, methods=None) -> None:
         """Where an actor lives and in which incarnation (each restart is a new one)."""
         self._write("put", "actors", actor_id, {
             "state": state, "incarnation": incarnation, "class": class_name, "name": name,
             "namespace": namespace, "node": self.node_id, "worker": worker_id,
+            "methods": methods or {},
             "time": time.time()})
 
     def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes) -> None:

@@ -336,8 +336,13 @@ class NodeManager(WorkerPool):
         self._send(identity, m.INFO_REPLY, {"value": killed})
 
     def on_get_actor(self, identity, msg) -> None:
-        self._send(identity, m.INFO_REPLY,
-                   {"value": self.actors.lookup(msg["name"], msg["namespace"])})
+        found = self.actors.lookup(msg["name"], msg["namespace"])
+        if found is None and self.remote is not None:
+            # maybe an actor of another node: the control store's actor table says (the
+            # answer comes from the loop once read, off this turn)
+            self.remote.find_named_actor(identity, msg["name"], msg["namespace"])
+            return
+        self._send(identity, m.INFO_REPLY, {"value": found})
 
     def on_info(self, identity, msg) -> None:
         """Cluster information, from the rows of the nodes alive (this node's own figures

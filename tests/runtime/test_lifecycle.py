@@ -250,3 +250,26 @@ def test_infeasible_task_warns_and_waits():
     """)
     assert out.returncode == 0, out.stderr
     assert "WAITED" in out.stdout and "infeasible" in out.stderr
+
+
+def test_segments_of_dead_sessions_are_removed_at_the_next_start():
+    import subprocess
+    import sys
+
+    from zactor.runtime.local_cluster import SHM_DIR, remove_stale_segments
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(SHM_DIR, f"zactor-session_{dead.pid}_leftover")
+    live = os.path.join(SHM_DIR, f"zactor-session_{os.getpid()}_inuse")
+    for path in (stale, live):
+        with open(path, "wb") as f:
+            f.write(b"x")
+    try:
+        removed = remove_stale_segments()
+        assert os.path.basename(stale) in removed and not os.path.exists(stale)
+        assert os.path.exists(live)  # its starter (this process) is alive
+    finally:
+        for path in (stale, live):
+            if os.path.exists(path):
+                os.unlink(path)

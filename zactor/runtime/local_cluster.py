@@ -45,6 +45,38 @@ def runtime_root() -> str:
     return root
 
 
+def remove_stale_segments() -> list:
+    """Remove store segments whose session's starter process is gone.
+
+    A node manager removes its segment when it stops; one SIGKILLed together with the process
+    that started it (a driver and its node killed at once, a cluster node's supervisor tree
+    killed) cannot, and its memory would stay in /dev/shm until reboot. The starter's pid is in
+    the name (``zactor-session_<pid>_...``): no such process, nobody can use the segment any
+    more. A pid reused by another process keeps a leftover (never a live segment) removed."""
+    removed = []
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith("zactor-session_"):
+            continue
+        try:
+            pid = int(name[len("zactor-session_"):].split("_", 1)[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue
+        except ProcessLookupError:
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+                removed.append(name)
+            except OSError:
+                pass
+        except PermissionError:
+            continue  # another user's process: alive
+    return removed
+
+
 def check_shm_room(store_bytes: int) -> None:
     """Refuse early, with advice, when /dev/shm cannot hold the store (small in containers)."""
     try:
@@ -135,6 +167,7 @@ class LocalNode:
                initial_workers: int) -> "_Launching":
         """Start the node manager's process and return at once: the caller can do its own
         start-up work (imports, ~0.1 s) while the node starts, then ``wait_ready()``."""
+        remove_stale_segments()
         check_shm_room(store_bytes)
         root = runtime_root()
         session_dir = tempfile.mkdtemp(prefix=f"session_{os.getpid()}_", dir=root)

@@ -225,6 +225,34 @@ def test_cancel_running_and_queued_tasks(cluster):
     assert cluster.get(sleeper.remote(0), timeout=30) == 0  # the pool still works
 
 
+def test_cancelled_tasks_queued_in_workers_never_run(cluster, tmp_path):
+    """Tasks pipelined behind a running one are dropped by their worker when cancelled, and
+    an interrupt never hits the task after the one meant (a cancelled task that ran anyway
+    would hold its worker for its whole length)."""
+    @cluster.remote
+    def mark(path, s):
+        open(path, "w").close()
+        time.sleep(s)
+        return s
+
+    first = [mark.remote(str(tmp_path / f"first{i}"), 30) for i in range(2)]
+    queued = [mark.remote(str(tmp_path / f"queued{i}"), 30) for i in range(6)]
+    deadline = time.monotonic() + 30
+    while not all((tmp_path / f"first{i}").exists() for i in range(2)):
+        assert time.monotonic() < deadline, "the first tasks never started"
+        time.sleep(0.05)
+    for ref in queued + first:
+        cluster.cancel(ref)
+    for ref in queued + first:
+        with pytest.raises(zx.TaskCancelledError):
+            cluster.get(ref, timeout=30)
+    # both workers are free again: two tasks that meet run at the same time
+    assert cluster.get([mark.remote(str(tmp_path / f"after{i}"), 0) for i in range(2)],
+                       timeout=20) == [0, 0]
+    started = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("queued"))
+    assert started == [], f"cancelled tasks ran: {started}"
+
+
 def test_unpicklable_argument_and_result_are_named(cluster):
     @cluster.remote
     def echo(x):

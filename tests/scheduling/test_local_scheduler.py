@@ -127,6 +127,20 @@ def test_cancel_queued_running_and_forced():
     assert s.check() == []
 
 
+def test_cancel_of_a_task_queued_in_a_worker_asks_the_worker():
+    # pipelined behind a running task: only the worker knows whether it has started it
+    s = LocalScheduler(ResourceSet.of(num_cpus=1), pipeline_depth=4)
+    s.worker_registered(b"w")
+    s.submit(TaskRequest(tid(1), ONE_CPU))
+    s.submit(TaskRequest(tid(2), ONE_CPU))
+    assert list(s.workers[b"w"].in_flight) == [tid(1), tid(2)]
+    assert s.cancel(tid(2)) == [Interrupt(b"w", tid(2))]
+    # handed back by a recall while the interrupt was on its way: failed, never re-run
+    (f,) = of(FailTask, s.tasks_returned(b"w", [tid(2)]))
+    assert (f.task_id, f.kind) == (tid(2), "cancelled")
+    assert s.check() == []
+
+
 def test_dedicated_worker_keeps_its_lease_until_released():
     s = LocalScheduler(ResourceSet.of(num_cpus=2))
     s.worker_registered(b"a")

@@ -131,6 +131,9 @@ class DirectLedger:
     def _reroute(self, task) -> None:
         """Run it through the node manager (the actor's queue, or the scheduler)."""
         self._unplace(task)
+        if task.cancelled:  # cancelled while it came back (the worker no longer had it)
+            self.node._fail_task(task.spec["id"], TaskCancelledError(task.spec["id"].hex()))
+            return
         if task.spec.get("actor") is None:
             self.node._schedule_task(task)
         else:

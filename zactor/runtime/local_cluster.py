@@ -121,6 +121,8 @@ class LocalControlPlane:
                 timeout_s=START_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported; tasks still run without it
             self.error = exc
+            if self._stopping.is_set():
+                return  # shut down while it started (its directory went away): not a fault
             print(f"zactor: the control store did not start: {exc}", file=sys.stderr)
             return
         self.store = store

@@ -677,12 +677,12 @@ class NodeManager(WorkerPool):
         _kill(pid, signal.SIGKILL)
 
     def _interrupt(self, worker_id, task_id) -> None:
+        # the worker interrupts the task only if it is the one running (worker_direct.py):
+        # a signal sent from here could hit the task after it
         identity = self.worker_identity.get(worker_id)
         if identity is not None:
-            self._send(identity, m.INTERRUPT, {"task_id": task_id})
-        pid = self.worker_pid.get(worker_id)
-        if pid:
-            _kill(pid, signal.SIGUSR1)
+            self._send(identity, m.INTERRUPT, {"task_id": task_id, "direct": False,
+                                               "force": False})
 
     # ---- shutdown -----------------------------------------------------------------------------
 

@@ -116,8 +116,8 @@ class Worker(DirectWorker):
                     self.parked.setdefault(after[0], []).append((time.monotonic(), entry))
                 else:
                     self.queue.append(entry)
-        elif msg.mtype is m.INTERRUPT and msg["direct"]:
-            self._cancel_direct(msg["task_id"], msg["force"])
+        elif msg.mtype is m.INTERRUPT:
+            self._cancel_task(msg["task_id"], msg["force"], msg["direct"])
         elif msg.mtype is m.RECALL:
             wanted = set(msg["task_ids"])
             with self.queue_lock:

@@ -55,8 +55,11 @@ class DirectWorker:
         if refused:
             self.client.direct_refused(identity, refused)
 
-    def _cancel_direct(self, task_id: bytes, force: bool) -> None:
-        """Cancel a task a lease holder pushed here (the node manager asks)."""
+    def _cancel_task(self, task_id: bytes, force: bool, direct: bool) -> None:
+        """Cancel a task of this worker (INTERRUPT from the node manager, which cannot tell
+        whether the worker has started it): the running one is interrupted, a queued one
+        dropped and reported cancelled, a direct one not arrived yet dropped when it does.
+        Checked here, by id, so that an interrupt never hits the task after the one meant."""
         if self.current_task == task_id:
             if force:
                 os.kill(os.getpid(), signal.SIGKILL)  # the node re-runs nothing: cancelled
@@ -66,14 +69,14 @@ class DirectWorker:
             hit = [t for t in self.queue if t[0]["id"] == task_id]
             for t in hit:
                 self.queue.remove(t)
-        if not hit:  # not arrived yet: drop it when it does
+        if not hit and direct:  # not arrived yet: drop it when it does
             self.cancelled_direct.add(task_id)
         for t in hit:
-            self._report_cancelled(t[0])
+            self._report_cancelled(t[0], direct)
 
-    def _report_cancelled(self, spec) -> None:
+    def _report_cancelled(self, spec, direct: bool = True) -> None:
         results, flags = self._error_results(spec, TaskCancelledError(spec["id"].hex()))
-        self.client.task_done([spec["id"], results, flags | m.TASK_DIRECT])
+        self.client.task_done([spec["id"], results, flags | (m.TASK_DIRECT if direct else 0)])
 
     def _bounce_direct(self) -> None:
         with self.queue_lock:

@@ -351,6 +351,7 @@ class LocalScheduler:
         worker = self.workers.get(worker_id)
         if worker is not None:
             worker.recalling = False
+        out = []
         for task_id in reversed(tuple(task_ids)):  # pushed to the front: keep their order
             task = self.tasks.get(task_id)
             if task is None or task.worker_id != worker_id:
@@ -358,8 +359,13 @@ class LocalScheduler:
             if worker is not None:
                 worker.in_flight.pop(task_id, None)
             task.worker_id = None
+            if task.cancelled:  # handed back while its interrupt was on the way
+                del self.tasks[task_id]
+                out.append(FailTask(task_id, task.request.payload, "cancelled",
+                                    "the task was cancelled before it ran"))
+                continue
             self._make_ready(task, front=True)
-        return self._after_worker_progress(worker) if worker else self._schedule()
+        return out + (self._after_worker_progress(worker) if worker else self._schedule())
 
     def worker_blocked(self, worker_id: bytes) -> list:
         worker = self.workers.get(worker_id)
@@ -438,14 +444,11 @@ class LocalScheduler:
                              "the task was cancelled before it ran")]
         task.cancelled = True
         worker = self.workers[task.worker_id]
-        if list(worker.in_flight)[0] != task_id:  # queued in the worker, not started
-            worker.in_flight.pop(task_id)
-            del self.tasks[task_id]
-            return [FailTask(task_id, task.request.payload, "cancelled",
-                             "the task was cancelled before it ran")] + \
-                self._after_worker_progress(worker)
-        if force:
+        if force and list(worker.in_flight)[0] == task_id:
             return [KillWorker(worker.worker_id, f"force-cancel of task {task_id.hex()}")]
+        # running or queued in the worker: the worker knows which (the task it runs is
+        # interrupted, a queued one dropped) and reports it cancelled; one it has finished
+        # meanwhile keeps its result
         return [Interrupt(worker.worker_id, task_id)]
 
     # ---- the scheduling step ------------------------------------------------------------

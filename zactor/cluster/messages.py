@@ -56,7 +56,7 @@ from zactor.protocol import define
 #: NODE_DEATH_TIMEOUT_S without one (both configurable: a busy 2-core machine running 4
 #: nodes under faults needs a longer timeout than an idle one)
 HEARTBEAT_INTERVAL_S = 0.1
-NODE_DEATH_TIMEOUT_S = 1.0
+NODE_DEATH_TIMEOUT_S = 0.9  # 9 missed heartbeats: a silent host is known dead within 1 s
 #: the origin re-sends a SPILL it got no PLACE for after SPILL_RESEND_S (the scheduler may have
 #: restarted: re-read kv cluster:scheduler first), and re-sends the SPILL of a task answered
 #: "infeasible" every INFEASIBLE_RESPILL_S (a restarted scheduler forgot the tasks it kept)

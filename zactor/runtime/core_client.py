@@ -67,6 +67,17 @@ _POLL_SLICE_MS = 50
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
 
+class _Waiter:
+    """A thread waiting in ``wait_ready``: the objects that arrived since it last looked
+    (appended by whichever thread reads the node manager's messages), and an event set then."""
+
+    __slots__ = ("arrived", "event")
+
+    def __init__(self):
+        self.arrived: list = []
+        self.event = threading.Event()
+
+
 class CoreClient:
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
                  job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None,
@@ -96,7 +107,7 @@ class CoreClient:
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._results: dict = {}
-        self._arrivals: dict = {}  # id -> list, one per thread waiting in wait_ready
+        self._arrivals: dict = {}  # id -> _Waiter, one per thread waiting in wait_ready
         self._expected: set = set()
         self._subscribed: set = set()
         self._functions_sent: set = set()
@@ -325,8 +336,11 @@ class CoreClient:
             answered(oid)
             if oid in self._refs and oid not in self._results:  # objects are immutable
                 self._results[oid] = (state, data)
-                for arrived in arrivals.values():
-                    arrived.append(oid)
+                for waiter in arrivals.values():
+                    waiter.arrived.append(oid)
+        for waiter in arrivals.values():
+            if waiter.arrived:
+                waiter.event.set()  # wakes a thread that waits while another one reads
 
     # ---- reference counting -------------------------------------------------------------
 
@@ -517,49 +531,61 @@ class CoreClient:
         # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
         # registered under the lock before looking, so that no arrival is missed (another
         # thread, the flusher, may read messages whenever the lock is free)
-        arrived: list = []
+        waiter = _Waiter()
+        arrived = waiter.arrived
         with self._lock:
-            self._arrivals[id(arrived)] = arrived
+            self._arrivals[id(waiter)] = waiter
             try:
                 self.flush()
                 self.pump(0)
             except BaseException:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 raise
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 return
             self._ask_for(missing)
         blocked = False
         try:
             while True:
-                with self._lock:
+                if arrived:  # recorded by whichever thread read them (list ops are atomic)
+                    waiter.event.clear()
+                    batch = arrived[:]
+                    del arrived[:len(batch)]
+                    for oid in batch:
+                        if oid in missing:
+                            missing.discard(oid)
+                            have += 1
+                    if have >= num_ready:
+                        return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                slice_ms = _POLL_SLICE_MS if deadline is None else max(
+                    0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+                if not self._lock.acquire(blocking=False):
+                    # another thread holds the lock, most likely reading messages (those
+                    # for us too): wait for it to record ours rather than compete for the
+                    # lock, which a thread looping in get() re-takes before a waiting
+                    # one wakes (that starved other threads' gets until their timeouts)
+                    waiter.event.wait(slice_ms / 1000)
+                    continue
+                try:
                     if not blocked and self.blocked_hook is not None:
                         blocked = True
                         self.blocked_hook(True)
                     self.flush()
-                    slice_ms = _POLL_SLICE_MS if deadline is None else max(
-                        0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
                     self.pump(slice_ms)
                     if self.direct.leases:
                         self.direct.rebalance()
-                    if arrived:
-                        for oid in arrived:
-                            if oid in missing:
-                                missing.discard(oid)
-                                have += 1
-                        arrived.clear()
-                        if have >= num_ready:
-                            return
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
+                finally:
+                    self._lock.release()
                 self._check_node()
                 self.check_alive()
         finally:
             with self._lock:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 if blocked:
                     self.blocked_hook(False)
 

@@ -25,7 +25,12 @@ import time
 from collections import OrderedDict, deque
 
 from zactor import serialization as ser
-from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
+from zactor.exceptions import (
+    LocalRayletDiedError,
+    RayTaskError,
+    RuntimeEnvSetupError,
+    TaskCancelledError,
+)
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
 from zactor.runtime.core_client import CoreClient
@@ -194,7 +199,7 @@ class Worker(DirectWorker):
                     self.in_user_code = False
             del args, kwargs
             returns, results = self._encode_returns(spec, actor, returns)
-        except (RayTaskError, TaskCancelledError) as err:
+        except (RayTaskError, TaskCancelledError, RuntimeEnvSetupError) as err:
             results, flags = self._error_results(spec, err)
         finally:
             self.current_task = None
@@ -223,9 +228,11 @@ class Worker(DirectWorker):
             return contextlib.nullcontext()
         from zactor.runtime import runtime_env
 
-        ctx = runtime_env.applied(env)
+        ctx = runtime_env.applied(env, self.client.session_dir, self.client.config)
         try:
             ctx.__enter__()
+        except RuntimeEnvSetupError:
+            raise  # as Ray: the task's error is the environment's, not a user exception
         except Exception as exc:  # noqa: BLE001 - the task fails with the reason
             raise RayTaskError(spec["name"], execution.user_traceback(exc), exc) from exc
         if actor is not None and actor.get("op") == "create":

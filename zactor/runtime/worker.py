@@ -34,6 +34,7 @@ from zactor.exceptions import (
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
 from zactor.runtime.core_client import CoreClient
+from zactor.runtime.output_relay import RelayedStream
 from zactor.runtime.worker_direct import DirectWorker
 
 PARENT_CHECK_EVERY_MS = 1000
@@ -101,7 +102,11 @@ class Worker(DirectWorker):
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
         signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
-        if config.get("log_to_driver", True):
+        if config.get("log_to_driver", True) and config.get("cluster"):
+            # the inherited terminal is the node's: lines also go to the job's driver
+            sys.stdout = RelayedStream(sys.stdout, self.client, is_stderr=False)
+            sys.stderr = RelayedStream(sys.stderr, self.client, is_stderr=True)
+        elif config.get("log_to_driver", True):  # a local node: the driver's terminal
             sys.stdout = _PrefixedStream(sys.stdout, os.getpid())
             sys.stderr = _PrefixedStream(sys.stderr, os.getpid())
         else:  # as Ray: the output goes to log files only, not to the driver's terminal

@@ -113,7 +113,8 @@ class RemoteTasks:
         handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
-                   "FENCED": self.on_fenced}.get(msg.name)
+                   "FENCED": self.on_fenced,
+                   "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
         try:
@@ -360,9 +361,10 @@ class RemoteTasks:
         if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
             if node_id is None and task_id not in self.warned:
                 self.warned.add(task_id)
-                print(f"zactor: warning: task {task.spec.get('name')} needs "
-                      f"{task.spec['res']}, which no node of the cluster has now ({reason}); "
-                      f"it waits for a node that fits (infeasible)", file=sys.stderr)
+                self.nm.output.warn(task_id, (
+                    f"zactor: warning: task {task.spec.get('name')} needs "
+                    f"{task.spec['res']}, which no node of the cluster has now ({reason}); "
+                    f"it waits for a node that fits (infeasible)"))
             if node_id is None:  # infeasible: keep asking (a fitting node may join)
                 self.spilling[task_id] = [task, time.monotonic(), entry[2]]
                 return

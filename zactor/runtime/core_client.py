@@ -48,6 +48,7 @@ from zactor.ids import JobID, ObjectID, TaskID
 from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef, collecting_refs
 from zactor.runtime import messages as m
+from zactor.runtime import output_relay
 from zactor.runtime.direct import DirectCalls
 from zactor.store import ObjectStore
 
@@ -101,6 +102,9 @@ class CoreClient:
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
+        #: lines a worker's tasks printed, for their driver (output_relay.py), any thread
+        self.output: deque = deque()
+        self.output_dropped = 0
         # other threads wake the thread blocked in pump() through this pipe
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -188,6 +192,8 @@ class CoreClient:
             self._raw_send(m.SUBMIT, body)
         if self.direct.requests:
             self.direct.flush_requests()
+        if self.output:  # before TASK_DONE: a task's lines reach its driver before its result
+            self._raw_send(m.WORKER_OUTPUT, {"lines": output_relay.take_queued(self)})
         if self._done:
             items = []
             while True:
@@ -237,6 +243,18 @@ class CoreClient:
                         return
                     finally:
                         self._lock.release()
+            if self._reads_output_idle():
+                # a cluster driver prints its tasks' output while it waits for nothing
+                # (while it waits, the waiting thread holds the lock and reads it)
+                if self._lock.acquire(blocking=False):
+                    try:
+                        if self._closed:
+                            return
+                        self.pump(0)
+                    except (zmq.ZMQError, LocalRayletDiedError):
+                        return
+                    finally:
+                        self._lock.release()
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:
@@ -249,6 +267,9 @@ class CoreClient:
                             self.pump(0)
                     except (zmq.ZMQError, LocalRayletDiedError):
                         return
+
+    def _reads_output_idle(self) -> bool:
+        return self.kind == "driver" and bool(self.config.get("cluster"))
 
     def _check_node(self) -> None:
         if self._liveness is None or self._dead_reason is not None:
@@ -305,6 +326,9 @@ class CoreClient:
                 self.direct.on_lease(msg["lid"], msg["addr"])
             elif msg.mtype is m.LEASES_WANTED:
                 self.direct.return_idle()
+            elif msg.mtype is m.WORKER_OUTPUT:
+                if self.config.get("log_to_driver", True):
+                    output_relay.print_lines(msg["lines"])
             elif msg.mtype is m.SHUTDOWN:
                 self._closed = True
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
@@ -636,9 +660,11 @@ class CoreClient:
         with self._lock:
             if not self._closed:
                 try:
+                    if self._reads_output_idle():
+                        self.pump(0)  # output already delivered is printed before leaving
                     self.flush()
                     self._raw_send(m.BYE)
-                except zmq.ZMQError:
+                except (zmq.ZMQError, LocalRayletDiedError):
                     pass
             self._closed = True
             self._wake.set()

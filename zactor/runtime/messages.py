@@ -110,3 +110,8 @@ LEASE_GRANTED = define(0x5A, "LEASE_GRANTED", required=("lid", "addr"))
 LEASE_RETURN = define(0x5B, "LEASE_RETURN", required=("lid",))
 # NM -> client: tasks wait for workers here: give back the leases with nothing in flight
 LEASES_WANTED = define(0x5C, "LEASES_WANTED")
+# worker -> NM, NM -> driver, executor NM -> origin NM (over the peer sockets): lines tasks
+#   printed, for the driver of their job (output_relay.py). lines: [[task_id, is_stderr,
+#   text, hops]...], text one or more whole lines already prefixed "(function pid=N, ip=H) ",
+#   hops: node-to-node relays so far (task_id: the task of its chain the receiver knows)
+WORKER_OUTPUT = define(0x5E, "WORKER_OUTPUT", required=("lines",))

@@ -36,6 +36,7 @@ from zactor.runtime.actor_manager import ActorManager
 from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
+from zactor.runtime.output_relay import OutputRelay
 from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
@@ -127,6 +128,7 @@ class NodeManager(WorkerPool):
         self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
         self.poller_changed = True
         self.direct = DirectLedger(self)
+        self.output = OutputRelay(self)  # what tasks print, to their drivers (cluster)
         self.link.register()
         if config.get("gcs_address"):  # a cluster node: the control store is already up
             self.gcs.connect_in_background(config["gcs_address"], config.get("key_file"))
@@ -271,6 +273,7 @@ class NodeManager(WorkerPool):
         for e in self.objects.entries.values():
             e.waiters.discard(identity)
         self.direct.client_gone(identity)
+        self.output.client_gone(identity)
 
     def on_ref_delta(self, identity, msg) -> None:
         client = self.clients.get(identity)
@@ -629,9 +632,10 @@ class NodeManager(WorkerPool):
             elif kind is ls.Spill:
                 self.remote.spill(ins.task_id, ins.reason)
             elif kind is ls.Infeasible:
-                print(f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
-                      f" but this node has {ins.total.to_dict()}; it waits for a node that "
-                      f"fits (infeasible here)", file=sys.stderr)
+                self.output.warn(ins.task_id, (
+                    f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
+                    f" but this node has {ins.total.to_dict()}; it waits for a node that "
+                    f"fits (infeasible here)"))
 
     def _dispatch(self, ins: ls.Dispatch) -> None:
         task = self.tasks[ins.task_id]
@@ -722,6 +726,7 @@ class NodeManager(WorkerPool):
         "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
         "LEASE_REQUEST": lambda self, i, msg: self.direct.on_request(i, msg),
         "LEASE_RETURN": lambda self, i, msg: self.direct.on_return(i, msg),
+        "WORKER_OUTPUT": lambda self, i, msg: self.output.on_output(i, msg),
     }
 
 

@@ -448,6 +448,15 @@ class CoreClient:
             raise err.as_instanceof_cause()
         raise err
 
+    def adopt_job(self, task_id: bytes) -> None:
+        """A worker runs a task (or creates an actor) of the job in ``task_id``'s last bytes:
+        what it submits, creates or puts from now on belongs to that job, as in Ray (so a
+        driver's death also ends the actors its tasks created)."""
+        job = task_id[-JobID.SIZE:]
+        if job != self._task_id_suffix[-JobID.SIZE:] and job != b"\x00" * JobID.SIZE:
+            self.job_id = JobID(job)
+            self._task_id_suffix = b"\xff" * 12 + job
+
     def new_task_id(self) -> bytes:
         """A fresh TaskID for a normal task of this job (ids.py's layout), without a system
         call: 8 random bytes from the process's generator, re-seeded in forked children."""

@@ -193,6 +193,8 @@ class Worker(DirectWorker):
         returns, results, flags = None, None, 0
         actor = spec.get("actor")
         self.current_task = spec["id"]
+        if actor is None or actor.get("op") == "create":
+            self.client.adopt_job(spec["id"])
         try:
             with self._runtime_env(spec, actor):
                 fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)

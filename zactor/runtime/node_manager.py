@@ -751,7 +751,9 @@ def _ray_node_info(row: dict) -> dict:
             "ObjectStoreSocketName": row.get("store"),
             "Resources": row.get("resources_total", {}),
             "ObjectStoreUsedBytes": row.get("store_used", 0),
-            "ObjectStoreCapacityBytes": row.get("store_capacity", 0)}
+            "ObjectStoreCapacityBytes": row.get("store_capacity", 0),
+            # zactor's own: objects spilled to disk and restored (runtime/spilling.py)
+            "ObjectSpilling": row.get("spill", {})}
 
 
 def _alive(pid: int) -> bool:

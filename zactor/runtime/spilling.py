@@ -40,10 +40,10 @@ import time
 from collections import OrderedDict, deque
 
 from zactor.exceptions import ObjectExistsError, ObjectStoreFullError
+from zactor.runtime.local_cluster import SPILL_SUBDIR
 from zactor.store import ObjectStore
 from zactor.store.spill_file import read_object, write_object
 
-SPILL_SUBDIR = "spill"
 MAX_RESTORE_TRIES = 8
 ROOM_SLACK_BYTES = 64 << 10  # block headers and alignment: ask a little more than the object
 IO_STOP_WAIT_S = 5.0

@@ -40,8 +40,9 @@ def write_object(path: str, data: memoryview, metadata: bytes = b"") -> int:
     raised."""
     compress = lz4_pays(data)
     n = data.nbytes
+    f = open(path, "xb", buffering=0)  # never over another object's file
     try:
-        with open(path, "xb", buffering=0) as f:
+        with f:
             f.write(_HEADER.pack(MAGIC, n, len(metadata), CHUNK_BYTES))
             f.write(metadata)
             for off in range(0, n, CHUNK_BYTES):

@@ -66,7 +66,8 @@ class RemoteTasks:
         self.scheduler_addr = None
         self._next_scheduler_lookup = 0.0
         self.transfer = TransferLink(nm.store, host, self.keys,
-                                     encrypt=nm.config.get("transfer_encrypt", True))
+                                     encrypt=nm.config.get("transfer_encrypt", True),
+                                     restore=nm.spill.restore_blocking)
         link.transfer_port = self.transfer.port
         self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
         self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
@@ -569,11 +570,12 @@ class TransferLink:
     calls the node needs: ``pull`` (asynchronous), ``finished`` (what completed) and ``fd``
     (readable when something completed, for the node's poller)."""
 
-    def __init__(self, store, host: str, keys=None, encrypt: bool = True):
+    def __init__(self, store, host: str, keys=None, encrypt: bool = True, restore=None):
         from zactor.transfer import TransferClient, TransferServer
 
-        # encrypt=False: object bytes in the clear, requests still authenticated (HMAC)
-        self.server = TransferServer(store, host, keys=keys, encrypt=encrypt)
+        # encrypt=False: object bytes in the clear, requests still authenticated (HMAC);
+        # restore: spilled objects are read back from disk before they are served
+        self.server = TransferServer(store, host, keys=keys, encrypt=encrypt, restore=restore)
         self.port = self.server.port
         self.address = f"{host}:{self.port}"
         self.client = TransferClient(store, keys=keys, encrypt=encrypt, pollable=True)

@@ -40,6 +40,7 @@ from zactor.exceptions import (
     GetTimeoutError,
     LocalRayletDiedError,
     ObjectLostError,
+    ObjectNotFoundError,
     ObjectStoreFullError,
     RaySystemError,
     RayTaskError,
@@ -61,6 +62,8 @@ DEFAULT_INLINE_THRESHOLD_BYTES = m.DEFAULT_INLINE_THRESHOLD_BYTES
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
 STORE_FULL_WAIT_S = 10.0
+#: how long a client waits for its node manager to spill or restore (runtime/spilling.py)
+SPILL_WAIT_S = 60.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
@@ -418,31 +421,62 @@ class CoreClient:
     def _write_to_store(self, oid: bytes, s) -> None:
         """Write a primary copy (not evictable: the node manager deletes it when nothing
         references it). When the store is full, releases this process has not reported yet
-        go out and the write is retried for up to STORE_FULL_WAIT_S, as Ray waits for room,
-        before ObjectStoreFullError reaches the caller."""
+        go out and the node manager is asked to spill objects to disk (make_room); each time
+        it made room the write is tried again at once. When it cannot, the write is retried
+        with a backoff for up to STORE_FULL_WAIT_S, as Ray waits for room, before
+        ObjectStoreFullError (saying why spilling did not help) reaches the caller."""
         deadline = time.monotonic() + STORE_FULL_WAIT_S
         backoff = 0.001
+        why_not_spilled = ""
         while True:
             try:
                 self.store.put_serialized(oid, s, evictable=False)
                 return
-            except ObjectStoreFullError:
+            except ObjectStoreFullError as full:
                 if time.monotonic() + backoff > deadline:
-                    raise
+                    raise ObjectStoreFullError(f"{full}{why_not_spilled}") from None
                 with self._lock:
                     self.flush()
+                reply = self._store_request("make_room", size=s.total_size)
+                if not reply["error"]:
+                    continue  # objects were spilled: try again now
+                why_not_spilled = f"; spilling to disk could not make room: {reply['error']}"
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 0.1)
+
+    def _store_request(self, op: str, size: int = 0, oid: bytes = b""):
+        """Ask the node manager to make room or restore a spilled object, and wait for its
+        answer (STORE_REPLY: error "" when done) for up to SPILL_WAIT_S."""
+        try:
+            return self.request(m.STORE_REQUEST, {"op": op, "size": size, "oid": oid},
+                                m.STORE_REPLY, timeout_s=SPILL_WAIT_S,
+                                match=lambda msg: msg["op"] == op and msg["oid"] == oid)
+        except GetTimeoutError as exc:
+            return {"op": op, "oid": oid, "error": str(exc), "full": False}
+
+    def _read_store(self, oid: bytes):
+        """The value of a store object, restored first if it was spilled and evicted (again
+        while the restored copy is evicted before this read pins it, up to SPILL_WAIT_S)."""
+        deadline = time.monotonic() + SPILL_WAIT_S
+        while True:
+            try:
+                return self.store.get(oid)
+            except ObjectNotFoundError:
+                pass
+            reply = self._store_request("restore", oid=oid)
+            if reply["error"] and reply["full"]:
+                raise ObjectStoreFullError(f"object {oid.hex()} is spilled to disk and "
+                                           f"cannot be restored: {reply['error']}")
+            if reply["error"] or time.monotonic() > deadline:
+                raise ObjectLostError(oid.hex(), reason=reply["error"] or
+                                      "it was spilled and every restored copy was evicted "
+                                      "before it could be read") from None
 
     def decode_value(self, oid: bytes, state: int, data):
         if state == m.OBJ_INLINE:
             return ser.deserialize(data)
         if state == m.OBJ_STORE:
-            try:
-                return self.store.get(oid)
-            except KeyError:
-                raise ObjectLostError(oid.hex(), reason="it is no longer in the node's "
-                                      "object store") from None
+            return self._read_store(oid)
         err = ser.deserialize(data)
         if isinstance(err, RayTaskError):
             raise err.as_instanceof_cause()
@@ -636,8 +670,10 @@ class CoreClient:
     def ready(self, oid: bytes) -> bool:
         return oid in self._results
 
-    def request(self, mtype, body, reply_type, timeout_s=10.0):
-        """A request answered by one message of ``reply_type`` (others are dispatched)."""
+    def request(self, mtype, body, reply_type, timeout_s=10.0, match=None):
+        """A request answered by one message of ``reply_type`` (for which ``match(msg)`` is
+        true, if given: a late answer to an earlier request is skipped); others are
+        dispatched."""
         with self._lock:
             self.flush()
             self._raw_send(mtype, body)
@@ -646,8 +682,11 @@ class CoreClient:
             box = []
 
             def catch(msg):
-                if msg.mtype is reply_type and not box:
-                    box.append(msg)
+                if msg.mtype is reply_type and (match is None or match(msg)):
+                    if not box:
+                        box.append(msg)
+                elif msg.mtype is reply_type:
+                    pass  # the late answer to an earlier request that timed out
                 elif saved is not None:
                     saved(msg)
 

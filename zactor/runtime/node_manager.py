@@ -37,6 +37,7 @@ from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.object_table import ObjectTable
 from zactor.runtime.output_relay import OutputRelay
+from zactor.runtime.spilling import Spilling
 from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
@@ -94,6 +95,10 @@ class NodeManager(WorkerPool):
             can_spill=cluster, spill_policy=cluster_spill_policy(
                 self, config.get("spill_queue_threshold")) if cluster else None)
         self.objects = ObjectTable()
+        #: primary copies to local disk when the store is full, and back (runtime/spilling.py)
+        self.spill = Spilling(store, session_dir, config,
+                              send=lambda identity, body: self._send(identity, m.STORE_REPLY,
+                                                                     body))
         self.tasks: dict[bytes, Task] = {}
         self.children_of: dict[bytes, list] = {}
         self.clients: dict[bytes, Client] = {}
@@ -142,6 +147,7 @@ class NodeManager(WorkerPool):
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.zygote_report_fd, zmq.POLLIN)
+        poller.register(self.spill.fileno(), zmq.POLLIN)
         for source in self.remote.poll_sources() if self.remote else ():
             poller.register(source, zmq.POLLIN)
         self.poller_changed = False
@@ -162,8 +168,12 @@ class NodeManager(WorkerPool):
                     self._on_frames(frames)
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
+            spill_fd = self.spill.fileno()
+            if spill_fd in events:
+                self.spill.on_readable()
             if self.remote is not None:
-                if len(events) > (self.sock in events) + (self.zygote_report_fd in events):
+                if len(events) > (self.sock in events) + (self.zygote_report_fd in events) \
+                        + (spill_fd in events):
                     self.remote.on_readable()
                 self.remote.pump(time.monotonic())
             self._flush_outbox()
@@ -310,6 +320,7 @@ class NodeManager(WorkerPool):
                 e.waiters.add(identity)
                 self.remote.ensure_local(oid)
             elif e is not None and e.state is not None:
+                self.spill.touch(oid)
                 self._notify(identity, [oid, e.state, e.data])
             elif e is None and self.objects.was_freed(oid):
                 self._notify(identity, self._lost(oid, "it was freed: no reference to it "
@@ -373,6 +384,7 @@ class NodeManager(WorkerPool):
             return  # already had a value
         if state == m.OBJ_STORE:
             self.gcs.object_stored(oid, data)
+            self.spill.stored(oid, data)
         elif state == m.OBJ_REMOTE:  # on another node: fetched when something here needs it
             if e.waiters or self.scheduler.waits_for(oid):
                 self.remote.ensure_local(oid)
@@ -399,10 +411,11 @@ class NodeManager(WorkerPool):
                 self.remote.freed(oid, e)  # a copy on another node goes too
             if e.state == m.OBJ_STORE:
                 self.gcs.object_freed(oid)
+                self.spill.forget(oid)
                 try:
                     self.store.delete(oid)
-                except Exception:  # noqa: BLE001 - already gone (a dead writer's abort)
-                    pass
+                except Exception:  # noqa: BLE001 - already gone (a dead writer's abort,
+                    pass  # or a spilled copy evicted)
 
     # ---- tasks --------------------------------------------------------------------------
 
@@ -652,6 +665,8 @@ class NodeManager(WorkerPool):
                 self._finish_task(ins.task_id, [[o, m.OBJ_ERROR, e.data]
                                                 for o in task.returns])
                 return
+            if e.state == m.OBJ_STORE:
+                self.spill.touch(oid)
             resolved.append([oid, e.state, e.data])
         identity = self.worker_identity[ins.worker_id]
         client = self.clients[identity]
@@ -707,6 +722,7 @@ class NodeManager(WorkerPool):
         self.gcs.close()
         self.sock.close(0)
         self.ctx.term()
+        self.spill.close()  # its thread is a store client: stopped before the store goes
         self.store.destroy()
         # The control store keeps its files under the session directory: remove it only once
         # those processes are gone (a dead driver's die with it, by PDEATHSIG), otherwise
@@ -727,6 +743,7 @@ class NodeManager(WorkerPool):
         "LEASE_REQUEST": lambda self, i, msg: self.direct.on_request(i, msg),
         "LEASE_RETURN": lambda self, i, msg: self.direct.on_return(i, msg),
         "WORKER_OUTPUT": lambda self, i, msg: self.output.on_output(i, msg),
+        "STORE_REQUEST": lambda self, i, msg: self.spill.on_request(i, msg),
     }
 
 
@@ -739,7 +756,9 @@ def _ray_node_info(row: dict) -> dict:
             "ObjectStoreSocketName": row.get("store"),
             "Resources": row.get("resources_total", {}),
             "ObjectStoreUsedBytes": row.get("store_used", 0),
-            "ObjectStoreCapacityBytes": row.get("store_capacity", 0)}
+            "ObjectStoreCapacityBytes": row.get("store_capacity", 0),
+            # zactor's own: objects spilled to disk and restored (runtime/spilling.py)
+            "ObjectSpilling": row.get("spill", {})}
 
 
 def _alive(pid: int) -> bool:

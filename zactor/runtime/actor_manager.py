@@ -33,7 +33,9 @@ Each actor has a row in the control store's ``actors`` table (state, incarnation
 restarts, node, worker). A new incarnation is created only after the node has seen the old
 worker's exit status, so two copies of one actor never serve calls on a node.
 
-Not yet: detached actors outliving their driver (that needs the cluster).
+In a cluster, an actor whose *node* dies is restarted on another node by its owner (the node
+that created it), with its last checkpoint from the control store and the calls its callers
+kept since: zactor/cluster/actor_failover.py.
 """
 
 from __future__ import annotations

@@ -76,7 +76,9 @@ PLACE = define(0x61, "PLACE", required=("decisions",))
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
-#   [[task_id, [[oid, state, data]...], flags]] (OBJ_REMOTE data: [node_id, size])
+#   [[task_id, [[oid, state, data]...], flags, covered]] (OBJ_REMOTE data: [node_id, size]);
+#   covered, for an actor call only: [actor id, the origin's last call the actor's last
+#   checkpoint includes] or None (cluster/actor_failover.py: callers trim their replay log)
 REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",))
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))

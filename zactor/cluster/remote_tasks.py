@@ -85,6 +85,9 @@ class RemoteTasks:
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
+        from zactor.cluster.actor_failover import ActorFailover
+
+        self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -162,6 +165,7 @@ class RemoteTasks:
         self.actor_homes[aid] = node_id
         actors = self.nm.actors
         actor = actors.actors.pop(aid, None)
+        self.failover.moved(aid, node_id, actor)  # this node owns its restarts
         if actor is None:
             return
         actors.by_creation.pop(actor.creation_task_id, None)
@@ -172,6 +176,8 @@ class RemoteTasks:
             self.actor_call(task)
 
     def actor_call(self, task) -> None:
+        if self.failover.refused(task):
+            return
         aid = task.spec["actor"]["aid"]
         self.actor_calls.setdefault(aid, deque()).append(task)
         if aid not in self.actor_homes and aid not in self.looking_up:
@@ -184,7 +190,7 @@ class RemoteTasks:
         row = None
         try:
             if client is not None:
-                row = client.get("actors", aid, timeout_s=ACTOR_LOOKUP_TIMEOUT_S)
+                row = self.failover.look_up(aid)  # waits while it restarts elsewhere
         except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
             row = {"error": str(exc)}
         self.lookups.append((aid, row))
@@ -221,23 +227,27 @@ class RemoteTasks:
                 self.link.peers.get(home, {}).get("state") == "alive"
             if alive:
                 self.actor_homes[aid] = home
+                self.failover.found(aid, row)
                 continue
             why = (row or {}).get("error") if isinstance(row, dict) else None
             error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
                                    f"cluster ({why or 'no live node holds it'})")
             for task in self.actor_calls.pop(aid, ()):
                 self.nm._fail_task(task.spec["id"], error)
+            self.failover.lost(aid, error)
         for aid, queue in list(self.actor_calls.items()):
             home = self.actor_homes.get(aid)
             if home is None:
                 continue
             while queue:  # in order: a call waits for its own arguments and for those before
                 task = queue[0]
-                if task.spec["id"] not in self.nm.tasks:
+                if task.spec["id"] not in self.nm.tasks and \
+                        task.spec["id"] not in self.failover.replaying:
                     queue.popleft()
                     continue
-                if self._dep_locations(task) is None or self._peer(home) is None:
-                    break
+                if self._dep_locations(task) is None or self._peer(home) is None or \
+                        self.link.peers.get(home, {}).get("state") == "dead":
+                    break  # (a dead home: the calls wait for node_died, which re-routes)
                 queue.popleft()
                 self._forward(task, home)
             if not queue:
@@ -247,6 +257,8 @@ class RemoteTasks:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
+        if self.failover.restart_rows:
+            self.failover.pump()
         if self.actor_calls or self.lookups or self.named_answers:
             self._pump_actor_calls()
         if not self.unsent and not self.free_out and not resend:
@@ -393,13 +405,22 @@ class RemoteTasks:
         actor = task.spec.get("actor")
         if actor is not None and actor["op"] == "create":
             self._actor_moved(actor["aid"], node_id)
+        elif actor is not None:
+            self.failover.sent(task)  # kept for replay until a checkpoint covers it
         self._peer(node_id).send_multipart(protocol.encode(
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
     def on_remote_done(self, _identity, msg) -> None:
-        for task_id, results, _flags in msg["done"]:
-            if self.forwarded.pop(task_id, None) is not None:
+        for task_id, results, _flags, *covered in msg["done"]:
+            node = self.forwarded.pop(task_id, None)
+            if covered and covered[0]:  # the actor's checkpoint covers our calls up to it
+                self.failover.covered(*covered[0])
+            if node is None:
+                continue
+            if task_id in self.nm.tasks:
                 self.nm._finish_task(task_id, results)
+            else:  # a finished call replayed after its actor restarted: results exist here
+                self.free_out.setdefault(node, []).extend(r[0] for r in results)
 
     # ---- executor: running tasks for other nodes -------------------------------------------
 
@@ -445,8 +466,11 @@ class RemoteTasks:
                                                 int(data)]])
             else:
                 out.append([oid, state, data])
+        done = [task.spec["id"], out, 0]
+        if task.spec.get("actor") and task.spec["actor"]["op"] == "call":
+            done.append(self.failover.covered_for(task))
         self.router.send_multipart([task.submitter, *protocol.encode(
-            cm.REMOTE_DONE, {"done": [[task.spec["id"], out, 0]]})])
+            cm.REMOTE_DONE, {"done": [done]})])
 
     def on_free(self, identity, msg) -> None:
         for oid in msg["oids"]:
@@ -527,6 +551,7 @@ class RemoteTasks:
     # ---- a node died ------------------------------------------------------------------------
 
     def node_died(self, node_id: bytes, reason: str) -> None:
+        self.failover.node_died(node_id, reason)  # its actors: restarted, calls re-sent
         sock = self.dealers.pop(node_id, None)
         if sock is not None:
             sock.close(0)

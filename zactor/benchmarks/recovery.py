@@ -47,16 +47,16 @@ def _cases(python: str, impl: str, repeat: int, env: dict, lineage: bool) -> dic
 
 
 def _optional(module: str, function: str, repeat: int) -> dict | None:
-    """A case measured by another module, when this checkout has it."""
+    """A case measured by another module (one run per call, seconds), when this checkout
+    has it."""
     import importlib
 
     try:
         fn = getattr(importlib.import_module(f"zactor.benchmarks.{module}"), function)
     except (ImportError, AttributeError):
         return None
-    got = fn(repeat=repeat)
-    return got if isinstance(got, dict) else {"median": statistics.median(got),
-                                              "max": max(got), "runs": len(got)}
+    times = [fn() for _ in range(repeat)]
+    return {"median": statistics.median(times), "max": max(times), "runs": len(times)}
 
 
 def link_down_known(repeat: int) -> dict | None:

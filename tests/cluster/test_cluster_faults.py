@@ -177,3 +177,52 @@ def test_an_actor_is_called_from_a_task_on_another_node(two_nodes):
         print("REMOTE ACTOR OK")
     """, env=two_nodes.env)
     assert "REMOTE ACTOR OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_actor_on_another_node_ends_with_kill_and_with_its_last_handle(two_nodes):
+    out = run_driver("""
+        import os, signal, time, zactor
+        from zactor import exceptions as zx
+        from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
+        zactor.init(address="auto")
+        here = zactor.get_runtime_context().get_node_id()
+        other = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != here)
+
+        @zactor.remote
+        class Box:
+            def where(self):
+                return zactor.get_runtime_context().get_node_id(), os.getpid()
+
+        def gone(pid, deadline_s=30):
+            deadline = time.monotonic() + deadline_s
+            while time.monotonic() < deadline:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return True
+                time.sleep(0.05)
+            return False
+
+        # zactor.kill of a handle whose actor lives on the other node
+        a = Box.options(scheduling_strategy=On(other, soft=False)).remote()
+        node, pid = zactor.get(a.where.remote(), timeout=60)
+        assert node == other
+        zactor.kill(a)
+        try:
+            zactor.get(a.where.remote(), timeout=30)
+            print("ANSWERED AFTER KILL")
+        except zx.RayActorError as exc:
+            print("KILLED", type(exc).__name__)
+        print("KILL EXITED", gone(pid))
+
+        # the last handle goes: the actor ends on its node, after the calls already sent
+        b = Box.options(scheduling_strategy=On(other, soft=False)).remote()
+        node, pid = zactor.get(b.where.remote(), timeout=60)
+        last = b.where.remote()
+        del b
+        print("LAST CALL RAN", zactor.get(last, timeout=30)[1] == pid)
+        print("SCOPE EXITED", gone(pid))
+    """, env=two_nodes.env, timeout=240)
+    assert "KILLED" in out.stdout and "KILL EXITED True" in out.stdout, out.stdout + out.stderr
+    assert "LAST CALL RAN True" in out.stdout and "SCOPE EXITED True" in out.stdout, \
+        out.stdout + out.stderr

@@ -96,3 +96,8 @@ FENCED = define(0x68, "FENCED", required=("node_id", "incarnation"))
 # driver -> scheduler: one placement group's row (pg_id) or, with pg_id None, every row:
 #   answered OK {value: row | None} / OK {value: {pg_id.hex(): row}}
 GET_PG = define(0x69, "GET_PG", optional={"pg_id": None})
+# node manager -> node manager: end actor ``aid`` that lives on the receiver, for its owner
+#   (``zactor.kill`` of a handle on another node, or the owner's last handle gone: then
+#   ``when_idle``, the calls already sent run first, as for a local actor)
+KILL_ACTOR_REMOTE = define(0x6A, "KILL_ACTOR_REMOTE", required=("aid", "reason"),
+                           optional={"when_idle": False})

@@ -82,6 +82,7 @@ class RemoteTasks:
         # each actor lives (read from the control store's actor table, off the loop)
         self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
         self.actor_homes: dict = {}    # actor id -> node id
+        self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
@@ -117,7 +118,7 @@ class RemoteTasks:
         handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
-                   "FENCED": self.on_fenced,
+                   "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.on_kill_actor,
                    "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
@@ -174,6 +175,40 @@ class RemoteTasks:
         queued, actor.queue = list(actor.queue), deque()
         for task in queued:
             self.actor_call(task)
+
+    def kill_actor(self, aid: bytes, reason: str, when_idle: bool = False) -> bool:
+        """End an actor that lives on another node (sent once its home is known and, with
+        ``when_idle``, after the calls queued here for it). False: no such actor known."""
+        if aid not in self.actor_homes and aid not in self.looking_up and \
+                aid not in self.actor_calls and self.nm.gcs.client is None:
+            return False
+        self.pending_kills[aid] = (reason, when_idle)
+        if aid not in self.actor_homes and aid not in self.looking_up:
+            self.looking_up.add(aid)
+            threading.Thread(target=self._look_up_actor, args=(aid,), daemon=True,
+                             name="zactor-actor-lookup").start()
+        return True
+
+    def on_kill_actor(self, _identity, msg) -> None:
+        if msg["when_idle"]:
+            self.nm.actors.end_soon(msg["aid"], msg["reason"])
+        else:
+            self.nm.actors.kill(msg["aid"], reason=msg["reason"])
+
+    def _send_kills(self) -> None:
+        for aid, (reason, when_idle) in list(self.pending_kills.items()):
+            home = self.actor_homes.get(aid)
+            if home is None:
+                if aid not in self.looking_up:  # looked up: it lives nowhere
+                    del self.pending_kills[aid]
+                continue
+            if when_idle and self.actor_calls.get(aid):
+                continue  # its calls go first
+            sock = self._peer(home)
+            if sock is not None:
+                sock.send_multipart(protocol.encode(cm.KILL_ACTOR_REMOTE, {
+                    "aid": aid, "reason": reason, "when_idle": when_idle}))
+            del self.pending_kills[aid]
 
     def actor_call(self, task) -> None:
         if self.failover.refused(task):
@@ -252,6 +287,8 @@ class RemoteTasks:
                 self._forward(task, home)
             if not queue:
                 del self.actor_calls[aid]
+        if self.pending_kills:
+            self._send_kills()
 
     def pump(self, now: float, resend: bool = False) -> None:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
@@ -259,7 +296,7 @@ class RemoteTasks:
         the batched FREE_OBJECTS."""
         if self.failover.restart_rows:
             self.failover.pump()
-        if self.actor_calls or self.lookups or self.named_answers:
+        if self.actor_calls or self.lookups or self.named_answers or self.pending_kills:
             self._pump_actor_calls()
         if not self.unsent and not self.free_out and not resend:
             return

@@ -301,13 +301,23 @@ class ActorManager:
         """The object every handle of an actor holds was freed: no handle is left, so the
         actor ends (its pending calls were already submitted and hold their own refs)."""
         actor_id = self.by_handle_ref.pop(oid, None)
-        if actor_id is not None:
-            actor = self.actors.get(actor_id)
-            if actor is not None and not actor.queue and not actor.running:
-                self.kill(actor_id, reason="its last handle went out of scope")
-            elif actor is not None:
-                actor.restarts_left = 0  # let the calls finish, then end after the last
-                self.end_when_idle.add(actor_id)
+        if actor_id is None:
+            return
+        reason = "its last handle went out of scope"
+        if actor_id not in self.actors and self.node.remote is not None:
+            # created here but living on another node: its home ends it
+            self.node.remote.kill_actor(actor_id, reason, when_idle=True)
+            return
+        self.end_soon(actor_id, reason)
+
+    def end_soon(self, actor_id: bytes, reason: str) -> None:
+        """End the actor once the calls already sent to it have run."""
+        actor = self.actors.get(actor_id)
+        if actor is not None and not actor.queue and not actor.running:
+            self.kill(actor_id, reason=reason)
+        elif actor is not None:
+            actor.restarts_left = 0  # let the calls finish, then end after the last
+            self.end_when_idle.add(actor_id)
 
     def kill(self, actor_id: bytes, reason: str = "it was killed by zactor.kill()") -> bool:
         actor = self.actors.get(actor_id)

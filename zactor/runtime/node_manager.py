@@ -347,6 +347,8 @@ class NodeManager(WorkerPool):
 
     def on_kill_actor(self, identity, msg) -> None:
         killed = self.actors.kill(msg["aid"])
+        if not killed and self.remote is not None and msg["aid"] not in self.actors.actors:
+            killed = self.remote.kill_actor(msg["aid"], "it was killed by zactor.kill()")
         self._send(identity, m.INFO_REPLY, {"value": killed})
 
     def on_get_actor(self, identity, msg) -> None:

@@ -9,11 +9,19 @@ from zactor.control import GcsClient, LocalControlStore
 
 
 @pytest.fixture
-def control_store(tmp_path):
+def transport():
+    """The control store's transport; a test runs on both with
+    ``@pytest.mark.parametrize("transport", TRANSPORTS)``."""
+    return "tcp"
+
+
+@pytest.fixture
+def control_store(tmp_path, transport):
     """``control_store(shards=1, replicas=1, **kw)`` -> a started LocalControlStore."""
     started = []
 
     def start(shards=1, replicas=1, **kwargs):
+        kwargs.setdefault("transport", transport)
         store = LocalControlStore(str(tmp_path / f"gcs{len(started)}"), shards, replicas,
                                   **kwargs)
         started.append(store)

@@ -7,12 +7,14 @@ import time
 import pytest
 
 from zactor.control import GcsClient
+from zactor.control.cluster import TRANSPORTS
 from zactor.control.schema import TABLES, shard_of
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.ids import JobID
 from zactor.net.sockets import free_port
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_put_get_delete_scan_values(control_store, gcs_client):
     store = control_store()
     c = gcs_client(store.address)

@@ -10,6 +10,8 @@ import sqlite3
 
 import pytest
 
+from zactor.control.cluster import TRANSPORTS
+
 N_WRITES = 10_000
 ROUND = 500
 
@@ -36,7 +38,9 @@ def stream(client, store, victim_index, n=N_WRITES, table="kv"):
     return victim
 
 
-@pytest.mark.parametrize("victim_index", [0, 1, 2], ids=["head", "middle", "tail"])
+@pytest.mark.parametrize("victim_index,transport",
+                         [(0, "tcp"), (1, "tcp"), (2, "tcp"), (0, "ipc"), (2, "ipc")],
+                         ids=["head", "middle", "tail", "head-ipc", "tail-ipc"])
 def test_kill_during_write_stream(control_store, gcs_client, victim_index):
     store = control_store(replicas=3, keep_log_entries=10**7)
     client = gcs_client(store.address, timeout_s=30)
@@ -57,6 +61,7 @@ def test_kill_during_write_stream(control_store, gcs_client, victim_index):
         assert len(seen) == N_WRITES + 1
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_rejoin_copies_state_then_serves_as_tail(control_store, gcs_client):
     store = control_store(replicas=2, keep_log_entries=1000)
     client = gcs_client(store.address, timeout_s=30)
@@ -78,6 +83,7 @@ def test_rejoin_copies_state_then_serves_as_tail(control_store, gcs_client):
     assert client.get("kv", "more") == 1
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_restarted_replica_rejoins_at_the_tail(control_store, gcs_client):
     store = control_store(replicas=2)
     client = gcs_client(store.address, timeout_s=30)
@@ -89,6 +95,7 @@ def test_restarted_replica_rejoins_at_the_tail(control_store, gcs_client):
     assert client.get("kv", "x") == 1
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_coordinator_restart_recovers_the_configuration(control_store, gcs_client):
     store = control_store(replicas=3)
     client = gcs_client(store.address, timeout_s=30)
@@ -118,6 +125,7 @@ def test_two_shards_of_three(control_store, gcs_client):
     assert len(rows) == 3000 and rows[b"o2500"] == {"size": 2500}
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_lone_replica_restart_keeps_its_data(control_store, gcs_client):
     store = control_store()  # the local-cluster default: 1 shard x 1 replica
     client = gcs_client(store.address, timeout_s=30)

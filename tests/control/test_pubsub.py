@@ -6,7 +6,10 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from zactor import protocol as P
+from zactor.control.cluster import TRANSPORTS
 from zactor.control.pubsub import Feed, Subscription
 
 
@@ -53,6 +56,7 @@ def _wait(predicate, timeout_s):
         time.sleep(0.01)
 
 
+@pytest.mark.parametrize("transport", TRANSPORTS)
 def test_subscriber_misses_nothing_in_a_burst_with_a_tail_failover(control_store, gcs_client):
     n = 100_000
     store = control_store(replicas=2, keep_log_entries=4 * n)  # repairs read the log

@@ -1,6 +1,7 @@
 """``zactor gcs-bench`` / ``python -m zactor.benchmarks.control``: control-store figures.
 
-Starts real control stores (coordinator + replicas as child processes on 127.0.0.1) and prints:
+Starts real control stores (coordinator + replicas as child processes on 127.0.0.1, or on
+ipc sockets with ``--transport ipc``) and prints:
 acknowledged writes/s and reads/s for 1 and 3 replicas, batched (pipelined) and one at a time,
 with p50/p99 latency; then, for each chain position, the write latency a client sees while
 that member is SIGKILLed (time until the coordinator's new configuration, worst latency,
@@ -15,6 +16,7 @@ import threading
 import time
 
 from zactor.control import GcsClient, start_control_store
+from zactor.control.cluster import TRANSPORTS
 
 WINDOW = 4000  # batched writes: outstanding at most, so latency is not just queueing
 
@@ -27,6 +29,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--kill-runs", type=int, default=1, help="runs per killed position")
     parser.add_argument("--no-kill", action="store_true", help="skip the failure runs")
     parser.add_argument("--no-steady", action="store_true", help="skip the steady runs")
+    parser.add_argument("--transport", choices=TRANSPORTS, default="tcp",
+                        help="tcp (127.0.0.1, as a cluster) or ipc (as zactor.init())")
 
 
 def _pct(samples, q):
@@ -43,7 +47,7 @@ def bench_steady(replicas: int, args) -> None:
     value = b"v" * args.value_bytes
     data_dir = tempfile.mkdtemp(prefix="zactor-gcs-bench-")
     try:
-        with start_control_store(data_dir, replicas=replicas) as store:
+        with start_control_store(data_dir, replicas=replicas, transport=args.transport) as store:
             client = GcsClient.connect(store.address, timeout_s=60)
             try:
                 print(f"{replicas} replica(s):", flush=True)
@@ -97,7 +101,7 @@ def bench_kill(position: str, args) -> None:
     value = b"v" * args.value_bytes
     data_dir = tempfile.mkdtemp(prefix="zactor-gcs-bench-")
     try:
-        with start_control_store(data_dir, replicas=3) as store:
+        with start_control_store(data_dir, replicas=3, transport=args.transport) as store:
             client = GcsClient.connect(store.address, timeout_s=60)
             try:
                 for i in range(300):  # warm up

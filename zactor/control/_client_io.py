@@ -52,6 +52,7 @@ class ClientIO(SubscriberIO):
         self.feeds: dict = {}                    # (shard, table) -> Feed
         self.next_req = 1
         self.config_asked = 0.0
+        self.config_unsent = False  # the last GET_CONFIG could not be queued: ask again
         self.attempt_s = CLIENT_ATTEMPT_TIMEOUT_MS / 1000.0
         self.sockets_changed = True
 
@@ -59,7 +60,7 @@ class ClientIO(SubscriberIO):
     def ask_config(self, now: float, force: bool = False) -> None:
         if force or now - self.config_asked > CONFIG_REFRESH_S:
             self.config_asked = now
-            self.coord.send_multipart(P.encode(P.GET_CONFIG, {}))
+            self.config_unsent = not _send(self.coord, P.encode(P.GET_CONFIG, {}))
 
     def _end(self, shard, which):
         shards = self.c._shards
@@ -115,7 +116,7 @@ class ClientIO(SubscriberIO):
             self.ask_config(now)
             return
         batch.sent_to = head[0]
-        self.dealer(head[1]).send_multipart(P.encode(
+        _send(self.dealer(head[1]), P.encode(
             P.WRITE, {"cid": self.c.cid, "ops": batch.ops,
                       "epoch": self.c._shards[batch.shard][0]}, batch.req_id))
 
@@ -132,7 +133,7 @@ class ClientIO(SubscriberIO):
             return
         req.sent_to = tail[0]
         req.body["epoch"] = self.c._shards[req.shard][0]
-        self.dealer(tail[1]).send_multipart(P.encode(req.mtype, req.body, req.req_id))
+        _send(self.dealer(tail[1]), P.encode(req.mtype, req.body, req.req_id))
 
     def new_call(self, req, now: float) -> None:
         req.req_id = self.next_req
@@ -274,7 +275,7 @@ class ClientIO(SubscriberIO):
         replica if it has also stopped heartbeating (a client alone cannot tell slow from
         dead)."""
         if not req.refused and req.sent_to is not None:
-            self.coord.send_multipart(P.encode(P.REPORT_FAILURE, {
+            _send(self.coord, P.encode(P.REPORT_FAILURE, {
                 "replica_id": req.sent_to, "reason": "client request timed out"}))
 
     # ---- the loop ---------------------------------------------------------------------------
@@ -318,6 +319,8 @@ class ClientIO(SubscriberIO):
             if c._have_config.is_set():
                 self.take_work(now)
             self.on_timers(now)
+            if self.config_unsent:
+                self.ask_config(now)
         self._shutdown()
 
     def _shutdown(self) -> None:
@@ -335,6 +338,19 @@ class ClientIO(SubscriberIO):
         for sock in [self.coord, self.coord_sub, *self.dealers.values(),
                      *(s for _a, s in self.subsocks.values())]:
             sock.close(0)
+
+
+def _send(sock, frames: list) -> bool:
+    """Queue a message without blocking; False if it could not be. A DEALER left with no
+    connection to queue on blocks a plain send forever, and this thread and ``close`` with it:
+    ZeroMQ drops the connection for good when the server refuses the handshake (a keyless
+    client of a keyed store). Every send here is retried (request attempts on their timers,
+    GET_CONFIG by ``config_unsent``), so one that cannot go now is simply not sent."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+        return True
+    except zmq.Again:
+        return False
 
 
 def _drain(sock, limit: int = 5000):

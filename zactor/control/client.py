@@ -31,7 +31,7 @@ from zactor.control.schema import OP_DELETE, OP_PUT, check_table, key_bytes, sha
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
 from zactor.net.security import keys_from
-from zactor.net.sockets import make_socket, tcp_address
+from zactor.net.sockets import endpoint, make_socket
 
 READ_MANY_CHUNK = 1000
 
@@ -91,7 +91,7 @@ class GcsClient:
                  max_batch: int = 2000, max_inflight: int = 4, keys=None):
         # keys (ClusterKeys or key file path): connect as a CURVE client of a keyed store
         self.keys = keys_from(keys)
-        self.address = tcp_address(address)
+        self.address = endpoint(address)  # host:port (TCP), tcp:// or ipc://
         self.timeout_s = timeout_s
         self.max_batch = max_batch
         self.max_inflight = max_inflight

@@ -23,9 +23,13 @@ import zmq
 from zactor import protocol as P
 from zactor.exceptions import ControlStoreUnavailableError
 from zactor.net.security import curve_client, keys_from
-from zactor.net.sockets import make_socket, tcp_address
+from zactor.net.sockets import display_address, endpoint, ipc_endpoint, make_socket
 
 STOP_GRACE_S = 5.0
+TRANSPORTS = ("tcp", "ipc")
+# the longest socket name a member binds (a replica's PUB: "<replica id>-pub"), checked
+# before any child starts so that a too long directory fails at once, by name
+_LONGEST_IPC_NAME = "r-0123456789ab-pub"
 
 
 class _Child:
@@ -82,11 +86,18 @@ class LocalControlStore:
 
     def __init__(self, data_dir: str, shards: int = 1, replicas: int = 1, port: int = 0,
                  keep_log_entries: int | None = None, log_level: str = "WARNING", keys=None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", transport: str = "tcp"):
         # keys: ClusterKeys (from a file: children get its path, never the secret) or a path
         self.keys = keys_from(keys)
         if self.keys is not None and not self.keys.path:
             raise ValueError("keys for a control store must come from a key file")
+        # transport "ipc": every member binds ipc sockets in data_dir (made mode 0700), none
+        # a TCP port; a local session's store, reachable by this user's processes only
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {TRANSPORTS}, not {transport!r}")
+        self.ipc_dir = data_dir if transport == "ipc" else None
+        if self.ipc_dir is not None:
+            ipc_endpoint(self.ipc_dir, _LONGEST_IPC_NAME)
         self.data_dir = data_dir
         self.host = host  # the interface every process binds (a cluster's head: its address)
         self.shards = shards
@@ -102,9 +113,10 @@ class LocalControlStore:
     # ---- lifecycle --------------------------------------------------------------------------
     def _argv(self, *extra) -> list:
         keys = ["--key-file", self.keys.path] if self.keys is not None else []
+        ipc = ["--ipc-dir", self.ipc_dir] if self.ipc_dir is not None else []
         return [sys.executable, "-m", "zactor.control.replica_main", "--parent-pid",
                 str(os.getpid()), "--log-level", self.log_level, "--host", self.host, *keys,
-                *extra]
+                *ipc, *extra]
 
     def start(self, timeout_s: float = 30.0) -> "LocalControlStore":
         deadline = time.monotonic() + timeout_s
@@ -121,13 +133,16 @@ class LocalControlStore:
         return self
 
     def start_coordinator(self, timeout_s: float = 30.0) -> None:
-        """Start (or restart, on the same port and data) the coordinator."""
-        port = self.port if self.coordinator is None else int(self.address.rsplit(":", 1)[1])
+        """Start (or restart, on the same address and data) the coordinator."""
+        port = self.port
+        if self.coordinator is not None and self.ipc_dir is None:
+            port = int(self.address.rsplit(":", 1)[1])  # ipc: the same file name anyway
         self.coordinator = _Child(self._argv(
             "--coordinator-mode", "--port", str(port), "--shards", str(self.shards),
             "--replicas", str(self.replicas_per_shard),
             "--data-dir", os.path.join(self.data_dir, "coordinator")), timeout_s)
-        self.address = self.coordinator.info["addr"].replace("tcp://", "")
+        # "host:port" for TCP, as users give it to `zactor start --address`; ipc:// kept
+        self.address = display_address(self.coordinator.info["addr"])
 
     def start_replica(self, timeout_s: float = 30.0, data_dir: str | None = None) -> str:
         """Start one more replica (it joins the shard with the fewest members); its id."""
@@ -167,7 +182,7 @@ class LocalControlStore:
         """The coordinator's current configuration: [[epoch, [[id, addr, pub], ...]], ...]."""
         sock = curve_client(make_socket(self._ctx, zmq.DEALER), self.keys)
         try:
-            sock.connect(tcp_address(self.address))
+            sock.connect(endpoint(self.address))
             sock.send_multipart(P.encode(P.GET_CONFIG, {}))
             if not sock.poll(int(timeout_s * 1000)):
                 raise ControlStoreUnavailableError(f"coordinator {self.address} did not answer")

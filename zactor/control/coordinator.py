@@ -34,7 +34,7 @@ import zmq
 from zactor import protocol as P
 from zactor.net.liveness import COORDINATOR_STARTUP_GRACE_MS, DEAD_AFTER_MS, POLL_INTERVAL_MS
 from zactor.net.security import curve_server, keys_from, start_authenticator
-from zactor.net.sockets import MonitoredPeer, bind_free, make_socket
+from zactor.net.sockets import MonitoredPeer, bind_endpoint, make_socket
 
 log = logging.getLogger(__name__)
 REPORT_TRUST_MS = 300  # a failure report is acted on when the replica is also this quiet
@@ -164,9 +164,10 @@ class CoordinatorState:
 
 class CoordinatorProcess:
     def __init__(self, data_dir: str, port: int = 0, host: str = "127.0.0.1",
-                 shards: int = 1, replicas: int = 1, keys=None):
+                 shards: int = 1, replicas: int = 1, keys=None, ipc_dir: str | None = None):
         # keys (ClusterKeys or key file path): CURVE on both sockets, only the cluster's key
-        # admitted (zactor/net/security.py); None keeps the loopback-only, keyless setup
+        # admitted (zactor/net/security.py); None keeps the loopback-only, keyless setup.
+        # ipc_dir: bind ipc sockets there instead of TCP (a local session: no port at all)
         self.keys = keys_from(keys)
         os.makedirs(data_dir, exist_ok=True)
         conn = sqlite3.connect(os.path.join(data_dir, "coordinator.sqlite"),
@@ -183,18 +184,26 @@ class CoordinatorProcess:
         self.ctx = zmq.Context()
         self.auth = start_authenticator(self.ctx, self.keys)
         self.router = curve_server(make_socket(self.ctx, zmq.ROUTER), self.keys)
-        self.addr = bind_free(self.router, host, port)
+        self.addr = bind_endpoint(self.router, "gcs", host, port, ipc_dir)
         self.pub = curve_server(make_socket(self.ctx, zmq.PUB), self.keys)
-        # Rebind the PUB port of a previous run so subscribed clients reconnect by themselves.
-        row = self.db.execute("SELECT value FROM state WHERE name='pub_port'").fetchone()
-        try:
-            self.pub_addr = bind_free(self.pub, host, int(row[0]) if row else 0)
-        except zmq.ZMQError:
-            self.pub_addr = bind_free(self.pub, host, 0)
-        self.db.execute("INSERT OR REPLACE INTO state VALUES ('pub_port', ?)",
-                        (int(self.pub_addr.rsplit(":", 1)[1]),))
+        if ipc_dir is not None:  # a fixed name: a restart rebinds the same endpoint anyway
+            self.pub_addr = bind_endpoint(self.pub, "gcs-pub", ipc_dir=ipc_dir)
+        else:
+            self.pub_addr = self._rebind_pub_port(host)
         self.peers: dict = {}  # replica id -> MonitoredPeer (death detection)
         self.running = True
+
+    def _rebind_pub_port(self, host: str) -> str:
+        """Rebind the PUB port of a previous run so subscribed clients reconnect by
+        themselves; a new one if that port was taken meanwhile."""
+        row = self.db.execute("SELECT value FROM state WHERE name='pub_port'").fetchone()
+        try:
+            addr = bind_endpoint(self.pub, "gcs-pub", host, int(row[0]) if row else 0)
+        except zmq.ZMQError:
+            addr = bind_endpoint(self.pub, "gcs-pub", host, 0)
+        self.db.execute("INSERT OR REPLACE INTO state VALUES ('pub_port', ?)",
+                        (int(addr.rsplit(":", 1)[1]),))
+        return addr
 
     def _now_ms(self) -> float:
         return time.monotonic() * 1000.0

@@ -1,6 +1,7 @@
 """The replica process: a ZeroMQ poll loop around the ``ChainReplica`` state machine.
 
-Runs as ``zactor gcs --coordinator HOST:PORT`` (one process per replica). Sockets:
+Runs as ``zactor gcs --coordinator HOST:PORT`` (one process per replica). Sockets (TCP, or
+ipc files in ``ipc_dir`` for a local session):
 
     ROUTER  clients' WRITE/READ/SCAN/LOG_READ, peers' FORWARD/ACK/NEED_FROM/SNAPSHOT
     PUB     committed updates (UPDATE) and per-table BEACONs, sent by the tail
@@ -29,7 +30,7 @@ from zactor.control.log_store import SqliteLogStore
 from zactor.control.schema import TABLES, topic
 from zactor.net.liveness import HEARTBEAT_INTERVAL_MS, POLL_INTERVAL_MS
 from zactor.net.security import curve_client, curve_server, keys_from, start_authenticator
-from zactor.net.sockets import MonitoredPeer, bind_free, make_socket, tcp_address
+from zactor.net.sockets import MonitoredPeer, bind_endpoint, endpoint, make_socket
 
 log = logging.getLogger(__name__)
 DRAIN_MAX = 2000
@@ -57,8 +58,10 @@ def replica_id_for(data_dir: str) -> str:
 class ReplicaProcess:
     def __init__(self, coordinator: str, data_dir: str, port: int = 0, host: str = "127.0.0.1",
                  keep_log_entries: int = KEEP_LOG_ENTRIES, parent_pid: int | None = None,
-                 keys=None):
-        self.keys = keys_from(keys)  # CURVE on every socket when given (see coordinator.py)
+                 keys=None, ipc_dir: str | None = None):
+        # keys: CURVE on every socket when given; ipc_dir: ipc sockets there instead of TCP
+        # (see coordinator.py)
+        self.keys = keys_from(keys)
         self.data_dir = data_dir
         self.rid = replica_id_for(data_dir)
         self.keep_log_entries = keep_log_entries
@@ -68,12 +71,13 @@ class ReplicaProcess:
         self.ctx = zmq.Context()
         self.auth = start_authenticator(self.ctx, self.keys)
         self.router = curve_server(make_socket(self.ctx, zmq.ROUTER), self.keys)
-        self.addr = bind_free(self.router, host, port)
+        # named by the persistent id: a restart with the same data rebinds the same endpoint
+        self.addr = bind_endpoint(self.router, self.rid, host, port, ipc_dir)
         self.pub = curve_server(make_socket(self.ctx, zmq.PUB, hwm=1_000_000), self.keys)
-        self.pub_addr = bind_free(self.pub, host, 0)
+        self.pub_addr = bind_endpoint(self.pub, f"{self.rid}-pub", host, 0, ipc_dir)
         self.coord = curve_client(make_socket(self.ctx, zmq.DEALER, self.rid.encode()),
                                   self.keys)
-        self.coord.connect(tcp_address(coordinator))
+        self.coord.connect(endpoint(coordinator))
         self.peers: dict = {}   # replica id -> MonitoredPeer
         self.addrs: dict = {}   # replica id -> ROUTER address, from the configuration
         self.shard = -1

@@ -2,6 +2,7 @@
 
     zactor gcs --coordinator-mode --port 6380 --data-dir /var/zactor/gcs-coord --shards 2 --replicas 3
     zactor gcs --coordinator HEAD:6380 --data-dir /var/zactor/gcs-r1 [--port 0]
+    zactor gcs --coordinator-mode --ipc-dir /run/user/1000/gcs --data-dir ...  (no TCP port)
 
 Once its sockets are bound the process prints one JSON line on stdout
 (``{"role", "id", "addr", "pub_addr", "pid"}``) so a parent can learn its ports; logs go to
@@ -23,14 +24,19 @@ PR_SET_PDEATHSIG = 1
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--coordinator", metavar="HOST:PORT",
-                        help="the coordinator to register with (runs a replica)")
+    parser.add_argument("--coordinator", metavar="ADDRESS",
+                        help="the coordinator to register with, HOST:PORT or ipc://PATH "
+                             "(runs a replica)")
     parser.add_argument("--coordinator-mode", action="store_true",
                         help="run the coordinator itself (the cluster's well-known address)")
     parser.add_argument("--host", default="127.0.0.1", help="interface to bind")
     parser.add_argument("--port", type=int, default=None,
                         help=f"port to bind (coordinator default {DEFAULT_COORDINATOR_PORT}; "
                              "replica default 0 = any free port)")
+    parser.add_argument("--ipc-dir", default=None,
+                        help="bind ipc sockets in this directory (owned by you, mode 0700) "
+                             "instead of TCP: only this user's processes on this machine "
+                             "can connect (--host and --port are then unused)")
     parser.add_argument("--data-dir", required=True, help="where the SQLite state lives")
     parser.add_argument("--shards", type=int, default=1, help="coordinator: number of chains")
     parser.add_argument("--replicas", type=int, default=1,
@@ -62,21 +68,13 @@ def run(args) -> int:
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s")
     _die_with_parent(args.parent_pid)
-    if args.coordinator_mode:
-        from zactor.control.coordinator import CoordinatorProcess
-        port = DEFAULT_COORDINATOR_PORT if args.port is None else args.port
-        proc = CoordinatorProcess(args.data_dir, port, args.host, args.shards, args.replicas,
-                                  keys=args.key_file)
-        info = {"role": "coordinator", "id": "coordinator", "addr": proc.addr,
-                "pub_addr": proc.pub_addr}
-    elif args.coordinator:
-        from zactor.control.replica import KEEP_LOG_ENTRIES, ReplicaProcess
-        proc = ReplicaProcess(args.coordinator, args.data_dir, args.port or 0, args.host,
-                              args.keep_log or KEEP_LOG_ENTRIES, args.parent_pid,
-                              keys=args.key_file)
-        info = {"role": "replica", "id": proc.rid, "addr": proc.addr, "pub_addr": proc.pub_addr}
-    else:
-        print("zactor gcs: give --coordinator HOST:PORT or --coordinator-mode", file=sys.stderr)
+    try:
+        proc, info = _make(args)
+    except (ValueError, PermissionError) as exc:  # e.g. an unsafe or too long --ipc-dir
+        print(f"zactor gcs: {exc}", file=sys.stderr)
+        return 2
+    if proc is None:
+        print("zactor gcs: give --coordinator ADDRESS or --coordinator-mode", file=sys.stderr)
         return 2
 
     def stop(_signum, _frame):
@@ -93,6 +91,27 @@ def run(args) -> int:
     finally:
         proc.close()
     return 0
+
+
+def _make(args):
+    """The coordinator or replica the arguments ask for, and its start-up line; (None, None)
+    when they ask for neither."""
+    if args.coordinator_mode:
+        from zactor.control.coordinator import CoordinatorProcess
+        port = DEFAULT_COORDINATOR_PORT if args.port is None else args.port
+        proc = CoordinatorProcess(args.data_dir, port, args.host, args.shards, args.replicas,
+                                  keys=args.key_file, ipc_dir=args.ipc_dir)
+        info = {"role": "coordinator", "id": "coordinator", "addr": proc.addr,
+                "pub_addr": proc.pub_addr}
+    elif args.coordinator:
+        from zactor.control.replica import KEEP_LOG_ENTRIES, ReplicaProcess
+        proc = ReplicaProcess(args.coordinator, args.data_dir, args.port or 0, args.host,
+                              args.keep_log or KEEP_LOG_ENTRIES, args.parent_pid,
+                              keys=args.key_file, ipc_dir=args.ipc_dir)
+        info = {"role": "replica", "id": proc.rid, "addr": proc.addr, "pub_addr": proc.pub_addr}
+    else:
+        return None, None
+    return proc, info
 
 
 def main(argv=None) -> int:

@@ -7,12 +7,16 @@ missed heartbeats.
 
 from __future__ import annotations
 
+import os
 import socket
+import stat
 
 import zmq
 
 DEFAULT_COORDINATOR_PORT = 6380
 LOOPBACK = "127.0.0.1"
+# sizeof(sockaddr_un.sun_path) on Linux is 108 bytes, one of them the terminating NUL
+MAX_IPC_PATH_BYTES = 107
 
 
 def make_socket(ctx: zmq.Context, kind: int, identity: bytes | None = None,
@@ -38,6 +42,58 @@ def bind_free(sock: zmq.Socket, host: str = LOOPBACK, port: int = 0) -> str:
         return addr
     port = sock.bind_to_random_port(f"tcp://{host}")
     return f"tcp://{host}:{port}"
+
+
+def ipc_endpoint(directory: str, name: str) -> str:
+    """``ipc://<directory>/<name>.sock``, checked so that binding it is safe and can work.
+
+    The socket file is as open as its directory: ``directory`` must belong to this user and
+    be closed to everyone else (mode 0700, made so if it does not exist yet), or no other
+    local user is kept out. A path past the Unix limit is refused here, by name, rather than
+    failing inside ZeroMQ with "File name too long"."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    st = os.stat(directory)
+    if st.st_uid != os.getuid() or stat.S_IMODE(st.st_mode) & 0o077:
+        raise PermissionError(
+            f"ipc socket directory {directory} must be owned by uid {os.getuid()} and "
+            f"closed to others (mode 0700; it is uid {st.st_uid}, mode "
+            f"{stat.S_IMODE(st.st_mode):o}): other local users could connect to it")
+    path = os.path.join(os.path.abspath(directory), f"{name}.sock")
+    if len(os.fsencode(path)) > MAX_IPC_PATH_BYTES:
+        raise ValueError(
+            f"ipc socket path {path} is {len(os.fsencode(path))} bytes, over the "
+            f"{MAX_IPC_PATH_BYTES}-byte limit of Unix sockets: use a shorter directory "
+            f"(e.g. set TMPDIR to a short path)")
+    return f"ipc://{path}"
+
+
+def bind_ipc(sock: zmq.Socket, directory: str, name: str) -> str:
+    """Bind to ``ipc_endpoint(directory, name)``; returns it. A stale file of that name (a
+    process killed before it could remove it) is replaced: ZeroMQ unlinks it first."""
+    addr = ipc_endpoint(directory, name)
+    sock.bind(addr)
+    return addr
+
+
+def bind_endpoint(sock: zmq.Socket, name: str, host: str = LOOPBACK, port: int = 0,
+                  ipc_dir: str | None = None) -> str:
+    """Bind ``ipc://<ipc_dir>/<name>.sock`` when ``ipc_dir`` is given, else TCP on
+    ``host:port`` (0: a free port); returns the endpoint peers should connect to."""
+    if ipc_dir is not None:
+        return bind_ipc(sock, ipc_dir, name)
+    return bind_free(sock, host, port)
+
+
+def endpoint(address: str) -> str:
+    """An address as given by a user or advertised by a peer -> a ZeroMQ endpoint: one with
+    a transport (``tcp://``, ``ipc://``) is kept, a bare ``host:port`` means TCP."""
+    return address if "://" in address else f"tcp://{address}"
+
+
+def display_address(addr: str) -> str:
+    """The inverse of ``endpoint`` for showing and passing on: ``tcp://host:port`` ->
+    ``host:port`` (what ``zactor start --address`` takes); other transports unchanged."""
+    return addr[len("tcp://"):] if addr.startswith("tcp://") else addr
 
 
 def tcp_address(host_port: str) -> str:

@@ -114,7 +114,8 @@ def check_shm_room(store_bytes: int) -> None:
 
 
 class LocalControlPlane:
-    """The control store of a local cluster (1 shard x 1 replica), started in a background
+    """The control store of a local cluster (1 shard x 1 replica, on ipc sockets in
+    ``data_dir``), started in a background
     thread so that ``init`` does not wait for it: tasks run from the first moment, and the
     node manager starts writing to the store when ``on_ready(address)`` tells it where."""
 
@@ -137,8 +138,9 @@ class LocalControlPlane:
 
         try:
             # ERROR: a local cluster's shutdown stops replicas first, which the
-            # coordinator would otherwise report as failures
-            store = LocalControlStore(self.data_dir, log_level="ERROR").start(
+            # coordinator would otherwise report as failures. ipc: sockets in the session's
+            # 0700 directory, no TCP port that any local user could connect to
+            store = LocalControlStore(self.data_dir, log_level="ERROR", transport="ipc").start(
                 timeout_s=START_TIMEOUT_S)
         except Exception as exc:  # noqa: BLE001 - reported; tasks still run without it
             self.error = exc

@@ -76,8 +76,11 @@ PLACE = define(0x61, "PLACE", required=("decisions",))
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
-#   [[task_id, [[oid, state, data]...], flags]] (OBJ_REMOTE data: [node_id, size])
-REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",))
+#   [[task_id, [[oid, state, data, [contained oid...]]...], flags]]
+#   (OBJ_REMOTE data: [node_id, transfer address, size]); objects: [[oid, state, data]] of
+#   the objects the results contain refs to (a put inside the task), as far as they exist:
+#   those in the executor's store are kept there for the origin until it frees them
+REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
 # driver/NM -> scheduler: create / remove a placement group (answered with OK {value})

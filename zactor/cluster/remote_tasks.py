@@ -33,9 +33,8 @@ from collections import deque
 import zmq
 
 from zactor import protocol
-from zactor import serialization as ser
 from zactor.cluster import messages as cm
-from zactor.exceptions import ActorDiedError, ObjectLostError, WorkerCrashedError
+from zactor.exceptions import ActorDiedError, WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket
 from zactor.runtime import messages as m
@@ -77,6 +76,7 @@ class RemoteTasks:
         self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
+        self.wanted: set = set()  # oids a client asked for before they existed: pull them
         # calls to actors living on other nodes, in submission order per actor, and where
         # each actor lives (read from the control store's actor table, off the loop)
         self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
@@ -376,11 +376,7 @@ class RemoteTasks:
         args = []
         for oid in task.deps:
             e = self.nm.objects.entries[oid]
-            if e.state == m.OBJ_STORE:
-                args.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
-                                                 int(e.data)]])
-            else:
-                args.append([oid, e.state, e.data])
+            args.append(self._location(oid, e.state, e.data))
         sent = self.functions_sent.setdefault(node_id, set())
         fid = task.spec.get("fid")
         functions = [] if not fid or fid in sent or fid not in self.nm.functions else \
@@ -394,9 +390,17 @@ class RemoteTasks:
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
     def on_remote_done(self, _identity, msg) -> None:
+        objects = {o[0]: o for o in msg.get("objects", ())}
         for task_id, results, _flags in msg["done"]:
-            if self.forwarded.pop(task_id, None) is not None:
-                self.nm._finish_task(task_id, results)
+            if self.forwarded.pop(task_id, None) is None:
+                continue
+            # objects the results contain refs to (a put inside the task): known here
+            # before the results that hold them
+            for _oid, _state, _data, *contained in results:
+                for oid in contained[0] if contained else ():
+                    if oid in objects:
+                        self.nm._set_value(*objects.pop(oid), collect=False)
+            self.nm._finish_task(task_id, results)
 
     # ---- executor: running tasks for other nodes -------------------------------------------
 
@@ -435,15 +439,26 @@ class RemoteTasks:
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
         this store travel as locations)."""
-        out = []
-        for oid, state, data, *_ in results:
-            if state == m.OBJ_STORE:
-                out.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
-                                                int(data)]])
-            else:
-                out.append([oid, state, data])
+        out, objects = [], []
+        for oid, state, data, *contained in results:
+            contained = list(contained[0]) if contained else []
+            out.append(self._location(oid, state, data) + [contained])
+            for inner in contained:  # e.g. put by the task: the origin learns where it is
+                e = self.nm.objects.entries.get(inner)
+                if e is None or e.state is None:
+                    continue  # not made yet: the origin cannot learn of it (a limit)
+                if e.state == m.OBJ_STORE and inner not in self.held_for_peer:
+                    self.nm.objects.add_ref(inner)  # kept for the origin, as a result is
+                    self.held_for_peer[inner] = task.submitter
+                objects.append(self._location(inner, e.state, e.data))
         self.router.send_multipart([task.submitter, *protocol.encode(
-            cm.REMOTE_DONE, {"done": [[task.spec["id"], out, 0]]})])
+            cm.REMOTE_DONE, {"done": [[task.spec["id"], out, 0]], "objects": objects})])
+
+    def _location(self, oid: bytes, state: int, data) -> list:
+        """An object's triple as another node sees it (a value in this store: where)."""
+        if state == m.OBJ_STORE:
+            return [oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address, int(data)]]
+        return [oid, state, data]
 
     def on_free(self, identity, msg) -> None:
         for oid in msg["oids"]:
@@ -488,12 +503,15 @@ class RemoteTasks:
             return
         holder = e.data[0]
         if error is not None:
-            e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
-                oid.hex(), reason=f"it could not be fetched from node {holder.hex()[:16]}: "
-                                  f"{error}"))
-        else:
-            e.state, e.data = m.OBJ_STORE, e.data[2]
-            nm.gcs.object_stored(oid, e.data)
+            # the holder died (its death may not be declared yet) or lost the copy: re-run
+            # the producer now rather than wait for the death notice
+            self.free_out.setdefault(holder, []).append(oid)
+            nm.lineage.copy_lost(oid, f"it could not be fetched from node "
+                                      f"{holder.hex()[:16]}: {error}")
+            return
+        e.state, e.data = m.OBJ_STORE, e.data[2]
+        self.wanted.discard(oid)
+        nm.gcs.object_stored(oid, e.data)
         nm.object_arrived(oid, e)
         # the holder keeps its copy until the object is freed here: a task forwarded to a
         # third node may still be pulling it from the holder (its args name the holder)
@@ -544,12 +562,10 @@ class RemoteTasks:
                 self.nm._fail_task(task_id, WorkerCrashedError(
                     f"The node {node_id.hex()[:16]} running this task died ({reason}) and "
                     f"the task's retries are spent (max_retries={retries})."))
-        for oid, e in list(self.nm.objects.entries.items()):
-            if e.state == m.OBJ_REMOTE and e.data[0] == node_id:
-                e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
-                    oid.hex(), reason=f"the node holding it ({node_id.hex()[:16]}) died: "
-                                      f"{reason}"))
-                self.nm.object_arrived(oid, e)
+        why = f"the node holding it ({node_id.hex()[:16]}) died: {reason}"
+        for oid in [oid for oid, e in self.nm.objects.entries.items()
+                    if e.state == m.OBJ_REMOTE and e.data[0] == node_id]:
+            self.nm.lineage.copy_lost(oid, why)  # re-created by lineage, or lost
 
     def close(self) -> None:
         for sock in self.dealers.values():

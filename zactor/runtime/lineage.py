@@ -99,8 +99,8 @@ class Lineage:
         stack = [task_id]
         while stack:
             task_id = stack.pop()
-            record = self.records[task_id]
-            if record.live_returns > 0 or record.dependents > 0:
+            record = self.records.get(task_id)  # None: dropped already (two args of one)
+            if record is None or record.live_returns > 0 or record.dependents > 0:
                 continue
             del self.records[task_id]
             for oid in record.returns:

@@ -36,7 +36,7 @@ from zactor import protocol
 from zactor.cluster import messages as cm
 from zactor.exceptions import ActorDiedError, WorkerCrashedError
 from zactor.net.security import curve_client
-from zactor.net.sockets import bind_free, make_socket
+from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
@@ -101,8 +101,8 @@ class RemoteTasks:
                     break
                 identity = frames.pop(0) if sock is self.router else None
                 self._on_frames(identity, frames)
-        for oid, error in self.transfer.finished():
-            self._pull_done(oid, error)
+        for oid, error, address in self.transfer.finished():
+            self._pull_done(oid, error, address)
 
     def _on_frames(self, identity, frames) -> None:
         try:
@@ -491,7 +491,7 @@ class RemoteTasks:
             return
         self.transfer.pull(oid, e.data[1])
 
-    def _pull_done(self, oid: bytes, error) -> None:
+    def _pull_done(self, oid: bytes, error, address: str = "") -> None:
         nm = self.nm
         e = nm.objects.entries.get(oid)
         if e is None or e.state != m.OBJ_REMOTE:
@@ -502,6 +502,11 @@ class RemoteTasks:
                     pass
             return
         holder = e.data[0]
+        if error is not None and address and tcp_address(address) != tcp_address(e.data[1]):
+            # a pull from a former holder (the object was re-made elsewhere meanwhile, and
+            # the new pull joined the old one): pull from where it is now
+            self.ensure_local(oid)
+            return
         if error is not None:
             # the holder died (its death may not be declared yet) or lost the copy: re-run
             # the producer now rather than wait for the death notice
@@ -597,7 +602,8 @@ class TransferLink:
         self.client.pull(oid, address)  # a pull already running is joined, not repeated
 
     def finished(self) -> list:
-        return [(h.oid, h.exception(0)) for h in self.client.completed()]
+        """[(oid, error or None, the address pulled from)] of the pulls that ended."""
+        return [(h.oid, h.exception(0), h.address) for h in self.client.completed()]
 
     def close(self) -> None:
         self.client.close()

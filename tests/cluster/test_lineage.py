@@ -199,3 +199,57 @@ def test_a_task_running_on_the_dead_node_is_resubmitted(driver):
         print("RESUBMITTED OK")
     """)
     assert "RESUBMITTED OK" in out
+
+
+def test_an_argument_lost_under_a_task_on_a_third_node_is_rebuilt_by_its_owner(head, driver):
+    """B holds the argument; C is told to run the consumer and cannot fetch it (B is dead
+    but not declared so yet): C sends the task back unrun, the driver's node re-makes the
+    argument and sends the task again."""
+    third = head.add_node(1)
+    try:
+        _wait(lambda: "nodes: 3 alive" in _alive(head), what="node C registered")
+        out = driver("""
+            import psutil
+
+            @zactor.remote
+            def under_b():
+                return B_PID in [p.pid for p in psutil.Process().parents()]
+
+            others = [n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me]
+            found = {n: zactor.get(under_b.options(scheduling_strategy=
+                                   NodeAffinitySchedulingStrategy(n, soft=False)).remote(),
+                                   timeout=60) for n in others}
+            B = next(n for n in others if found[n])
+            C = next(n for n in others if not found[n])
+
+            @zactor.remote
+            def make(n):
+                ran("make")
+                return np.arange(n, dtype=np.int64)
+
+            @zactor.remote
+            def total(x):
+                ran("total")
+                return int(x.sum())
+
+            x = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                B, soft=True)).remote(400_000)
+            wait_runs(1)
+            time.sleep(1.0)  # its REMOTE_DONE reaches this node
+            assert runs()[0][1] == B, runs()
+            os.kill(B_PID, signal.SIGKILL)
+            # at once, before B is declared dead (2 s): sent to C with B as the holder
+            ref = total.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+                C, soft=True)).remote(x)
+            assert zactor.get(ref, timeout=90) == 400_000 * 399_999 // 2
+            tags = [tag for tag, _ in runs()]
+            assert tags == ["make", "make", "total"], runs()
+            assert runs()[1][1] != B, runs()
+            print("THIRD NODE OK")
+        """)
+        assert "THIRD NODE OK" in out
+    finally:
+        pid = int(head.record(third)["node_pid"])
+        os.kill(pid, signal.SIGKILL)
+        _wait(lambda: "nodes: 2 alive" in _alive(head) or "nodes: 1 alive" in _alive(head),
+              what="node C declared dead")

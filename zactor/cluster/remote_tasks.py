@@ -34,7 +34,7 @@ import zmq
 
 from zactor import protocol
 from zactor.cluster import messages as cm
-from zactor.exceptions import ActorDiedError, WorkerCrashedError
+from zactor.exceptions import ActorDiedError, ObjectLostError, WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
@@ -77,6 +77,7 @@ class RemoteTasks:
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
         self.wanted: set = set()  # oids a client asked for before they existed: pull them
+        self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         # calls to actors living on other nodes, in submission order per actor, and where
         # each actor lives (read from the control store's actor table, off the loop)
         self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
@@ -391,8 +392,11 @@ class RemoteTasks:
 
     def on_remote_done(self, _identity, msg) -> None:
         objects = {o[0]: o for o in msg.get("objects", ())}
-        for task_id, results, _flags in msg["done"]:
+        for task_id, results, flags in msg["done"]:
             if self.forwarded.pop(task_id, None) is None:
+                continue
+            if flags & cm.ARG_LOST:
+                self._argument_lost(task_id, results)
                 continue
             # objects the results contain refs to (a put inside the task): known here
             # before the results that hold them
@@ -401,6 +405,34 @@ class RemoteTasks:
                     if oid in objects:
                         self.nm._set_value(*objects.pop(oid), collect=False)
             self.nm._finish_task(task_id, results)
+
+    def _argument_lost(self, task_id: bytes, lost) -> None:
+        """A forwarded task came back unrun: its executor could not fetch these arguments.
+        This node owns them: re-make them (lineage) and send the task again. The task's own
+        retries are used only when no argument is being re-made (so a holder that keeps
+        failing cannot bounce it forever)."""
+        nm = self.nm
+        task = nm.tasks.get(task_id)
+        if task is None:
+            return
+        remade = False
+        for oid, why, holder in lost:
+            e = nm.objects.entries.get(oid)
+            if e is not None and e.state == m.OBJ_REMOTE and e.data[0] == holder:
+                nm.lineage.copy_lost(oid, f"the node running a task that takes it could not "
+                                          f"fetch it: {why}")
+            # being re-made, or already re-made on another node
+            remade |= e is not None and (e.state is None or e.state == m.OBJ_REMOTE)
+        retries = task.spec["retries"]
+        if not remade:
+            if 0 <= retries <= task.attempt:
+                nm._fail_task(task_id, ObjectLostError(lost[0][0].hex(), reason=(
+                    f"an argument of the task could not be fetched ({lost[0][1]}) and the "
+                    f"task's retries are spent (max_retries={retries})")))
+                return
+            task.attempt += 1
+        self.spilling[task_id] = [task, None, "an argument was lost"]
+        self.unsent.add(task_id)  # spilled again once its arguments exist
 
     # ---- executor: running tasks for other nodes -------------------------------------------
 
@@ -439,6 +471,17 @@ class RemoteTasks:
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
         this store travel as locations)."""
+        lost = [[oid, *self.lost_args[oid]] for oid in task.deps if oid in self.lost_args]
+        if lost and not task.spec.get("actor"):
+            # it did not run (a failed argument fails it unrun): the origin owns the
+            # argument, re-makes it and sends the task again; these returns are not kept
+            for oid in task.returns:
+                if self.held_for_peer.get(oid) == task.submitter:
+                    del self.held_for_peer[oid]
+                    self.nm._free(self.nm.objects.remove_ref(oid))
+            self.router.send_multipart([task.submitter, *protocol.encode(
+                cm.REMOTE_DONE, {"done": [[task.spec["id"], lost, cm.ARG_LOST]]})])
+            return
         out, objects = [], []
         for oid, state, data, *contained in results:
             contained = list(contained[0]) if contained else []
@@ -471,6 +514,7 @@ class RemoteTasks:
     def freed(self, oid: bytes, e) -> None:
         """The origin dropped an object whose bytes live (also) on another node."""
         holder = self.remote_copies.pop(oid, None)
+        self.lost_args.pop(oid, None)
         if e.state == m.OBJ_REMOTE:
             holder = e.data[0]
         if holder is not None:
@@ -511,8 +555,8 @@ class RemoteTasks:
             # the holder died (its death may not be declared yet) or lost the copy: re-run
             # the producer now rather than wait for the death notice
             self.free_out.setdefault(holder, []).append(oid)
-            nm.lineage.copy_lost(oid, f"it could not be fetched from node "
-                                      f"{holder.hex()[:16]}: {error}")
+            self._copy_gone(oid, f"it could not be fetched from node {holder.hex()[:16]}: "
+                                 f"{error}", holder)
             return
         e.state, e.data = m.OBJ_STORE, e.data[2]
         self.wanted.discard(oid)
@@ -570,7 +614,14 @@ class RemoteTasks:
         why = f"the node holding it ({node_id.hex()[:16]}) died: {reason}"
         for oid in [oid for oid, e in self.nm.objects.entries.items()
                     if e.state == m.OBJ_REMOTE and e.data[0] == node_id]:
-            self.nm.lineage.copy_lost(oid, why)  # re-created by lineage, or lost
+            self._copy_gone(oid, why, node_id)
+
+    def _copy_gone(self, oid: bytes, why: str, holder: bytes) -> None:
+        """The only copy of an object known here is gone: re-made by lineage if this node
+        owns it, else lost (and a peer's task taking it tells its origin, which owns it)."""
+        if self.nm.lineage.producer.get(oid) is None:
+            self.lost_args[oid] = [why, holder]
+        self.nm.lineage.copy_lost(oid, why)
 
     def close(self) -> None:
         for sock in self.dealers.values():

@@ -60,7 +60,6 @@ class Lineage:
         self.nm = nm
         self.records: dict[bytes, Record] = {}   # task id -> record
         self.producer: dict[bytes, bytes] = {}   # return oid -> task id, for kept records
-        self.rebuilds = 0                        # tasks re-submitted (for tests and stats)
 
     # ---- keeping and freeing ------------------------------------------------------------
 
@@ -144,7 +143,6 @@ class Lineage:
                     f"{record.spec.get('name') or task_id.hex()}, whose retries are spent "
                     f"(max_retries={retries})")
         record.attempt += 1
-        self.rebuilds += 1
         for oid in record.deps:
             self._ensure_argument(oid, reason)
         from zactor.runtime.node_manager import Task

@@ -97,6 +97,16 @@ def test_a_killed_driver_takes_its_actors_not_the_cluster(head):
 
         a = A.options(name="victim").remote()
         assert zactor.get(a.ping.remote()) == "pong"
+
+        @zactor.remote
+        def make_inner():
+            # created by a task: it belongs to the driver's job too (as in Ray)
+            inner = A.options(name="inner_victim", namespace="k").remote()
+            zactor.get(inner.ping.remote())
+            return inner
+
+        inner = zactor.get(make_inner.remote())
+        assert zactor.get(inner.ping.remote()) == "pong"
         print("READY", flush=True)
         sys.stdin.read()
     """
@@ -118,16 +128,18 @@ def test_a_killed_driver_takes_its_actors_not_the_cluster(head):
         import time, zactor
         zactor.init(address="auto", namespace="k")
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                zactor.get_actor("victim")
-            except ValueError:
-                print("GONE")
-                break
-            time.sleep(0.05)
+        for name in ("victim", "inner_victim"):
+            while time.monotonic() < deadline:
+                try:
+                    zactor.get_actor(name)
+                except ValueError:
+                    print("GONE", name)
+                    break
+                time.sleep(0.05)
         print("TASK", zactor.get(zactor.remote(lambda: 42).remote()))
     """, env=head.env)
-    assert "GONE" in check.stdout and "TASK 42" in check.stdout, check.stderr
+    assert "GONE victim" in check.stdout and "GONE inner_victim" in check.stdout and \
+        "TASK 42" in check.stdout, check.stdout + check.stderr
 
 
 def test_init_auto_without_a_cluster_says_how_to_start_one():

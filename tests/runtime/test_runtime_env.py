@@ -63,3 +63,32 @@ def test_unsupported_fields_are_refused(cluster, tmp_path):
         f.options(runtime_env={"working_dir": str(tmp_path / "missing")}).remote()
     with pytest.raises(TypeError, match="env_vars"):
         f.options(runtime_env={"env_vars": {"A": 1}}).remote()
+
+
+def test_a_working_dir_missing_on_the_node_fails_the_task_clearly(cluster, tmp_path,
+                                                                   monkeypatch):
+    from zactor.exceptions import RuntimeEnvSetupError
+    from zactor.runtime import runtime_env
+
+    (tmp_path / "never_shipped.py").write_text("X = 1\n")
+    # the driver "forgets" to publish the package: the worker must fail, not hang
+    monkeypatch.setattr(runtime_env, "_publish", lambda client, sha, blob: None)
+
+    @zactor.remote
+    def f():
+        return 1
+
+    ref = f.options(runtime_env={"working_dir": str(tmp_path)}).remote()
+    with pytest.raises(RuntimeEnvSetupError, match="no control store"):
+        zactor.get(ref, timeout=60)
+    assert zactor.get(f.remote(), timeout=60) == 1  # the worker is still fine
+
+
+def test_spec_carries_a_reference_not_the_package(cluster, tmp_path):
+    from zactor.runtime import context, runtime_env
+
+    (tmp_path / "big.bin").write_bytes(os.urandom(5 << 20))
+    env = runtime_env.encode(runtime_env.validate({"working_dir": str(tmp_path)}),
+                             context.client())
+    sha, size = env["working_dir"]
+    assert len(sha) == 64 and size > 5 << 20

@@ -184,3 +184,31 @@ def test_shared_pull_deadlines(two_stores, closing):
     assert not patient.done()  # the shared pull goes on for the caller without a deadline
     client.close()
     assert patient.exception(10).reason == "closed"
+
+
+def test_spilled_object_is_restored_before_it_is_served(two_stores, closing, tmp_path):
+    """A server given ``restore`` (the node's spilling) reads a missing object back from its
+    spill file, then serves it; a restore that fails leaves the pull failing as missing."""
+    from zactor.store.spill_file import read_object, write_object
+
+    remote, local = two_stores
+    data = _random((64 << 10) * 5 + 3, seed=11)
+    path = str(tmp_path / "spilled")
+    write_object(path, memoryview(data), b"meta")
+    asked = []
+
+    def restore(object_id, timeout_s):
+        asked.append(object_id)
+        if object_id != oid(21):
+            return "it is neither in the node's object store nor spilled to disk"
+        read_object(path, lambda n, meta: remote.create_buffer(object_id, n, meta))
+        remote.seal(object_id)
+        return ""
+
+    server = closing(TransferServer(remote, "127.0.0.1", restore=restore))
+    client = closing(TransferClient(local, **SMALL_CHUNKS))
+    assert client.fetch(oid(21), server.address, timeout=30) == len(data)
+    assert read_bytes(local, oid(21)) == data and asked == [oid(21)]
+    with pytest.raises(TransferError) as info:
+        client.fetch(oid(22), server.address, timeout=30)
+    assert info.value.reason == "missing" and asked == [oid(21), oid(22)]

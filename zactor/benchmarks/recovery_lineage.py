@@ -1,7 +1,7 @@
 """Recovery by lineage: a node holding an object dies; how long from the death being known
 to the object rebuilt (its task re-run on another node) and used.
 
-    python -m zactor.benchmarks.recovery_lineage [--repeat 3] [--size-mb 8] [--timeout 1.0]
+    python -m zactor.benchmarks.recovery_lineage [--repeat 3] [--size-mb 8] [--timeout S]
 
 Each run starts a 2-node cluster with the real CLI on loopback (2 CPUs each), runs a task
 pinned (soft node affinity) to the second node that returns a numpy array of ``size_mb`` MB
@@ -61,9 +61,10 @@ print(json.dumps({{"rebuild_s": time.perf_counter() - known}}))
 """
 
 
-def lineage_rebuild_s(size_mb: int = 8, death_timeout_s: float = 1.0) -> float:
+def lineage_rebuild_s(size_mb: int = 8, death_timeout_s: float | None = None) -> float:
     """Seconds from a node's death being known to an object it alone held, rebuilt by
-    lineage on the other node, being read by the driver (one run, fresh cluster)."""
+    lineage on the other node, being read by the driver (one run, fresh cluster;
+    ``death_timeout_s`` None: the head's default ``--node-death-timeout``)."""
     from zactor.cluster.supervisor import session_files
 
     cluster = _Cluster(2, 2, death_timeout=death_timeout_s)
@@ -85,8 +86,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--size-mb", type=int, default=8)
-    parser.add_argument("--timeout", type=float, default=1.0,
-                        help="the head's --node-death-timeout")
+    parser.add_argument("--timeout", type=float, default=None,
+                        help="the head's --node-death-timeout (default: zactor start's)")
     args = parser.parse_args(argv)
     runs = [lineage_rebuild_s(args.size_mb, args.timeout) for _ in range(args.repeat)]
     print(f"lineage rebuild after a node death ({args.size_mb} MB object): median "

@@ -56,7 +56,7 @@ from zactor.protocol import define
 #: NODE_DEATH_TIMEOUT_S without one (both configurable: a busy 2-core machine running 4
 #: nodes under faults needs a longer timeout than an idle one)
 HEARTBEAT_INTERVAL_S = 0.1
-NODE_DEATH_TIMEOUT_S = 1.0
+NODE_DEATH_TIMEOUT_S = 0.9  # 9 missed heartbeats: a silent host is known dead within 1 s
 #: the origin re-sends a SPILL it got no PLACE for after SPILL_RESEND_S (the scheduler may have
 #: restarted: re-read kv cluster:scheduler first), and re-sends the SPILL of a task answered
 #: "infeasible" every INFEASIBLE_RESPILL_S (a restarted scheduler forgot the tasks it kept)
@@ -76,13 +76,15 @@ PLACE = define(0x61, "PLACE", required=("decisions",))
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
-#   [[task_id, [[oid, state, data, [contained oid...]]...], flags]]
-#   (OBJ_REMOTE data: [node_id, transfer address, size]); objects: [[oid, state, data]] of
-#   the objects the results contain refs to (a put inside the task), as far as they exist:
-#   those in the executor's store are kept there for the origin until it frees them
-#   flags ARG_LOST: the task did not run, an argument could not be fetched from its holder;
-#   the results slot holds [[oid, why, holder node id]] of those arguments (the origin re-makes them by
-#   lineage and sends the task again)
+#   [[task_id, [[oid, state, data, [contained oid...]]...], flags, covered]]
+#   (OBJ_REMOTE data: [node_id, transfer address, size]); covered, for an actor call only:
+#   [actor id, the origin's last call the actor's last checkpoint includes] or None
+#   (cluster/actor_failover.py: callers trim their replay log). objects: [[oid, state,
+#   data]] of the objects the results contain refs to (a put inside the task), as far as
+#   they exist: those in the executor's store are kept there for the origin until it frees
+#   them. flags ARG_LOST: the task did not run, an argument could not be fetched from its
+#   holder; the results slot holds [[oid, why, holder node id]] of those arguments (the
+#   origin re-makes them by lineage and sends the task again)
 REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
 ARG_LOST = 1
 # origin -> holder: drop these objects' copies (their last reference is gone)

@@ -64,6 +64,7 @@ class NodeLink:
             "queue_len": nm.scheduler.queue_length(),
             "store_used": int(stats.get("used_bytes", 0)),
             "store_capacity": int(stats.get("capacity", 0)),
+            "spill": dict(nm.spill.stats) if hasattr(nm, "spill") else {},
             "state": state, "reason": reason, "started_at": self.started_at,
             "heartbeat_at": time.time()}
 

@@ -65,7 +65,8 @@ class RemoteTasks:
         self.scheduler_addr = None
         self._next_scheduler_lookup = 0.0
         self.transfer = TransferLink(nm.store, host, self.keys,
-                                     encrypt=nm.config.get("transfer_encrypt", True))
+                                     encrypt=nm.config.get("transfer_encrypt", True),
+                                     restore=nm.spill.restore_blocking)
         link.transfer_port = self.transfer.port
         self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
         self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
@@ -85,6 +86,9 @@ class RemoteTasks:
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
+        from zactor.cluster.actor_failover import ActorFailover
+
+        self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -114,7 +118,8 @@ class RemoteTasks:
         handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
-                   "FENCED": self.on_fenced}.get(msg.name)
+                   "FENCED": self.on_fenced,
+                   "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
         try:
@@ -161,6 +166,7 @@ class RemoteTasks:
         self.actor_homes[aid] = node_id
         actors = self.nm.actors
         actor = actors.actors.pop(aid, None)
+        self.failover.moved(aid, node_id, actor)  # this node owns its restarts
         if actor is None:
             return
         actors.by_creation.pop(actor.creation_task_id, None)
@@ -171,6 +177,8 @@ class RemoteTasks:
             self.actor_call(task)
 
     def actor_call(self, task) -> None:
+        if self.failover.refused(task):
+            return
         aid = task.spec["actor"]["aid"]
         self.actor_calls.setdefault(aid, deque()).append(task)
         if aid not in self.actor_homes and aid not in self.looking_up:
@@ -183,7 +191,7 @@ class RemoteTasks:
         row = None
         try:
             if client is not None:
-                row = client.get("actors", aid, timeout_s=ACTOR_LOOKUP_TIMEOUT_S)
+                row = self.failover.look_up(aid)  # waits while it restarts elsewhere
         except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
             row = {"error": str(exc)}
         self.lookups.append((aid, row))
@@ -220,23 +228,27 @@ class RemoteTasks:
                 self.link.peers.get(home, {}).get("state") == "alive"
             if alive:
                 self.actor_homes[aid] = home
+                self.failover.found(aid, row)
                 continue
             why = (row or {}).get("error") if isinstance(row, dict) else None
             error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
                                    f"cluster ({why or 'no live node holds it'})")
             for task in self.actor_calls.pop(aid, ()):
                 self.nm._fail_task(task.spec["id"], error)
+            self.failover.lost(aid, error)
         for aid, queue in list(self.actor_calls.items()):
             home = self.actor_homes.get(aid)
             if home is None:
                 continue
             while queue:  # in order: a call waits for its own arguments and for those before
                 task = queue[0]
-                if task.spec["id"] not in self.nm.tasks:
+                if task.spec["id"] not in self.nm.tasks and \
+                        task.spec["id"] not in self.failover.replaying:
                     queue.popleft()
                     continue
-                if self._dep_locations(task) is None or self._peer(home) is None:
-                    break
+                if self._dep_locations(task) is None or self._peer(home) is None or \
+                        self.link.peers.get(home, {}).get("state") == "dead":
+                    break  # (a dead home: the calls wait for node_died, which re-routes)
                 queue.popleft()
                 self._forward(task, home)
             if not queue:
@@ -246,6 +258,8 @@ class RemoteTasks:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
+        if self.failover.restart_rows:
+            self.failover.pump()
         if self.actor_calls or self.lookups or self.named_answers:
             self._pump_actor_calls()
         if not self.unsent and not self.free_out and not resend:
@@ -361,9 +375,10 @@ class RemoteTasks:
         if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
             if node_id is None and task_id not in self.warned:
                 self.warned.add(task_id)
-                print(f"zactor: warning: task {task.spec.get('name')} needs "
-                      f"{task.spec['res']}, which no node of the cluster has now ({reason}); "
-                      f"it waits for a node that fits (infeasible)", file=sys.stderr)
+                self.nm.output.warn(task_id, (
+                    f"zactor: warning: task {task.spec.get('name')} needs "
+                    f"{task.spec['res']}, which no node of the cluster has now ({reason}); "
+                    f"it waits for a node that fits (infeasible)"))
             if node_id is None:  # infeasible: keep asking (a fitting node may join)
                 self.spilling[task_id] = [task, time.monotonic(), entry[2]]
                 return
@@ -387,16 +402,25 @@ class RemoteTasks:
         actor = task.spec.get("actor")
         if actor is not None and actor["op"] == "create":
             self._actor_moved(actor["aid"], node_id)
+        elif actor is not None:
+            self.failover.sent(task)  # kept for replay until a checkpoint covers it
         self._peer(node_id).send_multipart(protocol.encode(
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
     def on_remote_done(self, _identity, msg) -> None:
         objects = {o[0]: o for o in msg.get("objects", ())}
-        for task_id, results, flags in msg["done"]:
-            if self.forwarded.pop(task_id, None) is None:
+        for task_id, results, flags, *covered in msg["done"]:
+            node = self.forwarded.pop(task_id, None)
+            if covered and covered[0]:  # the actor's checkpoint covers our calls up to it
+                self.failover.covered(*covered[0])
+            if node is None:
                 continue
             if flags & cm.ARG_LOST:
                 self._argument_lost(task_id, results)
+                continue
+            if task_id not in self.nm.tasks:
+                # a finished call replayed after its actor restarted: results exist here
+                self.free_out.setdefault(node, []).extend(r[0] for r in results)
                 continue
             # objects the results contain refs to (a put inside the task): known here
             # before the results that hold them
@@ -494,8 +518,11 @@ class RemoteTasks:
                     self.nm.objects.add_ref(inner)  # kept for the origin, as a result is
                     self.held_for_peer[inner] = task.submitter
                 objects.append(self._location(inner, e.state, e.data))
+        done = [task.spec["id"], out, 0]
+        if task.spec.get("actor") and task.spec["actor"]["op"] == "call":
+            done.append(self.failover.covered_for(task))
         self.router.send_multipart([task.submitter, *protocol.encode(
-            cm.REMOTE_DONE, {"done": [[task.spec["id"], out, 0]], "objects": objects})])
+            cm.REMOTE_DONE, {"done": [done], "objects": objects})])
 
     def _location(self, oid: bytes, state: int, data) -> list:
         """An object's triple as another node sees it (a value in this store: where)."""
@@ -591,6 +618,7 @@ class RemoteTasks:
     # ---- a node died ------------------------------------------------------------------------
 
     def node_died(self, node_id: bytes, reason: str) -> None:
+        self.failover.node_died(node_id, reason)  # its actors: restarted, calls re-sent
         sock = self.dealers.pop(node_id, None)
         if sock is not None:
             sock.close(0)
@@ -639,11 +667,12 @@ class TransferLink:
     calls the node needs: ``pull`` (asynchronous), ``finished`` (what completed) and ``fd``
     (readable when something completed, for the node's poller)."""
 
-    def __init__(self, store, host: str, keys=None, encrypt: bool = True):
+    def __init__(self, store, host: str, keys=None, encrypt: bool = True, restore=None):
         from zactor.transfer import TransferClient, TransferServer
 
-        # encrypt=False: object bytes in the clear, requests still authenticated (HMAC)
-        self.server = TransferServer(store, host, keys=keys, encrypt=encrypt)
+        # encrypt=False: object bytes in the clear, requests still authenticated (HMAC);
+        # restore: spilled objects are read back from disk before they are served
+        self.server = TransferServer(store, host, keys=keys, encrypt=encrypt, restore=restore)
         self.port = self.server.port
         self.address = f"{host}:{self.port}"
         self.client = TransferClient(store, keys=keys, encrypt=encrypt, pollable=True)

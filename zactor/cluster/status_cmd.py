@@ -55,6 +55,11 @@ def format_status(address: str, rows: list, scheduler, show_dead: bool = False) 
         avail = r.get("resources_available", {})
         cpus = f"{_amount(res.get('CPU', 0) - avail.get('CPU', 0))}/{_amount(res.get('CPU', 0))} CPU"
         store = f"store {_bytes(r.get('store_used', 0))} / {_bytes(r.get('store_capacity', 0))}"
+        spill = r.get("spill") or {}
+        if spill.get("spilled_objects"):  # (runtime/spilling.py)
+            store += (f" (spilled {_bytes(spill['on_disk_bytes'])} in "
+                      f"{spill['on_disk_objects']} objects on disk, restored "
+                      f"{spill['restored_objects']})")
         age = now - r.get("heartbeat_at", now)
         state = r.get("state", "?")
         extra = f" ({r.get('reason')})" if state != "alive" and r.get("reason") else ""

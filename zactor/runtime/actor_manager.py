@@ -33,7 +33,9 @@ Each actor has a row in the control store's ``actors`` table (state, incarnation
 restarts, node, worker). A new incarnation is created only after the node has seen the old
 worker's exit status, so two copies of one actor never serve calls on a node.
 
-Not yet: detached actors outliving their driver (that needs the cluster).
+In a cluster, an actor whose *node* dies is restarted on another node by its owner (the node
+that created it), with its last checkpoint from the control store and the calls its callers
+kept since: zactor/cluster/actor_failover.py.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Actor:
                  "name", "namespace", "methods", "class_name", "death", "killed", "waiting_on",
                  "creation", "restarts_left", "task_retries", "restarts", "checkpointable",
                  "sequential", "log", "checkpoint", "kill_reason", "told", "last_death",
-                 "detached")
+                 "detached", "covered", "owner")
 
     def __init__(self, actor_id, creation_task_id, info):
         self.actor_id = actor_id
@@ -71,19 +73,27 @@ class Actor:
         self.creation = None            # the creation Task, kept to restart the actor
         self.restarts_left = info.get("max_restarts", 0)
         self.task_retries = info.get("max_task_retries", 0)
-        self.restarts = 0
+        # an actor restarted on another node after its node died continues the numbering
+        self.restarts = info.get("inc", 0)
         self.checkpointable = bool(info.get("checkpointable"))
         self.sequential = not info.get("concurrent")
         self.log: list = []             # calls sent since the last checkpoint (replay)
         self.kill_reason = "it was killed by zactor.kill()"
-        self.checkpoint = None          # the last checkpoint's serialized state
+        self.checkpoint = info.get("checkpoint")  # the last checkpoint's serialized state
+        # caller node id -> its last call the checkpoint covers (cluster/actor_failover.py)
+        self.covered: dict = dict(info.get("covered") or ())
+        self.owner = info.get("owner")  # the node that restarts it when its node dies
         self.detached = bool(info.get("detached"))  # outlives its job (until killed)
         self.told: set = set()          # clients sent this incarnation's route (direct.py)
         self.last_death = None          # why the last incarnation died
 
+    def replayable(self) -> bool:
+        """Restarted from its checkpoint with the calls since replayed in order."""
+        return self.checkpointable and self.sequential and self.restarts_left != 0
+
     def direct_ok(self) -> bool:
         """Callers may call it directly, unless its replay log needs to see every call."""
-        return not (self.checkpointable and self.sequential and self.restarts_left != 0)
+        return not self.replayable()
 
 
 class ActorManager:
@@ -199,7 +209,7 @@ class ActorManager:
                                                     for o in task.returns])
                 continue
             actor.running[task.spec["id"]] = task
-            if actor.checkpointable and actor.sequential and actor.restarts_left != 0:
+            if actor.replayable():
                 self._log(actor, task)
             node._queue_execute(identity, [task.spec, resolved, [], 0], [])
 
@@ -242,11 +252,14 @@ class ActorManager:
         if actor is None or actor.state == DEAD:
             return
         actor.checkpoint = checkpoint["state"]
-        self.node.gcs.actor_checkpoint(actor.actor_id, checkpoint["state"], task_id)
-        for i, task in enumerate(actor.log):
-            if task.spec["id"] == task_id:
-                self._trim(actor, i + 1)
-                break
+        upto = next((i + 1 for i, task in enumerate(actor.log) if task.spec["id"] == task_id),
+                    0)
+        for task in actor.log[:upto]:  # per calling node, the last call the state includes
+            if task.submitter.startswith(b"peer:"):
+                actor.covered[task.submitter[5:]] = task.spec["id"]
+        self.node.gcs.actor_checkpoint(actor.actor_id, checkpoint["state"], task_id,
+                                       [[n, t] for n, t in actor.covered.items()])
+        self._trim(actor, upto)
 
     def _resume(self, actor: Actor, identity: bytes) -> None:
         """After a restart: the last checkpoint, then the logged calls, in order."""
@@ -384,7 +397,11 @@ class ActorManager:
         """The actor's row in the control store's actor table (state, incarnation, place)."""
         self.node.gcs.actor_state(actor.actor_id, actor.state, actor.restarts,
                                   actor.class_name, actor.name, actor.namespace,
-                                  actor.worker_id, actor.methods)
+                                  actor.worker_id, actor.methods,
+                                  owner=actor.owner or self.node.node_id,
+                                  restarts_left=actor.restarts_left,
+                                  task_retries=actor.task_retries,
+                                  replayable=actor.replayable())
 
     # ---- names ----------------------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from zactor.exceptions import (
     GetTimeoutError,
     LocalRayletDiedError,
     ObjectLostError,
+    ObjectNotFoundError,
     ObjectStoreFullError,
     RaySystemError,
     RayTaskError,
@@ -48,6 +49,7 @@ from zactor.ids import JobID, ObjectID, TaskID
 from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef, collecting_refs
 from zactor.runtime import messages as m
+from zactor.runtime import output_relay
 from zactor.runtime.direct import DirectCalls
 from zactor.store import ObjectStore
 
@@ -60,11 +62,24 @@ DEFAULT_INLINE_THRESHOLD_BYTES = m.DEFAULT_INLINE_THRESHOLD_BYTES
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
 STORE_FULL_WAIT_S = 10.0
+#: how long a client waits for its node manager to spill or restore (runtime/spilling.py)
+SPILL_WAIT_S = 60.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
 #: results the node manager settles (retry, stray interrupt) are not sent straight back
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
+
+
+class _Waiter:
+    """A thread waiting in ``wait_ready``: the objects that arrived since it last looked
+    (appended by whichever thread reads the node manager's messages), and an event set then."""
+
+    __slots__ = ("arrived", "event")
+
+    def __init__(self):
+        self.arrived: list = []
+        self.event = threading.Event()
 
 
 class CoreClient:
@@ -90,13 +105,16 @@ class CoreClient:
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
+        #: lines a worker's tasks printed, for their driver (output_relay.py), any thread
+        self.output: deque = deque()
+        self.output_dropped = 0
         # other threads wake the thread blocked in pump() through this pipe
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._poller = zmq.Poller()
         self._results: dict = {}
-        self._arrivals: dict = {}  # id -> list, one per thread waiting in wait_ready
+        self._arrivals: dict = {}  # id -> _Waiter, one per thread waiting in wait_ready
         self._expected: set = set()
         self._subscribed: set = set()
         self._cluster = False  # set from WELCOME
@@ -179,6 +197,8 @@ class CoreClient:
             self._raw_send(m.SUBMIT, body)
         if self.direct.requests:
             self.direct.flush_requests()
+        if self.output:  # before TASK_DONE: a task's lines reach its driver before its result
+            self._raw_send(m.WORKER_OUTPUT, {"lines": output_relay.take_queued(self)})
         if self._done:
             items = []
             while True:
@@ -228,6 +248,18 @@ class CoreClient:
                         return
                     finally:
                         self._lock.release()
+            if self._reads_output_idle():
+                # a cluster driver prints its tasks' output while it waits for nothing
+                # (while it waits, the waiting thread holds the lock and reads it)
+                if self._lock.acquire(blocking=False):
+                    try:
+                        if self._closed:
+                            return
+                        self.pump(0)
+                    except (zmq.ZMQError, LocalRayletDiedError):
+                        return
+                    finally:
+                        self._lock.release()
             if busy or self.pump_in_background:
                 with self._lock:
                     if self._closed:
@@ -240,6 +272,9 @@ class CoreClient:
                             self.pump(0)
                     except (zmq.ZMQError, LocalRayletDiedError):
                         return
+
+    def _reads_output_idle(self) -> bool:
+        return self.kind == "driver" and bool(self.config.get("cluster"))
 
     def _check_node(self) -> None:
         if self._liveness is None or self._dead_reason is not None:
@@ -296,6 +331,9 @@ class CoreClient:
                 self.direct.on_lease(msg["lid"], msg["addr"])
             elif msg.mtype is m.LEASES_WANTED:
                 self.direct.return_idle()
+            elif msg.mtype is m.WORKER_OUTPUT:
+                if self.config.get("log_to_driver", True):
+                    output_relay.print_lines(msg["lines"])
             elif msg.mtype is m.SHUTDOWN:
                 self._closed = True
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
@@ -327,8 +365,11 @@ class CoreClient:
             answered(oid)
             if oid in self._refs and oid not in self._results:  # objects are immutable
                 self._results[oid] = (state, data)
-                for arrived in arrivals.values():
-                    arrived.append(oid)
+                for waiter in arrivals.values():
+                    waiter.arrived.append(oid)
+        for waiter in arrivals.values():
+            if waiter.arrived:
+                waiter.event.set()  # wakes a thread that waits while another one reads
 
     # ---- reference counting -------------------------------------------------------------
 
@@ -382,35 +423,75 @@ class CoreClient:
     def _write_to_store(self, oid: bytes, s) -> None:
         """Write a primary copy (not evictable: the node manager deletes it when nothing
         references it). When the store is full, releases this process has not reported yet
-        go out and the write is retried for up to STORE_FULL_WAIT_S, as Ray waits for room,
-        before ObjectStoreFullError reaches the caller."""
+        go out and the node manager is asked to spill objects to disk (make_room); each time
+        it made room the write is tried again at once. When it cannot, the write is retried
+        with a backoff for up to STORE_FULL_WAIT_S, as Ray waits for room, before
+        ObjectStoreFullError (saying why spilling did not help) reaches the caller."""
         deadline = time.monotonic() + STORE_FULL_WAIT_S
         backoff = 0.001
+        why_not_spilled = ""
         while True:
             try:
                 self.store.put_serialized(oid, s, evictable=False)
                 return
-            except ObjectStoreFullError:
+            except ObjectStoreFullError as full:
                 if time.monotonic() + backoff > deadline:
-                    raise
+                    raise ObjectStoreFullError(f"{full}{why_not_spilled}") from None
                 with self._lock:
                     self.flush()
+                reply = self._store_request("make_room", size=s.total_size)
+                if not reply["error"]:
+                    continue  # objects were spilled: try again now
+                why_not_spilled = f"; spilling to disk could not make room: {reply['error']}"
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 0.1)
+
+    def _store_request(self, op: str, size: int = 0, oid: bytes = b""):
+        """Ask the node manager to make room or restore a spilled object, and wait for its
+        answer (STORE_REPLY: error "" when done) for up to SPILL_WAIT_S."""
+        try:
+            return self.request(m.STORE_REQUEST, {"op": op, "size": size, "oid": oid},
+                                m.STORE_REPLY, timeout_s=SPILL_WAIT_S,
+                                match=lambda msg: msg["op"] == op and msg["oid"] == oid)
+        except GetTimeoutError as exc:
+            return {"op": op, "oid": oid, "error": str(exc), "full": False}
+
+    def _read_store(self, oid: bytes):
+        """The value of a store object, restored first if it was spilled and evicted (again
+        while the restored copy is evicted before this read pins it, up to SPILL_WAIT_S)."""
+        deadline = time.monotonic() + SPILL_WAIT_S
+        while True:
+            try:
+                return self.store.get(oid)
+            except ObjectNotFoundError:
+                pass
+            reply = self._store_request("restore", oid=oid)
+            if reply["error"] and reply["full"]:
+                raise ObjectStoreFullError(f"object {oid.hex()} is spilled to disk and "
+                                           f"cannot be restored: {reply['error']}")
+            if reply["error"] or time.monotonic() > deadline:
+                raise ObjectLostError(oid.hex(), reason=reply["error"] or
+                                      "it was spilled and every restored copy was evicted "
+                                      "before it could be read") from None
 
     def decode_value(self, oid: bytes, state: int, data):
         if state == m.OBJ_INLINE:
             return ser.deserialize(data)
         if state == m.OBJ_STORE:
-            try:
-                return self.store.get(oid)
-            except KeyError:
-                raise ObjectLostError(oid.hex(), reason="it is no longer in the node's "
-                                      "object store") from None
+            return self._read_store(oid)
         err = ser.deserialize(data)
         if isinstance(err, RayTaskError):
             raise err.as_instanceof_cause()
         raise err
+
+    def adopt_job(self, task_id: bytes) -> None:
+        """A worker runs a task (or creates an actor) of the job in ``task_id``'s last bytes:
+        what it submits, creates or puts from now on belongs to that job, as in Ray (so a
+        driver's death also ends the actors its tasks created)."""
+        job = task_id[-JobID.SIZE:]
+        if job != self._task_id_suffix[-JobID.SIZE:] and job != b"\x00" * JobID.SIZE:
+            self.job_id = JobID(job)
+            self._task_id_suffix = b"\xff" * 12 + job
 
     def new_task_id(self) -> bytes:
         """A fresh TaskID for a normal task of this job (ids.py's layout), without a system
@@ -521,49 +602,61 @@ class CoreClient:
         # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
         # registered under the lock before looking, so that no arrival is missed (another
         # thread, the flusher, may read messages whenever the lock is free)
-        arrived: list = []
+        waiter = _Waiter()
+        arrived = waiter.arrived
         with self._lock:
-            self._arrivals[id(arrived)] = arrived
+            self._arrivals[id(waiter)] = waiter
             try:
                 self.flush()
                 self.pump(0)
             except BaseException:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 raise
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 return
             self._ask_for(missing)
         blocked = False
         try:
             while True:
-                with self._lock:
+                if arrived:  # recorded by whichever thread read them (list ops are atomic)
+                    waiter.event.clear()
+                    batch = arrived[:]
+                    del arrived[:len(batch)]
+                    for oid in batch:
+                        if oid in missing:
+                            missing.discard(oid)
+                            have += 1
+                    if have >= num_ready:
+                        return
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                slice_ms = _POLL_SLICE_MS if deadline is None else max(
+                    0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+                if not self._lock.acquire(blocking=False):
+                    # another thread holds the lock, most likely reading messages (those
+                    # for us too): wait for it to record ours rather than compete for the
+                    # lock, which a thread looping in get() re-takes before a waiting
+                    # one wakes (that starved other threads' gets until their timeouts)
+                    waiter.event.wait(slice_ms / 1000)
+                    continue
+                try:
                     if not blocked and self.blocked_hook is not None:
                         blocked = True
                         self.blocked_hook(True)
                     self.flush()
-                    slice_ms = _POLL_SLICE_MS if deadline is None else max(
-                        0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
                     self.pump(slice_ms)
                     if self.direct.leases:
                         self.direct.rebalance()
-                    if arrived:
-                        for oid in arrived:
-                            if oid in missing:
-                                missing.discard(oid)
-                                have += 1
-                        arrived.clear()
-                        if have >= num_ready:
-                            return
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
+                finally:
+                    self._lock.release()
                 self._check_node()
                 self.check_alive()
         finally:
             with self._lock:
-                del self._arrivals[id(arrived)]
+                del self._arrivals[id(waiter)]
                 if blocked:
                     self.blocked_hook(False)
 
@@ -581,8 +674,10 @@ class CoreClient:
     def ready(self, oid: bytes) -> bool:
         return oid in self._results
 
-    def request(self, mtype, body, reply_type, timeout_s=10.0):
-        """A request answered by one message of ``reply_type`` (others are dispatched)."""
+    def request(self, mtype, body, reply_type, timeout_s=10.0, match=None):
+        """A request answered by one message of ``reply_type`` (for which ``match(msg)`` is
+        true, if given: a late answer to an earlier request is skipped); others are
+        dispatched."""
         with self._lock:
             self.flush()
             self._raw_send(mtype, body)
@@ -591,8 +686,11 @@ class CoreClient:
             box = []
 
             def catch(msg):
-                if msg.mtype is reply_type and not box:
-                    box.append(msg)
+                if msg.mtype is reply_type and (match is None or match(msg)):
+                    if not box:
+                        box.append(msg)
+                elif msg.mtype is reply_type:
+                    pass  # the late answer to an earlier request that timed out
                 elif saved is not None:
                     saved(msg)
 
@@ -614,9 +712,11 @@ class CoreClient:
         with self._lock:
             if not self._closed:
                 try:
+                    if self._reads_output_idle():
+                        self.pump(0)  # output already delivered is printed before leaving
                     self.flush()
                     self._raw_send(m.BYE)
-                except zmq.ZMQError:
+                except (zmq.ZMQError, LocalRayletDiedError):
                     pass
             self._closed = True
             self._wake.set()

@@ -103,20 +103,24 @@ class GcsRecorder:
         self._write("archive", "tasks", spec["id"], spec)
 
     def actor_state(self, actor_id: bytes, state: str, incarnation: int, class_name: str,
-                    name, namespace: str, worker_id=None, methods=None) -> None:
-        """Where an actor lives and in which incarnation (each restart is a new one)."""
+                    name, namespace: str, worker_id=None, methods=None, **extra) -> None:
+        """Where an actor lives and in which incarnation (each restart is a new one);
+        ``extra``: what a restart on another node needs (cluster/actor_failover.py: owner,
+        restarts_left, task_retries, replayable; death when it is dead for good)."""
         self._write("put", "actors", actor_id, {
             "state": state, "incarnation": incarnation, "class": class_name, "name": name,
             "namespace": namespace, "node": self.node_id, "worker": worker_id,
             "methods": methods or {},
-            "time": time.time()})
+            "time": time.time(), **extra})
 
-    def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes) -> None:
+    def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes,
+                         covered=()) -> None:
         """An actor's last checkpoint (so that it survives the node, for restarts elsewhere);
-        kept apart from its state row, which changes at every restart."""
+        kept apart from its state row, which changes at every restart. ``covered``:
+        [[caller node id, its last call the state includes]] (which calls to replay)."""
         self._write("put", "kv", b"actor-checkpoint:" + actor_id, {
             "checkpoint": state, "after_task": after_task, "node": self.node_id,
-            "time": time.time()})
+            "covered": list(covered), "time": time.time()})
 
     def object_stored(self, oid: bytes, size: int) -> None:
         self._write("put", "objects", oid, {"node": self.node_id, "size": size})

@@ -25,6 +25,7 @@ START_TIMEOUT_S = 60.0
 CONTROL_STORE_START_DELAY_S = 0.5
 STOP_TIMEOUT_S = 10.0
 SHM_DIR = "/dev/shm"
+SPILL_SUBDIR = "spill"  # a session's spilled objects (runtime/spilling.py)
 
 
 MAX_TMPDIR_CHARS = 40
@@ -45,36 +46,56 @@ def runtime_root() -> str:
     return root
 
 
-def remove_stale_segments() -> list:
-    """Remove store segments whose session's starter process is gone.
+def remove_stale_segments(spill_dirs=()) -> list:
+    """Remove store segments, and spilled objects, of sessions whose starter process is gone.
 
-    A node manager removes its segment when it stops; one SIGKILLed together with the process
-    that started it (a driver and its node killed at once, a cluster node's supervisor tree
-    killed) cannot, and its memory would stay in /dev/shm until reboot. The starter's pid is in
-    the name (``zactor-session_<pid>_...``): no such process, nobody can use the segment any
-    more. A pid reused by another process keeps a leftover (never a live segment) removed."""
+    A node manager removes its segment and its spill files when it stops; one SIGKILLed
+    together with the process that started it (a driver and its node killed at once, a
+    cluster node's supervisor tree killed) cannot, and its memory would stay in /dev/shm until
+    reboot (its spill files on disk). The starter's pid is in the name
+    (``zactor-session_<pid>_...``, ``session_<pid>_...`` for session and spill directories): no
+    such process, nobody can use them any more. A pid reused by another process keeps a
+    leftover (never a live session's) removed. ``spill_dirs``: ``object_spilling_directory``
+    settings to look in, besides the session directories (runtime/spilling.py)."""
     removed = []
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:
-        return removed
-    for name in names:
-        if not name.startswith("zactor-session_"):
-            continue
-        try:
-            pid = int(name[len("zactor-session_"):].split("_", 1)[0])
-            os.kill(pid, 0)
-        except ValueError:
-            continue
-        except ProcessLookupError:
+    for name in _listdir(SHM_DIR):
+        if name.startswith("zactor-session_") and _starter_gone(name[len("zactor-"):]):
             try:
                 os.unlink(os.path.join(SHM_DIR, name))
                 removed.append(name)
             except OSError:
                 pass
-        except PermissionError:
-            continue  # another user's process: alive
+    root = runtime_root()
+    stale = [os.path.join(root, name, SPILL_SUBDIR) for name in _listdir(root)]
+    stale += [os.path.join(d, name) for d in spill_dirs if d for name in _listdir(d)]
+    for path in stale:
+        name = os.path.basename(os.path.dirname(path) if path.startswith(root) else path)
+        if os.path.isdir(path) and _starter_gone(name):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
     return removed
+
+
+def _listdir(path: str) -> list:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
+
+
+def _starter_gone(session_name: str) -> bool:
+    """True if ``session_<pid>_...`` names a process that no longer exists."""
+    if not session_name.startswith("session_"):
+        return False
+    try:
+        os.kill(int(session_name[len("session_"):].split("_", 1)[0]), 0)
+    except ValueError:
+        return False
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # another user's process: alive
+    return False
 
 
 def check_shm_room(store_bytes: int) -> None:
@@ -169,7 +190,7 @@ class LocalNode:
                initial_workers: int) -> "_Launching":
         """Start the node manager's process and return at once: the caller can do its own
         start-up work (imports, ~0.1 s) while the node starts, then ``wait_ready()``."""
-        remove_stale_segments()
+        remove_stale_segments([config.get("object_spilling_directory")])
         check_shm_room(store_bytes)
         root = runtime_root()
         session_dir = tempfile.mkdtemp(prefix=f"session_{os.getpid()}_", dir=root)

@@ -110,3 +110,19 @@ LEASE_GRANTED = define(0x5A, "LEASE_GRANTED", required=("lid", "addr"))
 LEASE_RETURN = define(0x5B, "LEASE_RETURN", required=("lid",))
 # NM -> client: tasks wait for workers here: give back the leases with nothing in flight
 LEASES_WANTED = define(0x5C, "LEASES_WANTED")
+# worker -> NM, NM -> driver, executor NM -> origin NM (over the peer sockets): lines tasks
+#   printed, for the driver of their job (output_relay.py). lines: [[task_id, is_stderr,
+#   text, hops]...], text one or more whole lines already prefixed "(function pid=N, ip=H) ",
+#   hops: node-to-node relays so far (task_id: the task of its chain the receiver knows)
+WORKER_OUTPUT = define(0x70, "WORKER_OUTPUT", required=("lines",))
+
+# ---- spilling (runtime/spilling.py): a client that meets a full store, or misses a spilled
+# object, asks its node manager, and waits (with a timeout) for the answer ----
+# client -> NM: op "make_room": spill objects so that ``size`` more bytes fit;
+#   op "restore": bring the spilled object ``oid`` back into the store
+STORE_REQUEST = define(0x5E, "STORE_REQUEST", required=("op",), optional={"size": 0,
+                                                                          "oid": b""})
+# NM -> client: the answer to STORE_REQUEST (op and oid repeated); error "" means done
+#   (room made, object in the store), else why not; full: the cause is a full store
+STORE_REPLY = define(0x5F, "STORE_REPLY", required=("op",), optional={"oid": b"", "error": "",
+                                                                      "full": False})

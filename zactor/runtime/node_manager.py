@@ -37,6 +37,8 @@ from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
 from zactor.runtime.lineage import Lineage
 from zactor.runtime.object_table import ObjectTable
+from zactor.runtime.output_relay import OutputRelay
+from zactor.runtime.spilling import Spilling
 from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
@@ -94,6 +96,10 @@ class NodeManager(WorkerPool):
             can_spill=cluster, spill_policy=cluster_spill_policy(
                 self, config.get("spill_queue_threshold")) if cluster else None)
         self.objects = ObjectTable()
+        #: primary copies to local disk when the store is full, and back (runtime/spilling.py)
+        self.spill = Spilling(store, session_dir, config,
+                              send=lambda identity, body: self._send(identity, m.STORE_REPLY,
+                                                                     body))
         self.tasks: dict[bytes, Task] = {}
         self.children_of: dict[bytes, list] = {}
         self.clients: dict[bytes, Client] = {}
@@ -131,6 +137,7 @@ class NodeManager(WorkerPool):
         self.lineage = Lineage(self) if cluster else None
         self.poller_changed = True
         self.direct = DirectLedger(self)
+        self.output = OutputRelay(self)  # what tasks print, to their drivers (cluster)
         self.link.register()
         if config.get("gcs_address"):  # a cluster node: the control store is already up
             self.gcs.connect_in_background(config["gcs_address"], config.get("key_file"))
@@ -144,6 +151,7 @@ class NodeManager(WorkerPool):
         poller = zmq.Poller()
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.zygote_report_fd, zmq.POLLIN)
+        poller.register(self.spill.fileno(), zmq.POLLIN)
         for source in self.remote.poll_sources() if self.remote else ():
             poller.register(source, zmq.POLLIN)
         self.poller_changed = False
@@ -164,8 +172,12 @@ class NodeManager(WorkerPool):
                     self._on_frames(frames)
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
+            spill_fd = self.spill.fileno()
+            if spill_fd in events:
+                self.spill.on_readable()
             if self.remote is not None:
-                if len(events) > (self.sock in events) + (self.zygote_report_fd in events):
+                if len(events) > (self.sock in events) + (self.zygote_report_fd in events) \
+                        + (spill_fd in events):
                     self.remote.on_readable()
                 self.remote.pump(time.monotonic())
             self._flush_outbox()
@@ -275,6 +287,7 @@ class NodeManager(WorkerPool):
         for e in self.objects.entries.values():
             e.waiters.discard(identity)
         self.direct.client_gone(identity)
+        self.output.client_gone(identity)
 
     def on_ref_delta(self, identity, msg) -> None:
         client = self.clients.get(identity)
@@ -311,6 +324,7 @@ class NodeManager(WorkerPool):
                 e.waiters.add(identity)
                 self.remote.ensure_local(oid)
             elif e is not None and e.state is not None:
+                self.spill.touch(oid)
                 self._notify(identity, [oid, e.state, e.data])
             elif e is None and self.objects.was_freed(oid):
                 self._notify(identity, self._lost(oid, "it was freed: no reference to it "
@@ -378,6 +392,7 @@ class NodeManager(WorkerPool):
             return
         if state == m.OBJ_STORE:
             self.gcs.object_stored(oid, data)
+            self.spill.stored(oid, data)
         elif state == m.OBJ_REMOTE:  # on another node: fetched when something here needs it
             if oid in self.remote.wanted or self.scheduler.waits_for(oid) or \
                     oid in self.actors.waiters:
@@ -415,10 +430,11 @@ class NodeManager(WorkerPool):
                 self.remote.freed(oid, e)  # a copy on another node goes too
             if e.state == m.OBJ_STORE:
                 self.gcs.object_freed(oid)
+                self.spill.forget(oid)
                 try:
                     self.store.delete(oid)
-                except Exception:  # noqa: BLE001 - already gone (a dead writer's abort)
-                    pass
+                except Exception:  # noqa: BLE001 - already gone (a dead writer's abort,
+                    pass  # or a spilled copy evicted)
 
     # ---- tasks --------------------------------------------------------------------------
 
@@ -650,9 +666,10 @@ class NodeManager(WorkerPool):
             elif kind is ls.Spill:
                 self.remote.spill(ins.task_id, ins.reason)
             elif kind is ls.Infeasible:
-                print(f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
-                      f" but this node has {ins.total.to_dict()}; it waits for a node that "
-                      f"fits (infeasible here)", file=sys.stderr)
+                self.output.warn(ins.task_id, (
+                    f"zactor: warning: task {ins.task_id.hex()} needs {ins.demand.to_dict()}"
+                    f" but this node has {ins.total.to_dict()}; it waits for a node that "
+                    f"fits (infeasible here)"))
 
     def _dispatch(self, ins: ls.Dispatch) -> None:
         task = self.tasks[ins.task_id]
@@ -669,6 +686,8 @@ class NodeManager(WorkerPool):
                 self._finish_task(ins.task_id, [[o, m.OBJ_ERROR, e.data]
                                                 for o in task.returns])
                 return
+            if e.state == m.OBJ_STORE:
+                self.spill.touch(oid)
             resolved.append([oid, e.state, e.data])
         identity = self.worker_identity[ins.worker_id]
         client = self.clients[identity]
@@ -724,6 +743,7 @@ class NodeManager(WorkerPool):
         self.gcs.close()
         self.sock.close(0)
         self.ctx.term()
+        self.spill.close()  # its thread is a store client: stopped before the store goes
         self.store.destroy()
         # The control store keeps its files under the session directory: remove it only once
         # those processes are gone (a dead driver's die with it, by PDEATHSIG), otherwise
@@ -743,6 +763,8 @@ class NodeManager(WorkerPool):
         "SET_GCS": on_set_gcs, "KILL_ACTOR": on_kill_actor, "GET_ACTOR": on_get_actor,
         "LEASE_REQUEST": lambda self, i, msg: self.direct.on_request(i, msg),
         "LEASE_RETURN": lambda self, i, msg: self.direct.on_return(i, msg),
+        "WORKER_OUTPUT": lambda self, i, msg: self.output.on_output(i, msg),
+        "STORE_REQUEST": lambda self, i, msg: self.spill.on_request(i, msg),
     }
 
 
@@ -755,7 +777,9 @@ def _ray_node_info(row: dict) -> dict:
             "ObjectStoreSocketName": row.get("store"),
             "Resources": row.get("resources_total", {}),
             "ObjectStoreUsedBytes": row.get("store_used", 0),
-            "ObjectStoreCapacityBytes": row.get("store_capacity", 0)}
+            "ObjectStoreCapacityBytes": row.get("store_capacity", 0),
+            # zactor's own: objects spilled to disk and restored (runtime/spilling.py)
+            "ObjectSpilling": row.get("spill", {})}
 
 
 def _alive(pid: int) -> bool:

@@ -81,7 +81,7 @@ def attach_runtime_env(client, spec: dict, task_env, parent: bytes) -> None:
     from zactor.runtime import runtime_env
 
     env = runtime_env.merge(job_env or {}, runtime_env.validate(task_env))
-    spec["env"] = runtime_env.encode(env)
+    spec["env"] = runtime_env.encode(env, client)
 
 
 class RemoteFunction:

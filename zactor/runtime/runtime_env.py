@@ -2,19 +2,33 @@
 ``env_vars`` and ``working_dir``.
 
 Driver side (``encode``): ``working_dir`` (a local directory) is zipped once per process
-(again only when a file changes) and travels inside the task spec with its sha1, to whichever
-node runs the task. That keeps it independent of object transfer, at the price of carrying
-the archive with every task that names it: it is capped at MAX_WORKING_DIR_ZIP_BYTES (code
-and small data; ship data as objects). An object-store path that ships it once per node is
-the next step.
+(again only when a file changes) and *published once* where the nodes can read it; the task
+spec carries only its reference ``[sha256, size]``, so a 5 MB directory does not make every
+task's spec 5 MB:
 
-Worker side (``applied``): the archive is unpacked once per node into
-``<runtime root>/working_dirs/<sha1>`` (unpacked to a temporary name, then renamed: two
-workers racing both succeed, one rename wins), then for the task's duration the worker's
-current directory is that folder, it is first on ``sys.path`` (so the driver's modules import
-there as on the driver), and ``env_vars`` are set; all restored afterwards. Modules imported
-from a working directory stay imported in that worker (as with Ray's cached workers, a
-working directory's modules should not change within a job).
+- a cluster driver (its node has a control store, ``config["gcs_address"]``) uploads the zip
+  into the control store's ``kv`` table, in CHUNK_BYTES pieces under
+  ``runtime_env:working_dir:<sha256>:<i>``, then a manifest ``{size, chunks}`` under
+  ``runtime_env:working_dir:<sha256>`` (written last: a manifest means every chunk is there).
+  The control store and not the object store: it is reachable from every node (the driver's
+  node may hold no store the others can pull from once the driver leaves), it outlives the
+  driver, and its replication makes the package survive a node's death; a working_dir is
+  code, small next to what the store is for. A package already there (another driver, same
+  files) is not uploaded again.
+- a driver of a single local node unpacks it straight into the node's cache (same machine,
+  no control store needed): the local path costs one unzip per directory version.
+
+Worker side (``applied``): the package is unpacked once per node into
+``<node session dir>/working_dirs/<sha256>`` (removed with the node). A worker that does not
+find it takes the node-wide lock file ``<sha256>.lock`` (flock: released by the kernel if its
+holder dies), looks again, and only then fetches the chunks, checks size and sha256, unpacks
+to a temporary name and renames it: concurrent tasks on one node share one fetch. A package
+that is missing, corrupt or cannot be fetched in FETCH_TIMEOUT_S fails the task with
+``RuntimeEnvSetupError`` naming why. Then for the task's duration the worker's current
+directory is that folder, it is first on ``sys.path`` (so the driver's modules import there
+as on the driver), and ``env_vars`` are set; all restored afterwards. Modules imported from a
+working directory stay imported in that worker (as with Ray's cached workers, a working
+directory's modules should not change within a job).
 
 Not supported (refused with a clear error): ``pip``, ``conda``, ``container``, ``py_modules``
 and remote URIs for ``working_dir``: they need package installation on the nodes.
@@ -23,21 +37,30 @@ and remote URIs for ``working_dir``: they need package installation on the nodes
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import io
 import os
 import shutil
 import sys
 import threading
+import time
 import zipfile
+
+from zactor.exceptions import RuntimeEnvSetupError
 
 SUPPORTED = ("env_vars", "working_dir")
 MAX_WORKING_DIR_BYTES = 100 * 1024 * 1024  # Ray's limit for an uploaded working_dir
-MAX_WORKING_DIR_ZIP_BYTES = 8 * 1024 * 1024  # carried in every task spec that names it
+CHUNK_BYTES = 1024 * 1024  # one control-store value per MB of package
+KV_PREFIX = b"runtime_env:working_dir:"
+FETCH_TIMEOUT_S = 60.0  # reading a package from the control store
+UPLOAD_TIMEOUT_S = 60.0
+LOCK_WAIT_S = 120.0  # waiting for another worker of the node fetching the same package
 EXCLUDED_DIRS = {"__pycache__", ".git", ".hg", ".svn", ".mypy_cache", ".pytest_cache",
                  ".ruff_cache", ".venv", "node_modules"}
 
-_uploaded: dict = {}  # (abs path, mtime signature) -> [sha1, object id]
+_packages: dict = {}  # (abs path, mtime signature) -> (sha256 hex, zip bytes)
+_published: set = set()  # (destination, sha256) done by this process
 _lock = threading.Lock()
 
 
@@ -113,8 +136,16 @@ def _signature(path: str):
                         for f in fs if not (set(r.split(os.sep)) & EXCLUDED_DIRS)))
 
 
-def encode(env: dict) -> dict | None:
-    """The spec's ``env`` field for a validated runtime_env."""
+def _signature(path: str):
+    return tuple(sorted((os.path.relpath(os.path.join(r, f), path),
+                         os.stat(os.path.join(r, f)).st_mtime_ns)
+                        for r, ds, fs in os.walk(path)
+                        for f in fs if not (set(r.split(os.sep)) & EXCLUDED_DIRS)))
+
+
+def encode(env: dict, client) -> dict | None:
+    """The spec's ``env`` field for a validated runtime_env; publishes the working_dir
+    package (once per process and destination) for the nodes of ``client``'s cluster."""
     if not env:
         return None
     out = {}
@@ -124,41 +155,150 @@ def encode(env: dict) -> dict | None:
         path = env["working_dir"]
         key = (path, _signature(path))
         with _lock:
-            entry = _uploaded.get(key)
-            if entry is None:
+            package = _packages.get(key)
+            if package is None:
                 blob = _zip_dir(path)
-                if len(blob) > MAX_WORKING_DIR_ZIP_BYTES:
-                    raise ValueError(
-                        f"runtime_env['working_dir'] {path!r} zips to {len(blob) >> 20} MB, "
-                        f"over the {MAX_WORKING_DIR_ZIP_BYTES >> 20} MB it may carry in each "
-                        f"task; keep code there and pass data as objects")
-                entry = _uploaded[key] = [hashlib.sha1(blob).hexdigest(), blob]
-        out["working_dir"] = entry
+                package = _packages[key] = (hashlib.sha256(blob).hexdigest(), blob)
+            sha, blob = package
+            _publish(client, sha, blob)
+        out["working_dir"] = [sha, len(blob)]
     return out or None
 
 
-def _unpacked(sha: str, blob: bytes) -> str:
-    from zactor.runtime.local_cluster import runtime_root
+def _publish(client, sha: str, blob: bytes) -> None:
+    """Make the package readable by every node that may run the task. Caller holds _lock."""
+    config = client.config
+    cluster = config.get("cluster") and config.get("gcs_address")
+    destination = config["gcs_address"] if cluster else client.session_dir
+    if (destination, sha) in _published:
+        return
+    if cluster:
+        _upload(config["gcs_address"], config.get("key_file"), sha, blob)
+    else:
+        _install(os.path.join(client.session_dir, "working_dirs"), sha, blob)
+    _published.add((destination, sha))
 
-    base = os.path.join(runtime_root(), "working_dirs")
+
+def _upload(address: str, key_file, sha: str, blob: bytes) -> None:
+    from zactor.control.client import GcsClient
+
+    manifest_key = KV_PREFIX + sha.encode()
+    try:
+        with GcsClient.connect(address, timeout_s=UPLOAD_TIMEOUT_S, keys=key_file) as gcs:
+            manifest = gcs.get("kv", manifest_key, timeout_s=UPLOAD_TIMEOUT_S)
+            if isinstance(manifest, dict) and manifest.get("size") == len(blob):
+                return  # uploaded before (by this driver's earlier run or another driver)
+            chunks = [blob[i:i + CHUNK_BYTES] for i in range(0, len(blob), CHUNK_BYTES)]
+            for i, chunk in enumerate(chunks):
+                gcs.put_async("kv", _chunk_key(sha, i), chunk)
+            gcs.flush(timeout_s=UPLOAD_TIMEOUT_S)
+            gcs.put("kv", manifest_key, {"size": len(blob), "chunks": len(chunks)},
+                    timeout_s=UPLOAD_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - the submission fails with the reason
+        raise RuntimeEnvSetupError(f"could not upload the working_dir package ({len(blob)} "
+                                   f"bytes) to the control store at {address}: {exc}") from exc
+
+
+def _chunk_key(sha: str, index: int) -> bytes:
+    return KV_PREFIX + f"{sha}:{index}".encode()
+
+
+def _fetch(sha: str, size: int, config: dict) -> bytes:
+    """The package's bytes from the control store, checked against its size and sha256."""
+    address = config.get("gcs_address")
+    if not address:
+        raise RuntimeEnvSetupError(
+            f"the working_dir package {sha[:16]} is not on this node and the node has no "
+            f"control store to fetch it from")
+    from zactor.control.client import GcsClient
+
+    try:
+        with GcsClient.connect(address, timeout_s=FETCH_TIMEOUT_S,
+                               keys=config.get("key_file")) as gcs:
+            manifest = gcs.get("kv", KV_PREFIX + sha.encode(), timeout_s=FETCH_TIMEOUT_S)
+            if not isinstance(manifest, dict):
+                raise RuntimeEnvSetupError(
+                    f"the working_dir package {sha[:16]} is not in the control store at "
+                    f"{address} (its driver did not upload it, or it was removed)")
+            chunks = gcs.get_many("kv", [_chunk_key(sha, i) for i in range(
+                int(manifest.get("chunks", 0)))], timeout_s=FETCH_TIMEOUT_S)
+    except RuntimeEnvSetupError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the task fails with the reason
+        raise RuntimeEnvSetupError(f"could not fetch the working_dir package {sha[:16]} from "
+                                   f"the control store at {address}: {exc}") from exc
+    if not all(isinstance(c, bytes) for c in chunks):
+        raise RuntimeEnvSetupError(f"the working_dir package {sha[:16]} is incomplete in the "
+                                   f"control store (a chunk is missing)")
+    blob = b"".join(chunks)
+    if len(blob) != size or hashlib.sha256(blob).hexdigest() != sha:
+        raise RuntimeEnvSetupError(
+            f"the working_dir package {sha[:16]} is corrupt: {len(blob)} bytes with sha256 "
+            f"{hashlib.sha256(blob).hexdigest()[:16]}, expected {size} bytes with {sha[:16]}")
+    return blob
+
+
+def _install(base: str, sha: str, blob: bytes) -> str:
+    """Unpack a package into ``base/<sha>`` (to a temporary name, then renamed)."""
     target = os.path.join(base, sha)
     if os.path.isdir(target):
         return target
     os.makedirs(base, mode=0o700, exist_ok=True)
     tmp = f"{target}.tmp{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(io.BytesIO(bytes(blob))) as zf:
-        zf.extractall(tmp)
+    try:
+        with zipfile.ZipFile(io.BytesIO(bytes(blob))) as zf:
+            zf.extractall(tmp)
+    except (zipfile.BadZipFile, OSError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeEnvSetupError(f"could not unpack the working_dir package {sha[:16]} "
+                                   f"into {base}: {exc}") from exc
     try:
         os.rename(tmp, target)
-    except OSError:  # another worker unpacked it first
+    except OSError:  # another process unpacked it first
         shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
 @contextlib.contextmanager
-def applied(env):
-    """Run the body inside a task's runtime environment."""
+def _node_lock(path: str, timeout_s: float = LOCK_WAIT_S):
+    """An exclusive lock among the node's workers (flock: freed if the holder dies)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeEnvSetupError(
+                        f"another worker of this node held {path} for over {timeout_s:.0f} s "
+                        f"while fetching the working_dir package") from None
+                time.sleep(0.02)  # polling a lock with a deadline
+        yield
+    finally:
+        os.close(fd)
+
+
+def working_dir_on_node(sha: str, size: int, session_dir: str, config: dict) -> str:
+    """The folder holding package ``sha`` on this node: fetched and unpacked by the first
+    worker that needs it, found by the others."""
+    base = os.path.join(session_dir, "working_dirs")
+    target = os.path.join(base, sha)
+    if os.path.isdir(target):
+        return target
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    with _node_lock(os.path.join(base, f"{sha}.lock")):
+        if not os.path.isdir(target):
+            _install(base, sha, _fetch(sha, size, config))
+    return target
+
+
+@contextlib.contextmanager
+def applied(env, session_dir: str, config: dict):
+    """Run the body inside a task's runtime environment, on the node whose session
+    directory and config (its control store's address) are given."""
     if not env:
         yield
         return
@@ -166,8 +306,8 @@ def applied(env):
     saved_cwd = saved_path = None
     try:
         if env.get("working_dir"):
-            sha, blob = env["working_dir"]
-            folder = _unpacked(sha, blob)
+            sha, size = env["working_dir"]
+            folder = working_dir_on_node(sha, size, session_dir, config)
             saved_cwd = os.getcwd()
             saved_path = list(sys.path)
             os.chdir(folder)

@@ -25,10 +25,16 @@ import time
 from collections import OrderedDict, deque
 
 from zactor import serialization as ser
-from zactor.exceptions import LocalRayletDiedError, RayTaskError, TaskCancelledError
+from zactor.exceptions import (
+    LocalRayletDiedError,
+    RayTaskError,
+    RuntimeEnvSetupError,
+    TaskCancelledError,
+)
 from zactor.runtime import context, execution
 from zactor.runtime import messages as m
 from zactor.runtime.core_client import CoreClient
+from zactor.runtime.output_relay import RelayedStream
 from zactor.runtime.worker_direct import DirectWorker
 
 PARENT_CHECK_EVERY_MS = 1000
@@ -96,7 +102,11 @@ class Worker(DirectWorker):
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
         signal.signal(signal.SIGUSR1, self._on_interrupt_signal)
-        if config.get("log_to_driver", True):
+        if config.get("log_to_driver", True) and config.get("cluster"):
+            # the inherited terminal is the node's: lines also go to the job's driver
+            sys.stdout = RelayedStream(sys.stdout, self.client, is_stderr=False)
+            sys.stderr = RelayedStream(sys.stderr, self.client, is_stderr=True)
+        elif config.get("log_to_driver", True):  # a local node: the driver's terminal
             sys.stdout = _PrefixedStream(sys.stdout, os.getpid())
             sys.stderr = _PrefixedStream(sys.stderr, os.getpid())
         else:  # as Ray: the output goes to log files only, not to the driver's terminal
@@ -183,6 +193,8 @@ class Worker(DirectWorker):
         returns, results, flags = None, None, 0
         actor = spec.get("actor")
         self.current_task = spec["id"]
+        if actor is None or actor.get("op") == "create":
+            self.client.adopt_job(spec["id"])
         try:
             with self._runtime_env(spec, actor):
                 fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
@@ -194,7 +206,7 @@ class Worker(DirectWorker):
                     self.in_user_code = False
             del args, kwargs
             returns, results = self._encode_returns(spec, actor, returns)
-        except (RayTaskError, TaskCancelledError) as err:
+        except (RayTaskError, TaskCancelledError, RuntimeEnvSetupError) as err:
             results, flags = self._error_results(spec, err)
         finally:
             self.current_task = None
@@ -223,9 +235,11 @@ class Worker(DirectWorker):
             return contextlib.nullcontext()
         from zactor.runtime import runtime_env
 
-        ctx = runtime_env.applied(env)
+        ctx = runtime_env.applied(env, self.client.session_dir, self.client.config)
         try:
             ctx.__enter__()
+        except RuntimeEnvSetupError:
+            raise  # as Ray: the task's error is the environment's, not a user exception
         except Exception as exc:  # noqa: BLE001 - the task fails with the reason
             raise RayTaskError(spec["name"], execution.user_traceback(exc), exc) from exc
         if actor is not None and actor.get("op") == "create":

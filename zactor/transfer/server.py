@@ -38,6 +38,7 @@ MAX_SESSIONS = 4096             # HMAC sessions kept (oldest dropped): HELLO spa
 SAMPLE_BYTES = 64 * 1024        # per sample when deciding whether lz4 pays
 COMPRESS_RATIO = 0.75           # lz4 is used when samples shrink below this fraction
 _POLL_MS = 200
+RESTORE_WAIT_S = 30.0           # for a spilled object to be read back into the store
 
 
 def lz4_pays(data: memoryview) -> bool:
@@ -66,12 +67,14 @@ class TransferServer:
     Clients must use the same ``encrypt`` setting (a cluster-wide choice).
 
     ``store`` is used from the server thread only; ``stats`` counts requests (for tests and
-    diagnostics). ``port`` and ``address`` tell where it listens; ``close()`` stops it.
+    diagnostics). ``restore(oid, timeout_s) -> error`` (the node manager's spilling), if
+    given, is called for an object missing from the store and returns "" once it is back. ``port`` and ``address`` tell where it listens; ``close()`` stops it.
     """
 
     def __init__(self, store, bind_host: str = "127.0.0.1", port: int = 0, *, keys=None,
-                 encrypt: bool = True):
+                 encrypt: bool = True, restore=None):
         self.store = store
+        self.restore = restore
         self.keys = keys_from(keys)
         self.encrypt = encrypt
         self._mac_key = (self.keys.hmac_key(M.MAC_PURPOSE)
@@ -213,12 +216,19 @@ class TransferServer:
             self._sessions.popitem(last=False)
         self._send(ident, P.encode(M.XFER_WELCOME, {"sid": sid, "nonce": nonce}, msg.req_id))
 
+    def _pin(self, oid: bytes):
+        """The object pinned, restored from disk first if it was spilled (and evicted)."""
+        buf = self.store.get_buffer(oid)
+        if buf is None and self.restore is not None and not self.restore(oid, RESTORE_WAIT_S):
+            buf = self.store.get_buffer(oid)
+        return buf
+
     def _on_meta(self, ident, msg) -> None:
         oid = self._oid(msg)
         if not self._authorized(ident, msg, oid):
             return
         self.stats["meta_requests"] += 1
-        buf = self.store.get_buffer(oid)
+        buf = self._pin(oid)
         if buf is None:
             self._error(ident, msg.req_id, M.ERR_MISSING,
                         f"object {oid.hex()} is not in the store of {self.address}")
@@ -236,7 +246,7 @@ class TransferServer:
         if not self._authorized(ident, msg, oid, offset, length):
             return
         self.stats["chunk_requests"] += 1
-        buf = self.store.get_buffer(oid)
+        buf = self._pin(oid)
         if buf is None:
             self._error(ident, msg.req_id, M.ERR_MISSING,
                         f"object {oid.hex()} is no longer in the store of {self.address}")

@@ -76,10 +76,17 @@ PLACE = define(0x61, "PLACE", required=("decisions",))
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
-#   [[task_id, [[oid, state, data]...], flags, covered]] (OBJ_REMOTE data: [node_id, size]);
-#   covered, for an actor call only: [actor id, the origin's last call the actor's last
-#   checkpoint includes] or None (cluster/actor_failover.py: callers trim their replay log)
-REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",))
+#   [[task_id, [[oid, state, data, [contained oid...]]...], flags, covered]]
+#   (OBJ_REMOTE data: [node_id, transfer address, size]); covered, for an actor call only:
+#   [actor id, the origin's last call the actor's last checkpoint includes] or None
+#   (cluster/actor_failover.py: callers trim their replay log). objects: [[oid, state,
+#   data]] of the objects the results contain refs to (a put inside the task), as far as
+#   they exist: those in the executor's store are kept there for the origin until it frees
+#   them. flags ARG_LOST: the task did not run, an argument could not be fetched from its
+#   holder; the results slot holds [[oid, why, holder node id]] of those arguments (the
+#   origin re-makes them by lineage and sends the task again)
+REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
+ARG_LOST = 1
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
 # driver/NM -> scheduler: create / remove a placement group (answered with OK {value})

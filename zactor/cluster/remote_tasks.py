@@ -33,11 +33,10 @@ from collections import deque
 import zmq
 
 from zactor import protocol
-from zactor import serialization as ser
 from zactor.cluster import messages as cm
 from zactor.exceptions import ActorDiedError, ObjectLostError, WorkerCrashedError
 from zactor.net.security import curve_client
-from zactor.net.sockets import bind_free, make_socket
+from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
@@ -78,6 +77,8 @@ class RemoteTasks:
         self.bundles: dict = {}  # (pg id, bundle index) -> amounts reserved on this node
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
+        self.wanted: set = set()  # oids a client asked for before they existed: pull them
+        self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         # calls to actors living on other nodes, in submission order per actor, and where
         # each actor lives (read from the control store's actor table, off the loop)
         self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
@@ -106,8 +107,8 @@ class RemoteTasks:
                     break
                 identity = frames.pop(0) if sock is self.router else None
                 self._on_frames(identity, frames)
-        for oid, error in self.transfer.finished():
-            self._pull_done(oid, error)
+        for oid, error, address in self.transfer.finished():
+            self._pull_done(oid, error, address)
 
     def _on_frames(self, identity, frames) -> None:
         try:
@@ -428,11 +429,7 @@ class RemoteTasks:
         args = []
         for oid in task.deps:
             e = self.nm.objects.entries[oid]
-            if e.state == m.OBJ_STORE:
-                args.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
-                                                 int(e.data)]])
-            else:
-                args.append([oid, e.state, e.data])
+            args.append(self._location(oid, e.state, e.data))
         sent = self.functions_sent.setdefault(node_id, set())
         fid = task.spec.get("fid")
         functions = [] if not fid or fid in sent or fid not in self.nm.functions else \
@@ -448,16 +445,55 @@ class RemoteTasks:
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
     def on_remote_done(self, _identity, msg) -> None:
-        for task_id, results, _flags, *covered in msg["done"]:
+        objects = {o[0]: o for o in msg.get("objects", ())}
+        for task_id, results, flags, *covered in msg["done"]:
             node = self.forwarded.pop(task_id, None)
             if covered and covered[0]:  # the actor's checkpoint covers our calls up to it
                 self.failover.covered(*covered[0])
             if node is None:
                 continue
-            if task_id in self.nm.tasks:
-                self.nm._finish_task(task_id, results)
-            else:  # a finished call replayed after its actor restarted: results exist here
+            if flags & cm.ARG_LOST:
+                self._argument_lost(task_id, results)
+                continue
+            if task_id not in self.nm.tasks:
+                # a finished call replayed after its actor restarted: results exist here
                 self.free_out.setdefault(node, []).extend(r[0] for r in results)
+                continue
+            # objects the results contain refs to (a put inside the task): known here
+            # before the results that hold them
+            for _oid, _state, _data, *contained in results:
+                for oid in contained[0] if contained else ():
+                    if oid in objects:
+                        self.nm._set_value(*objects.pop(oid), collect=False)
+            self.nm._finish_task(task_id, results)
+
+    def _argument_lost(self, task_id: bytes, lost) -> None:
+        """A forwarded task came back unrun: its executor could not fetch these arguments.
+        This node owns them: re-make them (lineage) and send the task again. The task's own
+        retries are used only when no argument is being re-made (so a holder that keeps
+        failing cannot bounce it forever)."""
+        nm = self.nm
+        task = nm.tasks.get(task_id)
+        if task is None:
+            return
+        remade = False
+        for oid, why, holder in lost:
+            e = nm.objects.entries.get(oid)
+            if e is not None and e.state == m.OBJ_REMOTE and e.data[0] == holder:
+                nm.lineage.copy_lost(oid, f"the node running a task that takes it could not "
+                                          f"fetch it: {why}")
+            # being re-made, or already re-made on another node
+            remade |= e is not None and (e.state is None or e.state == m.OBJ_REMOTE)
+        retries = task.spec["retries"]
+        if not remade:
+            if 0 <= retries <= task.attempt:
+                nm._fail_task(task_id, ObjectLostError(lost[0][0].hex(), reason=(
+                    f"an argument of the task could not be fetched ({lost[0][1]}) and the "
+                    f"task's retries are spent (max_retries={retries})")))
+                return
+            task.attempt += 1
+        self.spilling[task_id] = [task, None, "an argument was lost"]
+        self.unsent.add(task_id)  # spilled again once its arguments exist
 
     # ---- executor: running tasks for other nodes -------------------------------------------
 
@@ -496,18 +532,40 @@ class RemoteTasks:
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
         this store travel as locations)."""
-        out = []
-        for oid, state, data, *_ in results:
-            if state == m.OBJ_STORE:
-                out.append([oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address,
-                                                int(data)]])
-            else:
-                out.append([oid, state, data])
+        lost = [[oid, *self.lost_args[oid]] for oid in task.deps if oid in self.lost_args]
+        if lost and not task.spec.get("actor"):
+            # it did not run (a failed argument fails it unrun): the origin owns the
+            # argument, re-makes it and sends the task again; these returns are not kept
+            for oid in task.returns:
+                if self.held_for_peer.get(oid) == task.submitter:
+                    del self.held_for_peer[oid]
+                    self.nm._free(self.nm.objects.remove_ref(oid))
+            self.router.send_multipart([task.submitter, *protocol.encode(
+                cm.REMOTE_DONE, {"done": [[task.spec["id"], lost, cm.ARG_LOST]]})])
+            return
+        out, objects = [], []
+        for oid, state, data, *contained in results:
+            contained = list(contained[0]) if contained else []
+            out.append(self._location(oid, state, data) + [contained])
+            for inner in contained:  # e.g. put by the task: the origin learns where it is
+                e = self.nm.objects.entries.get(inner)
+                if e is None or e.state is None:
+                    continue  # not made yet: the origin cannot learn of it (a limit)
+                if e.state == m.OBJ_STORE and inner not in self.held_for_peer:
+                    self.nm.objects.add_ref(inner)  # kept for the origin, as a result is
+                    self.held_for_peer[inner] = task.submitter
+                objects.append(self._location(inner, e.state, e.data))
         done = [task.spec["id"], out, 0]
         if task.spec.get("actor") and task.spec["actor"]["op"] == "call":
             done.append(self.failover.covered_for(task))
         self.router.send_multipart([task.submitter, *protocol.encode(
-            cm.REMOTE_DONE, {"done": [done]})])
+            cm.REMOTE_DONE, {"done": [done], "objects": objects})])
+
+    def _location(self, oid: bytes, state: int, data) -> list:
+        """An object's triple as another node sees it (a value in this store: where)."""
+        if state == m.OBJ_STORE:
+            return [oid, m.OBJ_REMOTE, [self.nm.node_id, self.transfer.address, int(data)]]
+        return [oid, state, data]
 
     def on_free(self, identity, msg) -> None:
         for oid in msg["oids"]:
@@ -520,6 +578,7 @@ class RemoteTasks:
     def freed(self, oid: bytes, e) -> None:
         """The origin dropped an object whose bytes live (also) on another node."""
         holder = self.remote_copies.pop(oid, None)
+        self.lost_args.pop(oid, None)
         if e.state == m.OBJ_REMOTE:
             holder = e.data[0]
         if holder is not None:
@@ -540,7 +599,7 @@ class RemoteTasks:
             return
         self.transfer.pull(oid, e.data[1])
 
-    def _pull_done(self, oid: bytes, error) -> None:
+    def _pull_done(self, oid: bytes, error, address: str = "") -> None:
         nm = self.nm
         e = nm.objects.entries.get(oid)
         if e is None or e.state != m.OBJ_REMOTE:
@@ -551,13 +610,21 @@ class RemoteTasks:
                     pass
             return
         holder = e.data[0]
+        if error is not None and address and tcp_address(address) != tcp_address(e.data[1]):
+            # a pull from a former holder (the object was re-made elsewhere meanwhile, and
+            # the new pull joined the old one): pull from where it is now
+            self.ensure_local(oid)
+            return
         if error is not None:
-            e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
-                oid.hex(), reason=f"it could not be fetched from node {holder.hex()[:16]}: "
-                                  f"{error}"))
-        else:
-            e.state, e.data = m.OBJ_STORE, e.data[2]
-            nm.gcs.object_stored(oid, e.data)
+            # the holder died (its death may not be declared yet) or lost the copy: re-run
+            # the producer now rather than wait for the death notice
+            self.free_out.setdefault(holder, []).append(oid)
+            self._copy_gone(oid, f"it could not be fetched from node {holder.hex()[:16]}: "
+                                 f"{error}", holder)
+            return
+        e.state, e.data = m.OBJ_STORE, e.data[2]
+        self.wanted.discard(oid)
+        nm.gcs.object_stored(oid, e.data)
         nm.object_arrived(oid, e)
         # the holder keeps its copy until the object is freed here: a task forwarded to a
         # third node may still be pulling it from the holder (its args name the holder)
@@ -609,12 +676,17 @@ class RemoteTasks:
                 self.nm._fail_task(task_id, WorkerCrashedError(
                     f"The node {node_id.hex()[:16]} running this task died ({reason}) and "
                     f"the task's retries are spent (max_retries={retries})."))
-        for oid, e in list(self.nm.objects.entries.items()):
-            if e.state == m.OBJ_REMOTE and e.data[0] == node_id:
-                e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(
-                    oid.hex(), reason=f"the node holding it ({node_id.hex()[:16]}) died: "
-                                      f"{reason}"))
-                self.nm.object_arrived(oid, e)
+        why = f"the node holding it ({node_id.hex()[:16]}) died: {reason}"
+        for oid in [oid for oid, e in self.nm.objects.entries.items()
+                    if e.state == m.OBJ_REMOTE and e.data[0] == node_id]:
+            self._copy_gone(oid, why, node_id)
+
+    def _copy_gone(self, oid: bytes, why: str, holder: bytes) -> None:
+        """The only copy of an object known here is gone: re-made by lineage if this node
+        owns it, else lost (and a peer's task taking it tells its origin, which owns it)."""
+        if self.nm.lineage.producer.get(oid) is None:
+            self.lost_args[oid] = [why, holder]
+        self.nm.lineage.copy_lost(oid, why)
 
     def close(self) -> None:
         for sock in self.dealers.values():
@@ -647,7 +719,8 @@ class TransferLink:
         self.client.pull(oid, address)  # a pull already running is joined, not repeated
 
     def finished(self) -> list:
-        return [(h.oid, h.exception(0)) for h in self.client.completed()]
+        """[(oid, error or None, the address pulled from)] of the pulls that ended."""
+        return [(h.oid, h.exception(0), h.address) for h in self.client.completed()]
 
     def close(self) -> None:
         self.client.close()

@@ -192,7 +192,9 @@ class ActorManager:
             resolved, failed = [], None
             for oid in task.deps:
                 e = node.objects.entries.get(oid)
-                if e is None or e.state is None:
+                if e is not None and e.state == m.OBJ_REMOTE:
+                    node.remote.ensure_local(oid)  # on another node: fetched, then called
+                if e is None or e.state is None or e.state == m.OBJ_REMOTE:
                     actor.waiting_on = oid
                     self.waiters.setdefault(oid, set()).add(actor.actor_id)
                     return

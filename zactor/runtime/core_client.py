@@ -117,6 +117,7 @@ class CoreClient:
         self._arrivals: dict = {}  # id -> _Waiter, one per thread waiting in wait_ready
         self._expected: set = set()
         self._subscribed: set = set()
+        self._cluster = False  # set from WELCOME
         self._functions_sent: set = set()
         self._put_counter = 0
         self._closed = False
@@ -152,7 +153,8 @@ class CoreClient:
                                                 DEFAULT_INLINE_THRESHOLD_BYTES)
         self.store = ObjectStore.attach(welcome["store_path"])
         self.direct.max_leases = welcome["resources"].get("CPU", 0)
-        if self.config.get("cluster"):
+        self._cluster = bool(self.config.get("cluster"))
+        if self._cluster:
             # a cluster's tasks go through the node manager, whose scheduler can move them
             # to other nodes (bottom-up scheduling); a leased worker would pin them here
             self.direct.leasing = False
@@ -582,8 +584,10 @@ class CoreClient:
     # ---- get / wait ---------------------------------------------------------------------
 
     def _ask_for(self, oids) -> None:
-        missing = [o for o in oids if o not in self._results and o not in self._expected
-                   and o not in self._subscribed]
+        # in a cluster a result made on another node stays there until asked for
+        # (node_manager._set_value), so a process asks for its own results too
+        missing = [o for o in oids if o not in self._results and o not in self._subscribed
+                   and (self._cluster or o not in self._expected)]
         if missing:
             self._subscribed.update(missing)
             self._raw_send(m.SUBSCRIBE, {"oids": missing})

@@ -35,6 +35,7 @@ from zactor.runtime import messages as m
 from zactor.runtime.actor_manager import ActorManager
 from zactor.runtime.direct_node import DirectLedger
 from zactor.runtime.gcs_recorder import GcsRecorder
+from zactor.runtime.lineage import Lineage
 from zactor.runtime.object_table import ObjectTable
 from zactor.runtime.output_relay import OutputRelay
 from zactor.runtime.spilling import Spilling
@@ -131,6 +132,9 @@ class NodeManager(WorkerPool):
                                                              HEARTBEAT_INTERVAL_S))
         #: tasks and objects of other nodes (a cluster node only)
         self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
+        #: specs of finished tasks whose objects may need re-creating (a cluster node only:
+        #: on one node an object is lost only with its owner)
+        self.lineage = Lineage(self) if cluster else None
         self.poller_changed = True
         self.direct = DirectLedger(self)
         self.output = OutputRelay(self)  # what tasks print, to their drivers (cluster)
@@ -327,6 +331,8 @@ class NodeManager(WorkerPool):
                                                        "was left"))
             else:
                 self.objects.entry(oid).waiters.add(identity)
+                if self.remote is not None:
+                    self.remote.wanted.add(oid)  # fetch it as soon as it exists elsewhere
 
     def _lost(self, oid, reason):
         return [oid, m.OBJ_ERROR, ser.dumps(ObjectLostError(oid.hex(), reason=reason))]
@@ -382,14 +388,24 @@ class NodeManager(WorkerPool):
 
     def _set_value(self, oid, state, data, contained=(), collect=True) -> None:
         e, _ = self.objects.set_value(oid, state, data, contained)
-        if e.data is not data:
-            return  # already had a value
+        if e.data is not data:  # already had a value
+            if state == m.OBJ_REMOTE and self.remote is not None:
+                self.remote.free_out.setdefault(data[0], []).append(oid)  # the extra copy
+            return
         if state == m.OBJ_STORE:
             self.gcs.object_stored(oid, data)
             self.spill.stored(oid, data)
         elif state == m.OBJ_REMOTE:  # on another node: fetched when something here needs it
-            if e.waiters or self.scheduler.waits_for(oid):
+            if oid in self.remote.wanted or self.scheduler.waits_for(oid) or \
+                    oid in self.actors.waiters:
                 self.remote.ensure_local(oid)
+                return
+            # nobody asked yet (the submitter is told once it asks: a cluster client
+            # subscribes to its own results in get/wait): the bytes stay where they were
+            # made, as in Ray, and an unreferenced result is freed there at once
+            e.waiters.clear()
+            if collect:
+                self._free(self.objects.collect_unreferenced(oid))
             return
         self.object_arrived(oid, e, collect)
 
@@ -407,6 +423,9 @@ class NodeManager(WorkerPool):
     def _free(self, freed) -> None:
         for oid, e in freed:
             self.scheduler.object_gone(oid)
+            if self.lineage is not None:
+                self.lineage.object_freed(oid)
+                self.remote.wanted.discard(oid)
             if oid in self.actors.by_handle_ref:
                 self.actors.handles_gone(oid)
             if self.remote is not None:
@@ -518,6 +537,8 @@ class NodeManager(WorkerPool):
         # lineage goes to the control store only if its objects are still around a moment
         # later (see _record_lineage): most tiny tasks' results are read and dropped at once
         self.lineage_pending.append((time.monotonic(), task.spec, task.returns))
+        if self.lineage is not None and not task.submitter.startswith(b"peer:"):
+            self.lineage.task_finished(task)  # this node owns the results: keep the spec
         actor = task.spec.get("actor")
         if actor is not None:
             if actor["op"] == "create":

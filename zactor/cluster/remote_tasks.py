@@ -42,6 +42,7 @@ from zactor.runtime import messages as m
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
 ACTOR_LOOKUP_TIMEOUT_S = 5.0
+AFFINITY_GRACE_S = 10.0  # a node this node knows may be unknown to the scheduler this long
 #: a task whose inputs on other nodes exceed this goes to the global scheduler, which
 #: weighs moving the task against moving the data (the paper's locality rule)
 LOCALITY_THRESHOLD_BYTES = 100 * 1024
@@ -84,6 +85,7 @@ class RemoteTasks:
         self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
         self.actor_homes: dict = {}    # actor id -> node id
         self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
+        self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
@@ -405,6 +407,10 @@ class RemoteTasks:
         if entry is None:
             return
         task = entry[0]
+        if node_id is None and is_failure(reason) and self._scheduler_behind(task):
+            self.spilling[task_id] = [task, time.monotonic(), entry[2]]  # asked again later
+            return
+        self.affinity_unknown.pop(task_id, None)
         if node_id is None and is_failure(reason):
             self.nm._fail_task(task_id, ValueError(
                 f"task {task.spec.get('name')} cannot be scheduled: {reason}"))
@@ -424,6 +430,24 @@ class RemoteTasks:
             self.pull_missing([request])
             return
         self._forward(task, node_id)
+
+    def _scheduler_behind(self, task) -> bool:
+        """Hard affinity to a node the scheduler says it does not know, while this node knows
+        it alive: the scheduler has not read its row yet (it joined a moment ago, or the
+        scheduler restarted). Asked again, for at most AFFINITY_GRACE_S."""
+        strategy = task.spec.get("strategy")
+        if not (isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "node"):
+            return False
+        node = strategy[1]
+        if isinstance(node, str):
+            try:
+                node = bytes.fromhex(node)
+            except ValueError:
+                return False
+        known = node == self.nm.node_id or \
+            self.link.peers.get(node, {}).get("state") == "alive"
+        first = self.affinity_unknown.setdefault(task.spec["id"], time.monotonic())
+        return known and time.monotonic() - first < AFFINITY_GRACE_S
 
     def _forward(self, task, node_id: bytes) -> None:
         args = []

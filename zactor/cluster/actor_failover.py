@@ -279,6 +279,7 @@ class ActorFailover:
         except Exception:  # noqa: BLE001 - restart from what the owner knows
             pass
         self.restart_rows.append((aid, node_id, reason, row, checkpoint))
+        self.nm.wake()
 
     def pump(self) -> None:
         while self.restart_rows:

@@ -86,13 +86,17 @@ class NodeLink:
             self._check_drivers()
         if self.fenced_reason:
             self.fenced()
+        self.handle_deaths()
+        if now >= self._next_fence_check:
+            self._next_fence_check = now + FENCE_CHECK_INTERVAL_S
+            self._check_fenced()
+
+    def handle_deaths(self) -> None:
+        """Deaths the nodes-table subscription queued (the loop is woken for them)."""
         while self.deaths:
             node_id, reason = self.deaths.popleft()
             if self.nm.remote is not None:
                 self.nm.remote.node_died(node_id, reason)
-        if now >= self._next_fence_check:
-            self._next_fence_check = now + FENCE_CHECK_INTERVAL_S
-            self._check_fenced()
 
     # ---- drivers --------------------------------------------------------------------------
 
@@ -160,6 +164,7 @@ class NodeLink:
         if node_id != self.nm.node_id and row.get("state") == "dead" and \
                 (previous is None or previous.get("state") == "alive"):
             self.deaths.append((node_id, row.get("reason") or "missed heartbeats"))
+            self.nm.wake()
         if node_id == self.nm.node_id and row.get("state") == "dead" and \
                 row.get("incarnation") == self.incarnation and row.get("fenced_by"):
             self.fenced_reason = row.get("reason") or "missed heartbeats"

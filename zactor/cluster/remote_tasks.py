@@ -232,6 +232,7 @@ class RemoteTasks:
         except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
             row = {"error": str(exc)}
         self.lookups.append((aid, row))
+        self.nm.wake()
 
     def find_named_actor(self, identity: bytes, name: str, namespace: str) -> None:
         def scan():
@@ -250,6 +251,7 @@ class RemoteTasks:
             except Exception:  # noqa: BLE001 - answered as "not found"
                 found = None
             self.named_answers.append((identity, found))
+            self.nm.wake()
 
         threading.Thread(target=scan, daemon=True, name="zactor-named-actor").start()
 

@@ -114,6 +114,7 @@ class NodeManager(WorkerPool):
         self.zygote_pid = zygote_pid
         self.zygote_cmd_fd = zygote_cmd_fd
         self.zygote_report_fd = zygote_report_fd
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._zygote_buf = b""
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.ROUTER, hwm=0)
@@ -152,6 +153,7 @@ class NodeManager(WorkerPool):
         poller.register(self.sock, zmq.POLLIN)
         poller.register(self.zygote_report_fd, zmq.POLLIN)
         poller.register(self.spill.fileno(), zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
         for source in self.remote.poll_sources() if self.remote else ():
             poller.register(source, zmq.POLLIN)
         self.poller_changed = False
@@ -170,6 +172,9 @@ class NodeManager(WorkerPool):
                     except zmq.Again:
                         break
                     self._on_frames(frames)
+            if self._wake_r in events:
+                _drain(self._wake_r)
+                self.link.handle_deaths()
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
             spill_fd = self.spill.fileno()
@@ -177,7 +182,7 @@ class NodeManager(WorkerPool):
                 self.spill.on_readable()
             if self.remote is not None:
                 if len(events) > (self.sock in events) + (self.zygote_report_fd in events) \
-                        + (spill_fd in events):
+                        + (spill_fd in events) + (self._wake_r in events):
                     self.remote.on_readable()
                 self.remote.pump(time.monotonic())
             self._flush_outbox()
@@ -195,6 +200,14 @@ class NodeManager(WorkerPool):
                 self.direct.want_back()
                 self._flush_outbox()
         self._shutdown()
+
+    def wake(self) -> None:
+        """Called from another thread (the control store's, a look-up's) that queued work for
+        the loop: handle it now rather than at the next timer turn (up to LOOP_POLL_MS)."""
+        try:
+            os.write(self._wake_w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # a wake-up is pending already (or the loop is gone)
 
     def stop(self, reason: str) -> None:
         self.running = False
@@ -792,6 +805,14 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+
+
+def _drain(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
 
 
 def _kill(pid, sig) -> None:

@@ -54,8 +54,8 @@ def add_arguments(parser) -> None:
                         help="typical length of a pause or a partition")
     parser.add_argument("--shared-driver", action="store_true",
                         help="run every workload as a thread of one driver process (default: "
-                             "one driver process per workload; threads sharing a driver "
-                             "meet a lost-wakeup bug in get, see docs/fault-tolerance.md)")
+                             "one driver process per workload; see docs/fault-tolerance.md, "
+                             "finding 3, for why threads sharing a driver were kept apart)")
     parser.add_argument("--cpus-per-node", type=float, default=1.0)
     parser.add_argument("--gcs-replicas", type=int, default=2)
 

@@ -42,7 +42,7 @@ from zactor.runtime import messages as m
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
 ACTOR_LOOKUP_TIMEOUT_S = 5.0
-AFFINITY_GRACE_S = 10.0  # a node this node knows may be unknown to the scheduler this long
+AFFINITY_GRACE_S = 10.0  # how long a named node may be unknown to the deciding view
 #: a task whose inputs on other nodes exceed this goes to the global scheduler, which
 #: weighs moving the task against moving the data (the paper's locality rule)
 LOCALITY_THRESHOLD_BYTES = 100 * 1024
@@ -409,7 +409,7 @@ class RemoteTasks:
         if entry is None:
             return
         task = entry[0]
-        if node_id is None and is_failure(reason) and self._scheduler_behind(task):
+        if node_id is None and is_failure(reason) and self._scheduler_behind(task, reason):
             self.spilling[task_id] = [task, time.monotonic(), entry[2]]  # asked again later
             return
         self.affinity_unknown.pop(task_id, None)
@@ -433,23 +433,16 @@ class RemoteTasks:
             return
         self._forward(task, node_id)
 
-    def _scheduler_behind(self, task) -> bool:
-        """Hard affinity to a node the scheduler says it does not know, while this node knows
-        it alive: the scheduler has not read its row yet (it joined a moment ago, or the
-        scheduler restarted). Asked again, for at most AFFINITY_GRACE_S."""
-        strategy = task.spec.get("strategy")
-        if not (isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "node"):
+    def _scheduler_behind(self, task, reason: str) -> bool:
+        """Hard affinity to a node the deciding view does not know: the scheduler (or this
+        node, deciding while no scheduler is registered) may not have read that node's row
+        yet (it joined a moment ago, this node just started, the scheduler restarted); a
+        node id from ``zactor.nodes()`` names a node that exists. Asked again for at most
+        AFFINITY_GRACE_S, then failed (a dead node fails at once)."""
+        if "unknown node" not in reason:
             return False
-        node = strategy[1]
-        if isinstance(node, str):
-            try:
-                node = bytes.fromhex(node)
-            except ValueError:
-                return False
-        known = node == self.nm.node_id or \
-            self.link.peers.get(node, {}).get("state") == "alive"
         first = self.affinity_unknown.setdefault(task.spec["id"], time.monotonic())
-        return known and time.monotonic() - first < AFFINITY_GRACE_S
+        return time.monotonic() - first < AFFINITY_GRACE_S
 
     def _forward(self, task, node_id: bytes) -> None:
         args = []

@@ -142,8 +142,12 @@ class ChaosCluster:
 
     def node_manager(self, i: int):
         for p in self.tree(i)[:1]:
-            for c in p.children():
-                if "zactor.runtime.node_main" in " ".join(c.cmdline()):
+            try:
+                children = p.children()
+            except psutil.Error:
+                return None
+            for c in children:
+                if "zactor.runtime.node_main" in _cmdline(c):
                     return c
         return None
 
@@ -154,7 +158,7 @@ class ChaosCluster:
             return []
         try:
             return [w for z in nm.children() for w in z.children()
-                    if "zactor.runtime.node_main" in " ".join(w.cmdline())]
+                    if "zactor.runtime.node_main" in _cmdline(w)]
         except psutil.NoSuchProcess:
             return []
 
@@ -163,8 +167,8 @@ class ChaosCluster:
         if not procs:
             return []
         try:
-            return [c for c in procs[0].children() if needle in " ".join(c.cmdline())
-                    and not (exclude and exclude in " ".join(c.cmdline()))]
+            return [c for c in procs[0].children() if needle in _cmdline(c)
+                    and not (exclude and exclude in _cmdline(c))]
         except psutil.NoSuchProcess:
             return []
 
@@ -223,6 +227,15 @@ class ChaosCluster:
             if not left or time.monotonic() > deadline:
                 return left
             time.sleep(0.1)  # polling for exits, with a deadline
+
+
+def _cmdline(p) -> str:
+    """A process's command line, "" once it is gone or a zombie (a killed process its
+    parent has not reaped yet: the faults make many)."""
+    try:
+        return " ".join(p.cmdline())
+    except psutil.Error:
+        return ""
 
 
 def _cmd(p) -> list:

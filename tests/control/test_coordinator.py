@@ -66,3 +66,18 @@ def test_saved_state_round_trips():
     c.register("r1", "b", "q", 0.0, "1")
     d = CoordinatorState(2, 1, c.saved())
     assert d.config() == c.config() and d.ready == c.ready
+
+
+def test_a_silent_last_caught_up_member_is_kept():
+    # removing it could only empty the chain: it may be slow, not dead (a closed connection
+    # removes a dead one); a joiner that is not caught up does not count
+    c = CoordinatorState(1, 2)
+    c.register("r0", "a", "p", 0.0, "0")
+    c.heartbeat("r0", 0.0, ready=True)
+    c.register("r1", "a", "p", 0.0, "1")
+    c.heartbeat("r1", DEAD_AFTER_MS * 3, ready=False)
+    c.tick(DEAD_AFTER_MS * 3)
+    assert c.chains[0] == ["r0", "r1"]
+    c.heartbeat("r1", DEAD_AFTER_MS * 3, ready=True)  # caught up: r0 is no longer the last
+    c.tick(DEAD_AFTER_MS * 3 + 1)
+    assert c.chains[0] == ["r1"]

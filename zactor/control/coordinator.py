@@ -61,6 +61,7 @@ class CoordinatorState:
         self.last_members = saved.get("last_members", [[] for _ in range(num_shards)])
         self.replicas = saved.get("replicas", {})  # id -> [addr, pub_addr, shard]
         self.last_seen: dict = {}
+        self.kept_silent: set = set()  # silent last caught-up members, kept (see tick)
         # Members known to hold every acknowledged write of their chain: those that started
         # it, and joiners once they report being caught up. A chain whose last such member
         # dies has lost its data (until a former member restarts with it).
@@ -154,9 +155,25 @@ class CoordinatorState:
         out: list = []
         for rid, seen in list(self.last_seen.items()):
             if now_ms - seen > DEAD_AFTER_MS:
+                if self._last_caught_up(rid):
+                    # Removing it cannot help: no other member can serve the shard, and it
+                    # would have to wait for a former member to restart. A silent member may
+                    # only be slow (a loaded machine); a dead one is removed when its
+                    # connection closes. So it stays, and is looked at again later.
+                    if rid not in self.kept_silent:
+                        self.kept_silent.add(rid)
+                        log.warning("replica %s missed its heartbeats but is its shard's last "
+                                    "caught-up member: kept", rid)
+                    continue
                 log.warning("replica %s missed its heartbeats: removing it", rid)
                 out += self.remove(rid)
+            else:
+                self.kept_silent.discard(rid)
         return out
+
+    def _last_caught_up(self, rid: str) -> bool:
+        chain = next((c for c in self.chains if rid in c), ())
+        return rid in self.ready and not any(r in self.ready for r in chain if r != rid)
 
     def quiet_ms(self, rid: str, now_ms: float) -> float:
         return now_ms - self.last_seen.get(rid, -1e18)

@@ -86,6 +86,7 @@ class RemoteTasks:
         self.actor_homes: dict = {}    # actor id -> node id
         self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
+        self.home_unknown: dict = {}  # actor id -> when its row first named an unknown node
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
@@ -223,7 +224,9 @@ class RemoteTasks:
             threading.Thread(target=self._look_up_actor, args=(aid,), daemon=True,
                              name="zactor-actor-lookup").start()
 
-    def _look_up_actor(self, aid: bytes) -> None:
+    def _look_up_actor(self, aid: bytes, delay: float = 0.0) -> None:
+        if delay:
+            time.sleep(delay)  # (its own thread: the loop never waits for it)
         client = self.nm.gcs.client
         row = None
         try:
@@ -266,9 +269,16 @@ class RemoteTasks:
             alive = home is not None and row.get("state") != "DEAD" and \
                 self.link.peers.get(home, {}).get("state") == "alive"
             if alive:
+                self.home_unknown.pop(aid, None)
                 self.actor_homes[aid] = home
                 self.failover.found(aid, row)
                 continue
+            if self._home_not_seen_yet(aid, home, row):
+                self.looking_up.add(aid)
+                threading.Thread(target=self._look_up_actor, args=(aid, 0.1), daemon=True,
+                                 name="zactor-actor-lookup").start()
+                continue
+            self.home_unknown.pop(aid, None)
             why = (row or {}).get("error") if isinstance(row, dict) else None
             error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
                                    f"cluster ({why or 'no live node holds it'})")
@@ -432,6 +442,16 @@ class RemoteTasks:
             self.pull_missing([request])
             return
         self._forward(task, node_id)
+
+    def _home_not_seen_yet(self, aid: bytes, home, row) -> bool:
+        """The actor table names a home this node has no row for yet (this node joined a
+        moment ago and has not read every peer): unknown is not dead. Looked up again for
+        at most AFFINITY_GRACE_S; a home known dead, or a row saying DEAD, fails at once."""
+        if home is None or not isinstance(row, dict) or row.get("state") == "DEAD" or \
+                home in self.link.peers:
+            return False
+        first = self.home_unknown.setdefault(aid, time.monotonic())
+        return time.monotonic() - first < AFFINITY_GRACE_S
 
     def _scheduler_behind(self, task, reason: str) -> bool:
         """Hard affinity to a node the deciding view does not know: the scheduler (or this

@@ -98,7 +98,7 @@ class ActorFailover:
             self._unref(refs)  # a restart's own set: the owner already holds one
         self.info[aid] = {"replayable": actor.replayable(), "task_retries": actor.task_retries}
         if actor.log:  # a restart that did not stay here: its replays go first, in order
-            calls = self.remote.actor_calls.setdefault(aid, deque())
+            calls = self.remote.actors.calls.setdefault(aid, deque())
             kept = self.kept.setdefault(aid, [])
             for task in reversed(actor.log):
                 calls.appendleft(task)
@@ -173,16 +173,16 @@ class ActorFailover:
                     f"call when {where}; max_task_retries={retries} does not allow running "
                     f"it again"))
         for aid, tasks in retried.items():  # first, in the order they were sent
-            calls = remote.actor_calls.setdefault(aid, deque())
+            calls = remote.actors.calls.setdefault(aid, deque())
             calls.extendleft(reversed(tasks))
-        for aid, home in list(remote.actor_homes.items()):
+        for aid, home in list(remote.actors.homes.items()):
             if home != node_id:
                 continue
-            del remote.actor_homes[aid]
+            del remote.actors.homes[aid]
             owned = self.owned.get(aid)
             if owned is not None and owned.home == node_id:
                 owned.home = None
-                remote.looking_up.add(aid)  # calls made here meanwhile wait for the restart
+                remote.actors.looking_up.add(aid)  # calls made here meanwhile wait for the restart
                 self.nm.gcs.actor_state(aid, "RESTARTING", owned.incarnation + 1,
                                         owned.spec["actor"].get("cls", ""),
                                         owned.spec["actor"].get("name"),
@@ -192,9 +192,9 @@ class ActorFailover:
                                         restarts_left=owned.restarts_left)
                 threading.Thread(target=self._read_rows, args=(aid, node_id, reason),
                                  daemon=True, name="zactor-actor-restart").start()
-            elif aid in remote.actor_calls or self.kept.get(aid):
-                remote.looking_up.add(aid)  # look it up again (waits for its restart)
-                threading.Thread(target=remote._look_up_actor, args=(aid,), daemon=True,
+            elif aid in remote.actors.calls or self.kept.get(aid):
+                remote.actors.looking_up.add(aid)  # look it up again (waits for its restart)
+                threading.Thread(target=remote.actors.look_up, args=(aid,), daemon=True,
                                  name="zactor-actor-lookup").start()
 
     def found(self, aid: bytes, row: dict) -> None:
@@ -286,7 +286,7 @@ class ActorFailover:
             self._restart(*self.restart_rows.popleft())
 
     def _restart(self, aid, node_id, reason, row, checkpoint) -> None:
-        self.remote.looking_up.discard(aid)
+        self.remote.actors.looking_up.discard(aid)
         owned = self.owned.get(aid)
         if owned is None or owned.home is not None:
             return
@@ -320,7 +320,7 @@ class ActorFailover:
         if self.info.get(aid, {}).get("replayable"):  # restore, then these, then the rest
             covered_here = dict(map(tuple, info.get("covered", ()))).get(nm.node_id, b"")
             actor.log = self._replays(aid, covered_here)  # their references move along
-        actor.queue.extend(self.remote.actor_calls.pop(aid, ()))  # waited: run after
+        actor.queue.extend(self.remote.actors.calls.pop(aid, ()))  # waited: run after
         nm._apply(nm.scheduler.submit(request))
         self.remote.pull_missing([request])
 
@@ -334,7 +334,7 @@ class ActorFailover:
                                 actor.get("name"), actor.get("ns", ""), None,
                                 actor.get("methods"), owner=self.nm.node_id, restarts_left=0,
                                 death=why)
-        for task in self.remote.actor_calls.pop(aid, ()):
+        for task in self.remote.actors.calls.pop(aid, ()):
             self.nm._fail_task(task.spec["id"], error)
         self.lost(aid, error)
 
@@ -352,7 +352,7 @@ class ActorFailover:
         self.announced.pop(aid, None)
         if not replays:
             return
-        calls = self.remote.actor_calls.setdefault(aid, deque())
+        calls = self.remote.actors.calls.setdefault(aid, deque())
         queued = {t.spec["id"] for t in calls}
         for task in reversed(replays):
             if task.spec["id"] in queued:

@@ -26,23 +26,21 @@ decentralised, it does not stop.
 from __future__ import annotations
 
 import sys
-import threading
 import time
-from collections import deque
 
 import zmq
 
 from zactor import protocol
 from zactor.cluster import messages as cm
-from zactor.exceptions import ActorDiedError, ObjectLostError, WorkerCrashedError
+from zactor.cluster.remote_actors import AFFINITY_GRACE_S
+from zactor.exceptions import ObjectLostError, WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
-ACTOR_LOOKUP_TIMEOUT_S = 5.0
-AFFINITY_GRACE_S = 10.0  # how long a named node may be unknown to the deciding view
+
 #: a task whose inputs on other nodes exceed this goes to the global scheduler, which
 #: weighs moving the task against moving the data (the paper's locality rule)
 LOCALITY_THRESHOLD_BYTES = 100 * 1024
@@ -80,18 +78,11 @@ class RemoteTasks:
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
         self.wanted: set = set()  # oids a client asked for before they existed: pull them
         self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
-        # calls to actors living on other nodes, in submission order per actor, and where
-        # each actor lives (read from the control store's actor table, off the loop)
-        self.actor_calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
-        self.actor_homes: dict = {}    # actor id -> node id
-        self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
-        self.home_unknown: dict = {}  # actor id -> when its row first named an unknown node
-        self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
-        self.looking_up: set = set()
-        self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
         from zactor.cluster.actor_failover import ActorFailover
+        from zactor.cluster.remote_actors import RemoteActors
 
+        self.actors = RemoteActors(self)  # calls to actors that live on other nodes
         self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
 
     # ---- sockets ----------------------------------------------------------------------
@@ -122,7 +113,7 @@ class RemoteTasks:
         handler = {"FORWARD_TASKS": self.on_forward, "REMOTE_DONE": self.on_remote_done,
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
-                   "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.on_kill_actor,
+                   "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.actors.on_kill_actor,
                    "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
@@ -161,158 +152,13 @@ class RemoteTasks:
         self._move_queued_work()
         self.pump(now, resend=True)
 
-    # ---- calls to actors of other nodes ----------------------------------------------------
-
-    def _actor_moved(self, aid: bytes, node_id: bytes) -> None:
-        """An actor created here is being created on ``node_id`` instead (its placement
-        group or affinity named it): that node owns it from now on (its actor table row,
-        restarts, name); calls made here are forwarded there, in order."""
-        self.actor_homes[aid] = node_id
-        actors = self.nm.actors
-        actor = actors.actors.pop(aid, None)
-        self.failover.moved(aid, node_id, actor)  # this node owns its restarts
-        if actor is None:
-            return
-        actors.by_creation.pop(actor.creation_task_id, None)
-        if actor.name:
-            actors.by_name.pop((actor.namespace, actor.name), None)
-        queued, actor.queue = list(actor.queue), deque()
-        for task in queued:
-            self.actor_call(task)
-
-    def kill_actor(self, aid: bytes, reason: str, when_idle: bool = False) -> bool:
-        """End an actor that lives on another node (sent once its home is known and, with
-        ``when_idle``, after the calls queued here for it). False: no such actor known."""
-        if aid not in self.actor_homes and aid not in self.looking_up and \
-                aid not in self.actor_calls and self.nm.gcs.client is None:
-            return False
-        self.pending_kills[aid] = (reason, when_idle)
-        if aid not in self.actor_homes and aid not in self.looking_up:
-            self.looking_up.add(aid)
-            threading.Thread(target=self._look_up_actor, args=(aid,), daemon=True,
-                             name="zactor-actor-lookup").start()
-        return True
-
-    def on_kill_actor(self, _identity, msg) -> None:
-        if msg["when_idle"]:
-            self.nm.actors.end_soon(msg["aid"], msg["reason"])
-        else:
-            self.nm.actors.kill(msg["aid"], reason=msg["reason"])
-
-    def _send_kills(self) -> None:
-        for aid, (reason, when_idle) in list(self.pending_kills.items()):
-            home = self.actor_homes.get(aid)
-            if home is None:
-                if aid not in self.looking_up:  # looked up: it lives nowhere
-                    del self.pending_kills[aid]
-                continue
-            if when_idle and self.actor_calls.get(aid):
-                continue  # its calls go first
-            sock = self._peer(home)
-            if sock is not None:
-                sock.send_multipart(protocol.encode(cm.KILL_ACTOR_REMOTE, {
-                    "aid": aid, "reason": reason, "when_idle": when_idle}))
-            del self.pending_kills[aid]
-
-    def actor_call(self, task) -> None:
-        if self.failover.refused(task):
-            return
-        aid = task.spec["actor"]["aid"]
-        self.actor_calls.setdefault(aid, deque()).append(task)
-        if aid not in self.actor_homes and aid not in self.looking_up:
-            self.looking_up.add(aid)
-            threading.Thread(target=self._look_up_actor, args=(aid,), daemon=True,
-                             name="zactor-actor-lookup").start()
-
-    def _look_up_actor(self, aid: bytes, delay: float = 0.0) -> None:
-        if delay:
-            time.sleep(delay)  # (its own thread: the loop never waits for it)
-        client = self.nm.gcs.client
-        row = None
-        try:
-            if client is not None:
-                row = self.failover.look_up(aid)  # waits while it restarts elsewhere
-        except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
-            row = {"error": str(exc)}
-        self.lookups.append((aid, row))
-        self.nm.wake()
-
-    def find_named_actor(self, identity: bytes, name: str, namespace: str) -> None:
-        def scan():
-            found = None
-            try:
-                for aid, row in self.nm.gcs.client.scan("actors",
-                                                        timeout_s=ACTOR_LOOKUP_TIMEOUT_S):
-                    if isinstance(row, dict) and row.get("name") == name and \
-                            row.get("namespace", "") == namespace and \
-                            row.get("state") != "DEAD" and \
-                            self.link.peers.get(row.get("node"), {}).get("state") == "alive":
-                        found = {"aid": aid, "methods": row.get("methods") or {},
-                                 "cls": row.get("class", "")}
-                        self.lookups.append((aid, row))  # and where it lives
-                        break
-            except Exception:  # noqa: BLE001 - answered as "not found"
-                found = None
-            self.named_answers.append((identity, found))
-            self.nm.wake()
-
-        threading.Thread(target=scan, daemon=True, name="zactor-named-actor").start()
-
-    def _pump_actor_calls(self) -> None:
-        while self.named_answers:
-            identity, found = self.named_answers.popleft()
-            self.nm._send(identity, m.INFO_REPLY, {"value": found})
-        while self.lookups:
-            aid, row = self.lookups.popleft()
-            self.looking_up.discard(aid)
-            home = row.get("node") if isinstance(row, dict) else None
-            alive = home is not None and row.get("state") != "DEAD" and \
-                self.link.peers.get(home, {}).get("state") == "alive"
-            if alive:
-                self.home_unknown.pop(aid, None)
-                self.actor_homes[aid] = home
-                self.failover.found(aid, row)
-                continue
-            if self._home_not_seen_yet(aid, home, row):
-                self.looking_up.add(aid)
-                threading.Thread(target=self._look_up_actor, args=(aid, 0.1), daemon=True,
-                                 name="zactor-actor-lookup").start()
-                continue
-            self.home_unknown.pop(aid, None)
-            why = (row or {}).get("error") if isinstance(row, dict) else None
-            error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
-                                   f"cluster ({why or 'no live node holds it'})")
-            for task in self.actor_calls.pop(aid, ()):
-                self.nm._fail_task(task.spec["id"], error)
-            self.failover.lost(aid, error)
-        for aid, queue in list(self.actor_calls.items()):
-            home = self.actor_homes.get(aid)
-            if home is None:
-                continue
-            while queue:  # in order: a call waits for its own arguments and for those before
-                task = queue[0]
-                if task.spec["id"] not in self.nm.tasks and \
-                        task.spec["id"] not in self.failover.replaying:
-                    queue.popleft()
-                    continue
-                if self._dep_locations(task) is None or self._peer(home) is None or \
-                        self.link.peers.get(home, {}).get("state") == "dead":
-                    break  # (a dead home: the calls wait for node_died, which re-routes)
-                queue.popleft()
-                self._forward(task, home)
-            if not queue:
-                del self.actor_calls[aid]
-        if self.pending_kills:
-            self._send_kills()
-
     def pump(self, now: float, resend: bool = False) -> None:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
         if self.failover.restart_rows:
             self.failover.pump()
-        if self.actor_calls or self.lookups or self.named_answers or self.pending_kills:
-            self._pump_actor_calls()
+        self.actors.pump()
         if not self.unsent and not self.free_out and not resend:
             return
         requests = []
@@ -443,16 +289,6 @@ class RemoteTasks:
             return
         self._forward(task, node_id)
 
-    def _home_not_seen_yet(self, aid: bytes, home, row) -> bool:
-        """The actor table names a home this node has no row for yet (this node joined a
-        moment ago and has not read every peer): unknown is not dead. Looked up again for
-        at most AFFINITY_GRACE_S; a home known dead, or a row saying DEAD, fails at once."""
-        if home is None or not isinstance(row, dict) or row.get("state") == "DEAD" or \
-                home in self.link.peers:
-            return False
-        first = self.home_unknown.setdefault(aid, time.monotonic())
-        return time.monotonic() - first < AFFINITY_GRACE_S
-
     def _scheduler_behind(self, task, reason: str) -> bool:
         """Hard affinity to a node the deciding view does not know: the scheduler (or this
         node, deciding while no scheduler is registered) may not have read that node's row
@@ -477,7 +313,7 @@ class RemoteTasks:
         self.forwarded[task.spec["id"]] = node_id
         actor = task.spec.get("actor")
         if actor is not None and actor["op"] == "create":
-            self._actor_moved(actor["aid"], node_id)
+            self.actors.moved(actor["aid"], node_id)
         elif actor is not None:
             self.failover.sent(task)  # kept for replay until a checkpoint covers it
         self._peer(node_id).send_multipart(protocol.encode(

@@ -165,7 +165,7 @@ class ActorManager:
     def call(self, task) -> None:
         actor = self.actors.get(task.spec["actor"]["aid"])
         if actor is None and self.node.remote is not None:
-            self.node.remote.actor_call(task)  # an actor of another node: routed there
+            self.node.remote.actors.call(task)  # an actor of another node: routed there
             return
         if actor is None:
             self.node._fail_task(task.spec["id"], ActorDiedError(
@@ -308,7 +308,7 @@ class ActorManager:
         reason = "its last handle went out of scope"
         if actor_id not in self.actors and self.node.remote is not None:
             # created here but living on another node: its home ends it
-            self.node.remote.kill_actor(actor_id, reason, when_idle=True)
+            self.node.remote.actors.kill(actor_id, reason, when_idle=True)
             return
         self.end_soon(actor_id, reason)
 

@@ -367,7 +367,7 @@ class NodeManager(WorkerPool):
     def on_kill_actor(self, identity, msg) -> None:
         killed = self.actors.kill(msg["aid"])
         if not killed and self.remote is not None and msg["aid"] not in self.actors.actors:
-            killed = self.remote.kill_actor(msg["aid"], "it was killed by zactor.kill()")
+            killed = self.remote.actors.kill(msg["aid"], "it was killed by zactor.kill()")
         self._send(identity, m.INFO_REPLY, {"value": killed})
 
     def on_get_actor(self, identity, msg) -> None:
@@ -375,7 +375,7 @@ class NodeManager(WorkerPool):
         if found is None and self.remote is not None:
             # maybe an actor of another node: the control store's actor table says (the
             # answer comes from the loop once read, off this turn)
-            self.remote.find_named_actor(identity, msg["name"], msg["namespace"])
+            self.remote.actors.find_named_actor(identity, msg["name"], msg["namespace"])
             return
         self._send(identity, m.INFO_REPLY, {"value": found})
 

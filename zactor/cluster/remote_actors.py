@@ -1,0 +1,194 @@
+"""Calls to actors that live on other nodes: where each actor lives, and its calls queued
+here in submission order until they can be forwarded there.
+
+Runs inside the node manager's loop (``pump``, every turn while anything is pending). Where
+an actor lives is read from the control store's actor table by short-lived threads (a
+look-up may wait while the actor restarts elsewhere), whose answers the loop takes from
+``lookups``; a call is forwarded (RemoteTasks._forward, FORWARD_TASKS) once its home is known
+and its arguments exist, so calls from one caller reach the actor in order. An actor whose
+home node died is ActorFailover's (cluster/actor_failover.py).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+
+from zactor import protocol
+from zactor.cluster import messages as cm
+from zactor.exceptions import ActorDiedError
+from zactor.runtime import messages as m
+
+ACTOR_LOOKUP_TIMEOUT_S = 5.0
+AFFINITY_GRACE_S = 10.0  # how long a node named by the actor table may be unknown here
+
+
+class RemoteActors:
+    def __init__(self, remote):
+        self.remote = remote  # the node's RemoteTasks: peers, forwarding, failover
+        self.nm = remote.nm
+        self.link = remote.link
+        self.calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
+        self.homes: dict = {}    # actor id -> node id
+        self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
+        self.home_unknown: dict = {}  # actor id -> when its row first named an unknown node
+        self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
+        self.looking_up: set = set()
+        self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
+
+    def pump(self) -> None:
+        if self.calls or self.lookups or self.named_answers or self.pending_kills:
+            self._pump()
+
+    def moved(self, aid: bytes, node_id: bytes) -> None:
+        """An actor created here is being created on ``node_id`` instead (its placement
+        group or affinity named it): that node owns it from now on (its actor table row,
+        restarts, name); calls made here are forwarded there, in order."""
+        self.homes[aid] = node_id
+        actors = self.nm.actors
+        actor = actors.actors.pop(aid, None)
+        self.remote.failover.moved(aid, node_id, actor)  # this node owns its restarts
+        if actor is None:
+            return
+        actors.by_creation.pop(actor.creation_task_id, None)
+        if actor.name:
+            actors.by_name.pop((actor.namespace, actor.name), None)
+        queued, actor.queue = list(actor.queue), deque()
+        for task in queued:
+            self.call(task)
+
+    def kill(self, aid: bytes, reason: str, when_idle: bool = False) -> bool:
+        """End an actor that lives on another node (sent once its home is known and, with
+        ``when_idle``, after the calls queued here for it). False: no such actor known."""
+        if aid not in self.homes and aid not in self.looking_up and \
+                aid not in self.calls and self.nm.gcs.client is None:
+            return False
+        self.pending_kills[aid] = (reason, when_idle)
+        if aid not in self.homes and aid not in self.looking_up:
+            self.looking_up.add(aid)
+            threading.Thread(target=self.look_up, args=(aid,), daemon=True,
+                             name="zactor-actor-lookup").start()
+        return True
+
+    def on_kill_actor(self, _identity, msg) -> None:
+        if msg["when_idle"]:
+            self.nm.actors.end_soon(msg["aid"], msg["reason"])
+        else:
+            self.nm.actors.kill(msg["aid"], reason=msg["reason"])
+
+    def _send_kills(self) -> None:
+        for aid, (reason, when_idle) in list(self.pending_kills.items()):
+            home = self.homes.get(aid)
+            if home is None:
+                if aid not in self.looking_up:  # looked up: it lives nowhere
+                    del self.pending_kills[aid]
+                continue
+            if when_idle and self.calls.get(aid):
+                continue  # its calls go first
+            sock = self.remote._peer(home)
+            if sock is not None:
+                sock.send_multipart(protocol.encode(cm.KILL_ACTOR_REMOTE, {
+                    "aid": aid, "reason": reason, "when_idle": when_idle}))
+            del self.pending_kills[aid]
+
+    def call(self, task) -> None:
+        if self.remote.failover.refused(task):
+            return
+        aid = task.spec["actor"]["aid"]
+        self.calls.setdefault(aid, deque()).append(task)
+        if aid not in self.homes and aid not in self.looking_up:
+            self.looking_up.add(aid)
+            threading.Thread(target=self.look_up, args=(aid,), daemon=True,
+                             name="zactor-actor-lookup").start()
+
+    def look_up(self, aid: bytes, delay: float = 0.0) -> None:
+        if delay:
+            time.sleep(delay)  # (its own thread: the loop never waits for it)
+        client = self.nm.gcs.client
+        row = None
+        try:
+            if client is not None:
+                row = self.remote.failover.look_up(aid)  # waits while it restarts elsewhere
+        except Exception as exc:  # noqa: BLE001 - reported to the calls as the cause
+            row = {"error": str(exc)}
+        self.lookups.append((aid, row))
+        self.nm.wake()
+
+    def find_named_actor(self, identity: bytes, name: str, namespace: str) -> None:
+        def scan():
+            found = None
+            try:
+                for aid, row in self.nm.gcs.client.scan("actors",
+                                                        timeout_s=ACTOR_LOOKUP_TIMEOUT_S):
+                    if isinstance(row, dict) and row.get("name") == name and \
+                            row.get("namespace", "") == namespace and \
+                            row.get("state") != "DEAD" and \
+                            self.link.peers.get(row.get("node"), {}).get("state") == "alive":
+                        found = {"aid": aid, "methods": row.get("methods") or {},
+                                 "cls": row.get("class", "")}
+                        self.lookups.append((aid, row))  # and where it lives
+                        break
+            except Exception:  # noqa: BLE001 - answered as "not found"
+                found = None
+            self.named_answers.append((identity, found))
+            self.nm.wake()
+
+        threading.Thread(target=scan, daemon=True, name="zactor-named-actor").start()
+
+    def _pump(self) -> None:
+        while self.named_answers:
+            identity, found = self.named_answers.popleft()
+            self.nm._send(identity, m.INFO_REPLY, {"value": found})
+        while self.lookups:
+            aid, row = self.lookups.popleft()
+            self.looking_up.discard(aid)
+            home = row.get("node") if isinstance(row, dict) else None
+            alive = home is not None and row.get("state") != "DEAD" and \
+                self.link.peers.get(home, {}).get("state") == "alive"
+            if alive:
+                self.home_unknown.pop(aid, None)
+                self.homes[aid] = home
+                self.remote.failover.found(aid, row)
+                continue
+            if self._home_not_seen_yet(aid, home, row):
+                self.looking_up.add(aid)
+                threading.Thread(target=self.look_up, args=(aid, 0.1), daemon=True,
+                                 name="zactor-actor-lookup").start()
+                continue
+            self.home_unknown.pop(aid, None)
+            why = (row or {}).get("error") if isinstance(row, dict) else None
+            error = ActorDiedError(None, aid.hex(), "the actor is not alive anywhere in the "
+                                   f"cluster ({why or 'no live node holds it'})")
+            for task in self.calls.pop(aid, ()):
+                self.nm._fail_task(task.spec["id"], error)
+            self.remote.failover.lost(aid, error)
+        for aid, queue in list(self.calls.items()):
+            home = self.homes.get(aid)
+            if home is None:
+                continue
+            while queue:  # in order: a call waits for its own arguments and for those before
+                task = queue[0]
+                if task.spec["id"] not in self.nm.tasks and \
+                        task.spec["id"] not in self.remote.failover.replaying:
+                    queue.popleft()
+                    continue
+                if self.remote._dep_locations(task) is None or self.remote._peer(home) is None or \
+                        self.link.peers.get(home, {}).get("state") == "dead":
+                    break  # (a dead home: the calls wait for node_died, which re-routes)
+                queue.popleft()
+                self.remote._forward(task, home)
+            if not queue:
+                del self.calls[aid]
+        if self.pending_kills:
+            self._send_kills()
+
+    def _home_not_seen_yet(self, aid: bytes, home, row) -> bool:
+        """The actor table names a home this node has no row for yet (this node joined a
+        moment ago and has not read every peer): unknown is not dead. Looked up again for
+        at most AFFINITY_GRACE_S; a home known dead, or a row saying DEAD, fails at once."""
+        if home is None or not isinstance(row, dict) or row.get("state") == "DEAD" or \
+                home in self.link.peers:
+            return False
+        first = self.home_unknown.setdefault(aid, time.monotonic())
+        return time.monotonic() - first < AFFINITY_GRACE_S

@@ -767,7 +767,12 @@ class NodeManager(WorkerPool):
         while any(_alive(p) for p in self.gcs_pids) and time.monotonic() < deadline \
                 and self.stop_reason == "the driver process died":
             time.sleep(0.02)
-        if not any(_alive(p) for p in self.gcs_pids):
+        # A driver that said BYE removes it itself once its control store is stopped: that
+        # store may still be starting (it starts 0.5 s after the node, and this node does
+        # not know its pids yet), and removing its directory under it made its processes
+        # fail with tracebacks (sqlite "disk I/O error", a re-created 0755 ipc directory)
+        if self.stop_reason != "the driver disconnected" and \
+                not any(_alive(p) for p in self.gcs_pids):
             shutil.rmtree(self.session_dir, ignore_errors=True)
 
     HANDLERS = {

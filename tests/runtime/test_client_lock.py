@@ -6,13 +6,13 @@ import threading
 
 import pytest
 
-from zactor.runtime.core_client import _ClientLock, _Waiter
+from zactor.runtime.client_lock import ClientLock, Waiter
 
 
 @pytest.mark.timeout(30)
 def test_the_last_release_wakes_a_waiter_that_found_the_lock_taken():
-    lock = _ClientLock()
-    waiter = _Waiter()
+    lock = ClientLock()
+    waiter = Waiter()
     lock.waiters = (waiter,)
     taken, release = threading.Event(), threading.Event()
 
@@ -28,6 +28,7 @@ def test_the_last_release_wakes_a_waiter_that_found_the_lock_taken():
     t.start()
     assert taken.wait(10)
     waiter.event.clear()
+    waiter.may_sleep = True
     assert not lock.acquire(blocking=False)
     release.set()
     # without the wake-up this waits the whole 10 s (a waiter used to sleep a poll slice

@@ -475,13 +475,16 @@ class CoreClient(ClientValues):
         makes the results hold their targets, or those objects could be freed in between.
         ``reply_to``: the caller of a direct call, sent the results at the same flush."""
         self._done.append((entry, keep_alive, reply_to))
+        if len(self._done) != 1:
+            # not the first since the last flush took them all (it takes until the deque is
+            # empty): the wake-ups below were made for the first and it goes out with it
+            return
         if threading.get_ident() != self._owner_thread:
             try:  # wake the worker's main thread out of pump() to send it
                 os.write(self._wake_w, b"!")
             except BlockingIOError:
                 pass  # the pipe is full: a wake-up is pending anyway
-        if len(self._done) == 1:
-            self._wake.set()
+        self._wake.set()
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         self.send(m.CANCEL, {"task_id": task_id, "force": force, "recursive": recursive})

@@ -19,6 +19,7 @@ import zlib
 TABLES = ("nodes", "jobs", "functions", "actors", "tasks", "objects", "kv")
 OP_PUT = 1
 OP_DELETE = 2
+OP_ARCHIVE = 3  # move a row to the archive database, or write one there (finished lineage)
 
 
 def check_table(table: str) -> str:

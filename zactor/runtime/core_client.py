@@ -386,6 +386,9 @@ class CoreClient(ClientValues):
             else:
                 counts.pop(oid, None)
                 self._results.pop(oid, None)
+                # no longer sent to us (the node manager stops pushing a task's result to a
+                # submitter that let go of it); a later ref to it asks with SUBSCRIBE
+                self._expected.discard(oid)
                 if before > 0:
                     deltas.append([oid, -1])
 

@@ -312,7 +312,21 @@ class NodeManager(WorkerPool, TaskRouting):
                 client.refs[oid] = left
             else:
                 del client.refs[oid]
+                self._stop_pushing(client, oid)
             self._free(self.objects.remove_ref(oid))
+
+    def _stop_pushing(self, client: Client, oid: bytes) -> None:
+        """A submitter let go of a task's result before it was made: it is not sent there
+        (a chain of tasks whose driver holds only the last ref made one message to the
+        driver per hop, each waking it). Not for actor calls: a caller counts its calls
+        routed through the node manager until each is answered, so that its direct calls
+        never overtake them (direct.py)."""
+        e = self.objects.entries.get(oid)
+        if e is None or e.state is not None or client.identity not in e.waiters:
+            return
+        task = self.tasks.get(e.producer)
+        if task is not None and task.spec.get("actor") is None:
+            e.waiters.discard(client.identity)
 
     def on_subscribe(self, identity, msg) -> None:
         for oid in msg["oids"]:

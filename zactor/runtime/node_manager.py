@@ -150,12 +150,12 @@ class NodeManager(WorkerPool, TaskRouting):
                 poller = self._make_poller()
             events = dict(poller.poll(LOOP_POLL_MS))
             if self.sock in events:
+                sock = self.sock
                 for _ in range(10_000):  # bounded: timers and the zygote get their turn
-                    try:
-                        frames = self.sock.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    # asking costs ~2 us, ending on zmq.Again (an exception) ~10 us
+                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                         break
-                    self._on_frames(frames)
+                    self._on_frames(sock.recv_multipart(zmq.NOBLOCK))
             if self._wake_r in events:
                 _drain(self._wake_r)
                 self.link.handle_deaths()

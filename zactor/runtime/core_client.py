@@ -469,14 +469,16 @@ class CoreClient(ClientValues):
                 self._wake.set()
             return refs
 
-    def task_done(self, entry, keep_alive=None, reply_to=None) -> None:
+    def task_done(self, entry, keep_alive=None, reply_to=None, wake: bool = True) -> None:
         """Buffer a finished task's report (a worker's); sent with the next flush, which the
         flusher makes within ~BATCH_DELAY_S even while the next task runs for long.
 
         ``keep_alive`` (the return values) is held until the report is sent: ObjectRefs
         inside them must not be released (a -1 to the node manager) before the report that
         makes the results hold their targets, or those objects could be freed in between.
-        ``reply_to``: the caller of a direct call, sent the results at the same flush."""
+        ``reply_to``: the caller of a direct call, sent the results at the same flush.
+        ``wake=False``: the worker's main thread flushes it itself at once (no task is queued
+        behind this one), so the flusher is not woken for it (a thread wake-up per task)."""
         self._done.append((entry, keep_alive, reply_to))
         if len(self._done) != 1:
             # not the first since the last flush took them all (it takes until the deque is
@@ -487,6 +489,8 @@ class CoreClient(ClientValues):
                 os.write(self._wake_w, b"!")
             except BlockingIOError:
                 pass  # the pipe is full: a wake-up is pending anyway
+        elif not wake:
+            return
         self._wake.set()
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:

@@ -92,6 +92,8 @@ class Worker(DirectWorker):
         self.blobs: dict = {}
         self.queue: deque = deque()
         self.queue_lock = threading.Lock()
+        self._main_thread = threading.get_ident()  # runs the loop (run), set up here
+        self._unflushed = False  # a report the run loop must send (it did not wake the flusher)
         self.client.pump_in_background = True
         self.in_user_code = False
         self.current_task = None
@@ -165,6 +167,10 @@ class Worker(DirectWorker):
                     self.concurrency.submit(self, task)  # threaded / async actor
                 else:
                     self._execute(*task)
+                if self._unflushed:  # reported without waking the flusher: send it now
+                    self._unflushed = False
+                    with client._lock:
+                        client.flush()
                 if not self.queue:  # pick up tasks that arrived meanwhile before reporting
                     with client._lock:
                         client.pump(0)
@@ -308,7 +314,12 @@ class Worker(DirectWorker):
             checkpoint = self._maybe_checkpoint(actor["aid"])
             if checkpoint is not None:
                 entry.append(checkpoint)
-        self.client.task_done(entry, returns, reply_to)  # thread-safe: no lock needed
+        # on the main thread with nothing queued behind it, the run loop flushes it at once;
+        # otherwise the flusher sends it within BATCH_DELAY_S (a long next task must not hold
+        # this result back)
+        flush_here = threading.get_ident() == self._main_thread and not self.queue
+        self._unflushed = self._unflushed or flush_here
+        self.client.task_done(entry, returns, reply_to, wake=not flush_here)  # thread-safe
 
     def _maybe_checkpoint(self, actor_id: bytes):
         """Every ``checkpoint_interval`` calls: the actor's state, for its TASK_DONE."""

@@ -19,6 +19,11 @@ import zlib
 TABLES = ("nodes", "jobs", "functions", "actors", "tasks", "objects", "kv")
 OP_PUT = 1
 OP_DELETE = 2
+# a put that applies only if the row's current fields match (compare-and-set; the chain's
+# head decides and logs a plain put, or a put of the unchanged row, so replicas and
+# subscribers only ever see puts and deletes): the value is {"expect": {field: value} or None
+# (no row), "row": the new row}
+OP_PUT_IF = 4
 
 
 def check_table(table: str) -> str:

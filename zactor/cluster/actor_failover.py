@@ -77,6 +77,8 @@ class ActorFailover:
         self.replaying: set = set()  # ids of finished calls being sent again (replay)
         self.dead: dict = {}       # actor id -> serialized ActorDiedError (owner gave up)
         self.restart_rows: deque = deque()  # (actor id, node, reason, row, checkpoint row)
+        from zactor.cluster.actor_adoption import ActorAdoption  # (it imports Owned from here)
+        self.adoption = ActorAdoption(self)  # actors whose owner died with them
 
     # ---- hooks from RemoteTasks -------------------------------------------------------------
 
@@ -148,6 +150,7 @@ class ActorFailover:
             self._trim(aid, previous)
 
     def node_died(self, node_id: bytes, reason: str) -> None:
+        self.adoption.node_died(node_id, reason)
         remote = self.remote
         where = f"its node {node_id.hex()[:16]} died ({reason})"
         retried: dict = {}
@@ -249,19 +252,21 @@ class ActorFailover:
         home_alive = peers.get(home, {}).get("state") == "alive"
         owner = row.get("owner") or home
         owner_alive = peers.get(owner, {}).get("state") == "alive"
+        adoptable = row.get("detached") and row.get("restarts_left", 0) != 0
         if state == "RESTARTING":
-            return ("wait", "restarting") if owner_alive else (
-                "dead", "it was restarting when its owner node died")
+            if owner_alive or adoptable:  # (a dead adopter's row is adopted again)
+                return "wait", "restarting"
+            return "dead", "it was restarting when its owner node died"
         if home_alive:
             return "alive", ""
         died = f"its node {bytes(home or b'').hex()[:16]} died " \
                f"({peers.get(home, {}).get('reason') or 'no live node holds it'})"
         if row.get("restarts_left", 0) == 0:
             return "dead", f"{died} and it has no restarts left (max_restarts)"
-        if not owner_alive:
+        if not owner_alive and not adoptable:
             return "dead", f"{died} together with its owner (the node that created it and " \
-                           f"restarts it)"
-        return "wait", died
+                           f"restarts it); an actor that is not detached fate-shares with it"
+        return "wait", died  # its owner, or for a detached actor a surviving node, restarts it
 
     @staticmethod
     def _checkpoint_row(client, aid: bytes) -> dict:
@@ -284,6 +289,7 @@ class ActorFailover:
     def pump(self) -> None:
         while self.restart_rows:
             self._restart(*self.restart_rows.popleft())
+        self.adoption.pump()
 
     def _restart(self, aid, node_id, reason, row, checkpoint) -> None:
         self.remote.actors.looking_up.discard(aid)

@@ -156,7 +156,7 @@ class RemoteTasks:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
-        if self.failover.restart_rows:
+        if self.failover.restart_rows or self.failover.adoption.adopted:
             self.failover.pump()
         self.actors.pump()
         if not self.unsent and not self.free_out and not resend:

@@ -119,6 +119,10 @@ class ActorManager:
         actor = Actor(info["aid"], task.spec["id"], info)
         actor.creation = task
         self._record(actor)
+        if actor.detached and not actor.restarts and self.node.remote is not None:
+            # what a surviving node needs to restart it if its node dies with its owner
+            # (cluster/actor_adoption.py)
+            self.node.gcs.actor_creation(actor.actor_id, task.spec, task.submitter)
         if not actor.name and not info.get("detached"):
             self.by_handle_ref[task.returns[0]] = actor.actor_id
         if actor.restarts_left != 0:  # a restart needs the constructor's arguments again
@@ -391,7 +395,7 @@ class ActorManager:
         self._trim(actor, len(actor.log))
         self._forget_routes(actor)
         actor.state = DEAD
-        self._record(actor)
+        self._record(actor, death=str(error))  # callers on other nodes read why
         actor.creation = None
         actor.death = ser.dumps(error)
         for task in list(actor.running.values()) + list(actor.queue):
@@ -403,7 +407,7 @@ class ActorManager:
         if actor.worker_id is not None:
             self.by_worker.pop(actor.worker_id, None)
 
-    def _record(self, actor: Actor) -> None:
+    def _record(self, actor: Actor, **death) -> None:
         """The actor's row in the control store's actor table (state, incarnation, place)."""
         self.node.gcs.actor_state(actor.actor_id, actor.state, actor.restarts,
                                   actor.class_name, actor.name, actor.namespace,
@@ -411,7 +415,8 @@ class ActorManager:
                                   owner=actor.owner or self.node.node_id,
                                   restarts_left=actor.restarts_left,
                                   task_retries=actor.task_retries,
-                                  replayable=actor.replayable())
+                                  replayable=actor.replayable(), detached=actor.detached,
+                                  **death)
 
     # ---- names ----------------------------------------------------------------------------
 

@@ -122,6 +122,13 @@ class GcsRecorder:
             "checkpoint": state, "after_task": after_task, "node": self.node_id,
             "covered": list(covered), "time": time.time()})
 
+    def actor_creation(self, actor_id: bytes, spec: dict, submitter: bytes) -> None:
+        """A detached actor's creation spec: a surviving node restarts it from this if its
+        node dies with its owner (cluster/actor_adoption.py)."""
+        actor = {k: v for k, v in spec["actor"].items() if k not in ("checkpoint", "covered")}
+        self._write("put", "kv", b"actor-creation:" + actor_id,
+                    {"spec": {**spec, "actor": actor}, "submitter": submitter})
+
     def object_stored(self, oid: bytes, size: int) -> None:
         self._write("put", "objects", oid, {"node": self.node_id, "size": size})
 

@@ -31,6 +31,7 @@ from collections import deque
 from types import SimpleNamespace
 
 from zactor.cluster.actor_failover import Owned
+from zactor.cluster.remote_actors import AFFINITY_GRACE_S
 
 ROW_TIMEOUT_S = 5.0
 
@@ -79,8 +80,11 @@ class ActorAdoption:
         if not isinstance(row, dict) or row.get("node") != node_id or row.get("state") == "DEAD":
             return False
         owner = row.get("owner") or node_id
-        return owner == node_id or \
-            self.failover.remote.link.peers.get(owner, {}).get("state") != "alive"
+        link = self.failover.remote.link
+        state = link.peers.get(owner, {}).get("state")
+        if state is None:  # not read yet, or gone from the table: known once we are settled
+            return time.time() - link.started_at > AFFINITY_GRACE_S
+        return owner == node_id or state != "alive"
 
     def _claim(self, client, aid: bytes, row: dict, node_id: bytes, reason: str) -> None:
         expect = {"node": node_id, "incarnation": row.get("incarnation", 0),

@@ -15,8 +15,8 @@ owner marks the row RESTARTING, reads the last checkpoint, and submits a fresh c
 covers) through its own scheduler: the actor lands on whichever live node fits (soft affinity
 falls back; hard affinity to the dead node fails the actor), the owner's own included. With no
 restarts left it writes the row DEAD with the cause and fails every call. An actor whose owner
-died with it (e.g. created by a driver of that node) is not restarted: nobody holds its
-creation task; callers get ActorDiedError saying so.
+died with it (e.g. created by a driver of that node) is actor_adoption.py's: a detached one is
+adopted by one surviving node, the others are marked DEAD.
 
 *Callers* (the owner and any node that forwarded calls to it). Calls queued here wait while the
 actor restarts. Calls in flight on the dead node are sent again to the new instance if
@@ -131,6 +131,13 @@ class ActorFailover:
         self.kept.setdefault(aid, []).append(task)
         self.kept_ids.add(task.spec["id"])
 
+    def kept_task(self, task_id: bytes):
+        """A call kept for replay (a finished one included), or None."""
+        if task_id not in self.kept_ids:
+            return None
+        return next((t for tasks in self.kept.values() for t in tasks
+                     if t.spec["id"] == task_id), None)
+
     def covered_for(self, task):
         """[actor id, last call of ``task``'s node its checkpoint covers] for REMOTE_DONE."""
         actor = self.nm.actors.actors.get(task.spec["actor"]["aid"])
@@ -182,6 +189,7 @@ class ActorFailover:
             if home != node_id:
                 continue
             del remote.actors.homes[aid]
+            remote.actors.incs.pop(aid, None)
             owned = self.owned.get(aid)
             if owned is not None and owned.home == node_id:
                 owned.home = None

@@ -35,7 +35,9 @@ worker's exit status, so two copies of one actor never serve calls on a node.
 
 In a cluster, an actor whose *node* dies is restarted on another node by its owner (the node
 that created it), with its last checkpoint from the control store and the calls its callers
-kept since: zactor/cluster/actor_failover.py.
+kept since: zactor/cluster/actor_failover.py; one whose owner died with it is adopted or
+marked dead: cluster/actor_adoption.py. A copy whose row names a newer incarnation elsewhere
+retires (``retire``): cluster/actor_incarnations.py.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ class ActorManager:
         self.waiters: dict = {}         # object id -> actor ids whose head call waits on it
         self.by_handle_ref: dict = {}   # the object every handle holds -> actor id
         self.end_when_idle: set = set()  # actors whose handles are gone, calls still running
+        # actor id -> [incarnation, why]: copies that stopped serving because the actor table
+        # names a newer incarnation (cluster/actor_incarnations.py); their calls are refused
+        self.retired: dict = {}
 
     # ---- creation -------------------------------------------------------------------------
 
@@ -351,6 +356,34 @@ class ActorManager:
             self._die(actor, ActorDiedError(None, actor.actor_id.hex(), why))
             return
         self._restart(actor, why)
+
+    def retire(self, actor_id: bytes, why: str, hand_back) -> None:
+        """This copy is not the actor's live incarnation any more: its worker is killed and
+        the copy forgotten, without writing the row (it names the live one); each call queued
+        or running on it goes to ``hand_back(task, incarnation, why)``."""
+        actor = self.actors.pop(actor_id, None)
+        if actor is None:
+            return
+        node = self.node
+        self.retired[actor_id] = [actor.restarts, why]
+        self._forget_routes(actor)
+        if actor.restarts_left != 0 and actor.creation is not None:
+            for oid in list(actor.creation.deps) + list(actor.creation.held):
+                node._free(node.objects.remove_ref(oid))
+        self._trim(actor, len(actor.log))
+        self.by_creation.pop(actor.creation_task_id, None)
+        if actor.name and self.by_name.get((actor.namespace, actor.name)) == actor_id:
+            del self.by_name[(actor.namespace, actor.name)]
+        if actor.worker_id is not None:
+            self.by_worker.pop(actor.worker_id, None)
+            pid = node.worker_pid.get(actor.worker_id)
+            if pid:
+                node._kill_pid(pid)
+        calls = list(actor.running.values()) + list(actor.queue)
+        actor.running.clear()
+        actor.queue.clear()
+        for task in calls:
+            hand_back(task, actor.restarts, why)
 
     def _restart(self, actor: Actor, why: str) -> None:
         """Run the creation task again; calls that were running are retried or failed."""

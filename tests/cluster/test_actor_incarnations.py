@@ -12,9 +12,11 @@ import textwrap
 
 import pytest
 
-from tests.cluster.test_actor_failover import PRELUDE, head_and_b  # noqa: F401 (fixture)
+from tests.cluster import test_actor_failover
+from tests.cluster.test_actor_failover import PRELUDE
 
 pytestmark = pytest.mark.timeout(300)
+head_and_b = test_actor_failover.head_and_b  # the fixture: a head and one node B
 
 HELPERS = """
 import psutil

@@ -143,4 +143,6 @@ class ActorAdoption:
         failover.owned[aid] = Owned(creation, [])  # restarts_left and incarnation: the row's
         failover.info[aid] = {"replayable": bool(row.get("replayable")),
                               "task_retries": row.get("task_retries", 0)}
+        if aid in failover.remote.actors.looking_up:  # started as a caller: this node knows
+            failover.remote.actors.superseded.add(aid)
         failover._restart(aid, node_id, reason, row, checkpoint)

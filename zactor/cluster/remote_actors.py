@@ -44,6 +44,7 @@ class RemoteActors:
         self.home_unknown: dict = {}  # actor id -> when its row first named an unknown node
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
+        self.superseded: set = set()  # actors whose look-up in flight is to be ignored
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
 
     def pump(self) -> None:
@@ -153,10 +154,10 @@ class RemoteActors:
         while self.lookups:
             aid, row = self.lookups.popleft()
             self.looking_up.discard(aid)
-            owned = self.remote.failover.owned.get(aid)
-            if aid in self.nm.actors.actors or owned is not None and owned.home is not None:
+            if aid in self.nm.actors.actors or aid in self.superseded:
                 # this node restarted it meanwhile (it adopted it): it knows where it lives,
                 # and has sent its calls since the checkpoint there already
+                self.superseded.discard(aid)
                 continue
             home = row.get("node") if isinstance(row, dict) else None
             alive = home is not None and row.get("state") != "DEAD" and \

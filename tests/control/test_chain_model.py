@@ -108,12 +108,14 @@ class ChainModel(RuleBasedStateMachine):
         self._send_batch(self.req)
 
     @rule(key=st.sampled_from(KEYS), expect=st.one_of(st.none(), st.integers(0, 2)),
-          value=st.integers(0, 2))
-    def write_if(self, key, expect, value):
-        """A compare-and-set: small values, so that its condition often holds."""
+          value=st.integers(0, 2), ceiling=st.booleans())
+    def write_if(self, key, expect, value, ceiling):
+        """A compare-and-set (or, with ``ceiling``, a put unless the row's value is greater):
+        small values, so that its condition often holds."""
         self.cseq += 1
-        raw = P.pack_value({"expect": None if expect is None else {"v": expect},
-                            "row": {"v": value}})
+        condition = {"not_above": {"v": value}} if ceiling else \
+            {"expect": None if expect is None else {"v": expect}}
+        raw = P.pack_value({**condition, "row": {"v": value}})
         self.issued.append((key, OP_PUT_IF, raw))
         self.req += 1
         self.batches[self.req] = [[self.cseq, OP_PUT_IF, "kv", key, raw]]
@@ -199,9 +201,13 @@ class ChainModel(RuleBasedStateMachine):
                 wanted = P.unpack_value(raw)
                 now = model.get(key)
                 now = None if now is None else P.unpack_value(now)
-                expect = wanted["expect"]
-                if (now is None) if expect is None else \
-                        (isinstance(now, dict) and now.get("v") == expect["v"]):
+                if "not_above" in wanted:
+                    holds = not isinstance(now, dict) or now["v"] <= wanted["not_above"]["v"]
+                elif wanted["expect"] is None:
+                    holds = now is None
+                else:
+                    holds = isinstance(now, dict) and now.get("v") == wanted["expect"]["v"]
+                if holds:
                     model[key] = P.pack_value(wanted["row"])
         return model
 

@@ -132,3 +132,10 @@ def test_put_if_lets_exactly_one_of_racing_writers_win(control_store, gcs_client
     assert not clients[1].put_if("actors", b"a", {"inc": 1}, {"inc": 2, "by": "y"})
     assert not clients[0].put_if("actors", b"a", {"inc": 2}, None)  # no row given: no write
     assert clients[0].get("actors", b"a") == {"inc": 2, "by": "x"}
+    # a writer that must not undo a newer row (a stale node's actor row)
+    clients[2].put_not_above_async("actors", b"a", {"inc": 1}, {"inc": 1, "by": "old"}).result(30)
+    assert clients[0].get("actors", b"a") == {"inc": 2, "by": "x"}
+    clients[2].put_not_above_async("actors", b"a", {"inc": 2}, {"inc": 2, "by": "same"}).result(30)
+    assert clients[0].get("actors", b"a") == {"inc": 2, "by": "same"}
+    clients[2].put_not_above_async("actors", b"new", {"inc": 0}, {"inc": 0}).result(30)
+    assert clients[0].get("actors", b"new") == {"inc": 0}

@@ -25,7 +25,9 @@ even where fencing has not, or not yet.
 *Retiring* (ActorManager.retire): the copy's worker is killed and the copy forgotten, without
 writing the row (it names the live incarnation). Calls queued or running on it go to the live
 one: those of other nodes are refused back to their callers, those of this node are routed
-like calls to any actor of another node.
+like calls to any actor of another node. Until it retires, a stale copy's own writes cannot
+undo the live one's: actor rows and checkpoints are written only over rows of an incarnation
+not above theirs (GcsRecorder, the control store's ``not_above`` condition).
 """
 
 from __future__ import annotations
@@ -57,11 +59,11 @@ class Incarnations:
         """A forwarded call: True if it is refused (answered here, not run)."""
         actors = self.nm.actors
         aid, believed = spec["actor"]["aid"], spec["actor"].get("inc")
+        actor = actors.actors.get(aid)
         retired = actors.retired.get(aid)
-        if retired is not None:
+        if actor is None and retired is not None:
             self._send_refusal(identity, spec["id"], *retired)
             return True
-        actor = actors.actors.get(aid)
         if actor is None or believed is None or believed == actor.restarts or \
                 actor.state == "DEAD":
             return False

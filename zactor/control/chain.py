@@ -101,6 +101,22 @@ def _valid_op(op) -> bool:
             and isinstance(op[3], bytes) and (op[4] is None or isinstance(op[4], bytes)))
 
 
+def _condition_holds(wanted: dict, now) -> bool:
+    """OP_PUT_IF's conditions on the current row ``now`` (None: no row): ``expect``, fields
+    equal (None: no row); ``not_above``, fields not greater (no row, or a row that is not a
+    map, passes: a write that must not undo a newer one)."""
+    if "expect" in wanted:
+        expect = wanted["expect"]
+        if expect is None and now is not None:
+            return False
+        if expect is not None and not (isinstance(now, dict) and all(
+                now.get(k) == v for k, v in expect.items())):
+            return False
+    ceiling = wanted.get("not_above") or {}
+    return not isinstance(now, dict) or all(
+        not isinstance(now.get(k), (int, float)) or now.get(k) <= v for k, v in ceiling.items())
+
+
 class ChainReplica:
     """The replica state machine. ``store`` is its log store; ``me`` its replica id."""
 
@@ -273,15 +289,11 @@ class ChainReplica:
                        self.store.get(table, key))
         try:
             wanted = P.unpack_value(raw)
-            expect, row = wanted["expect"], wanted["row"]
+            row = wanted["row"]
             now = None if current is None else P.unpack_value(current)
+            holds = _condition_holds(wanted, now)
         except Exception:  # noqa: BLE001 - a malformed condition never applies
-            expect, row, now = {}, None, None
-        if expect is None:
-            holds = now is None
-        else:
-            holds = isinstance(now, dict) and isinstance(expect, dict) and \
-                all(now.get(k) == v for k, v in expect.items())
+            row, holds = None, False
         if holds and row is not None:
             return OP_PUT, P.pack_value(row)
         return (OP_DELETE, None) if current is None else (OP_PUT, current)

@@ -202,6 +202,12 @@ class GcsClient:
         now = self.get(table, key, timeout_s=max(0.1, deadline - time.monotonic()))
         return now == P.unpack_value(P.pack_value(value))
 
+    def put_not_above_async(self, table: str, key, ceiling: dict, value) -> WriteFuture:
+        """Queue a write of ``value`` that applies unless the row's fields in ``ceiling`` are
+        already greater (a writer that must not undo a newer one, e.g. an actor row of a
+        later incarnation)."""
+        return self._write(OP_PUT_IF, table, key, {"not_above": ceiling, "row": value})
+
     def delete(self, table: str, key, timeout_s: float | None = None) -> None:
         self.delete_async(table, key).result(self._t(timeout_s))
 

@@ -21,8 +21,9 @@ OP_PUT = 1
 OP_DELETE = 2
 # a put that applies only if the row's current fields match (compare-and-set; the chain's
 # head decides and logs a plain put, or a put of the unchanged row, so replicas and
-# subscribers only ever see puts and deletes): the value is {"expect": {field: value} or None
-# (no row), "row": the new row}
+# subscribers only ever see puts and deletes): the value is {"row": the new row, and
+# conditions: "expect": {field: value} or None (no row), "not_above": {field: number} (a row
+# whose field is greater is left alone)}
 OP_PUT_IF = 4
 
 

@@ -123,6 +123,7 @@ class ActorManager:
             return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
         actor = Actor(info["aid"], task.spec["id"], info)
         actor.creation = task
+        self.retired.pop(actor.actor_id, None)  # a newer incarnation lives here again
         self._record(actor)
         if actor.detached and not actor.restarts and self.node.remote is not None:
             # what a surviving node needs to restart it if its node dies with its owner
@@ -267,7 +268,8 @@ class ActorManager:
             if task.submitter.startswith(b"peer:"):
                 actor.covered[task.submitter[5:]] = task.spec["id"]
         self.node.gcs.actor_checkpoint(actor.actor_id, checkpoint["state"], task_id,
-                                       [[n, t] for n, t in actor.covered.items()])
+                                       [[n, t] for n, t in actor.covered.items()],
+                                       actor.restarts)
         self._trim(actor, upto)
 
     def _resume(self, actor: Actor, identity: bytes) -> None:

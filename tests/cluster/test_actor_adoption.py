@@ -2,7 +2,7 @@
 creates them, B is SIGKILLed. A detached actor is adopted by one surviving node, restored from
 its checkpoint and reached by name from another driver; actors that are not detached die with
 their owner, also one living on a node that survives; their calls raise ActorDiedError saying
-why."""
+why. A detached actor on a surviving node outlives its owner."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def test_detached_actor_is_adopted_and_the_others_fate_share(head_b_and_c):
                           scheduling_strategy=On(b, soft=True)).remote()
             Plain.options(name="mortal_c", namespace="t",
                           scheduling_strategy=On(c, soft=True)).remote()
+            Plain.options(name="wanderer", namespace="t", lifetime="detached",
+                          scheduling_strategy=On(c, soft=True)).remote()
             return zactor.get_runtime_context().get_node_id()
 
         assert zactor.get(make.options(scheduling_strategy=On(B, soft=False)).remote(B, C),
@@ -43,6 +45,8 @@ def test_detached_actor_is_adopted_and_the_others_fate_share(head_b_and_c):
         keeper = zactor.get_actor("keeper", namespace="t")
         mortal_b = zactor.get_actor("mortal_b", namespace="t")
         mortal_c = zactor.get_actor("mortal_c", namespace="t")
+        wanderer = zactor.get_actor("wanderer", namespace="t")
+        assert zactor.get(wanderer.inc.remote(), timeout=60) == 1
         assert [zactor.get(keeper.inc.remote(), timeout=60) for _ in range(12)] == \\
             list(range(1, 13))
         assert zactor.get(keeper.where.remote(), timeout=60) == B
@@ -63,6 +67,7 @@ def test_detached_actor_is_adopted_and_the_others_fate_share(head_b_and_c):
             except ActorDiedError as e:
                 print("MORTAL", name, "died:", "fate-shares" in str(e), str(e)[:300],
                       flush=True)
+        print("WANDERER", zactor.get(wanderer.inc.remote(), timeout=60), flush=True)
         try:
             zactor.get_actor("mortal_b", namespace="t")
             print("FOUND mortal_b", flush=True)
@@ -82,3 +87,4 @@ def test_detached_actor_is_adopted_and_the_others_fate_share(head_b_and_c):
     assert "MORTAL B died: True" in out, out
     assert "MORTAL C died: True" in out, out
     assert "GONE mortal_b" in out, out
+    assert "WANDERER 2" in out, out  # detached, on C: it outlives its owner B

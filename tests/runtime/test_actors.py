@@ -383,6 +383,35 @@ def test_ten_async_calls_are_in_flight_at_once(cluster):
     assert cluster.get(s.most_at_once.remote()) == 10
 
 
+def test_a_burst_of_async_calls_runs_each_once_within_max_concurrency(cluster):
+    import asyncio
+
+    # calls reach the actor's loop in batches (one wake-up per batch): every call still
+    # runs exactly once, and never more than max_concurrency at a time
+    @cluster.remote(max_concurrency=3)
+    class Recorder:
+        def __init__(self):
+            self.started, self.in_flight, self.most = [], 0, 0
+
+        async def call(self, i):
+            self.started.append(i)
+            self.in_flight += 1
+            self.most = max(self.most, self.in_flight)
+            await asyncio.sleep(0.001 * (i % 3))
+            self.in_flight -= 1
+            return i * 2
+
+        async def seen(self):
+            return self.started, self.most
+
+    r = Recorder.remote()
+    assert cluster.get([r.call.remote(i) for i in range(500)], timeout=120) == \
+        [i * 2 for i in range(500)]
+    started, most = cluster.get(r.seen.remote(), timeout=60)
+    assert sorted(started) == list(range(500))
+    assert most == 3
+
+
 @pytest.mark.parametrize("restarts", [0, 1])
 def test_sigkill_of_the_actor_process(cluster, restarts):
     import signal

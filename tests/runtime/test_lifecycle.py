@@ -43,6 +43,27 @@ def test_init_shutdown_and_reinit():
     zactor.shutdown()  # a second shutdown is harmless
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("delay_s", [0.0, 0.45, 0.7, 1.0])
+def test_shutdown_while_the_control_store_starts_is_quiet_and_leaves_nothing(delay_s):
+    # the control store starts 0.5 s after the node: a program that ends around then used to
+    # have its session directory removed under the starting store (sqlite "disk I/O error"
+    # and ipc-directory tracebacks on stderr)
+    result = run_driver(f"""
+        import os, time, zactor
+        zactor.init(num_cpus=1, object_store_memory=64 << 20)
+        from zactor import api
+        session = api._node.session_dir
+        time.sleep({delay_s})
+        zactor.shutdown()
+        print("LEFT" if os.path.exists(session) else "GONE")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "zactor gcs" not in result.stderr, result.stderr
+    assert "did not start" not in result.stderr, result.stderr
+    assert result.stdout.strip().endswith("GONE"), result.stdout
+
+
 def test_store_larger_than_dev_shm_is_refused_with_advice():
     free = os.statvfs("/dev/shm").f_bavail * os.statvfs("/dev/shm").f_frsize
     with pytest.raises(ValueError, match="does not fit in /dev/shm.*shm-size"):

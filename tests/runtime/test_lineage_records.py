@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zactor.runtime.lineage import Lineage
-from zactor.runtime.node_manager import Task
+from zactor.runtime.node_tasks import Task
 
 
 def _task(args=(), nret=1, actor=None):

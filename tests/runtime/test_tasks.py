@@ -372,3 +372,32 @@ def test_garbage_frames_never_stop_the_node_manager(cluster):
         return "yes"
 
     assert cluster.get(still_works.remote(), timeout=30) == "yes"
+
+
+def test_results_the_driver_let_go_of_are_not_sent_to_it(cluster):
+    from zactor.runtime import context
+
+    @cluster.remote
+    def inc(x):
+        return x + 1
+
+    client = context.client()
+    received = []
+    store_results = client._store_results
+
+    def counting(objects):
+        received.extend(o[0] for o in objects)
+        return store_results(objects)
+
+    client._store_results = counting
+    try:
+        ref = inc.remote(0)
+        for _ in range(49):
+            ref = inc.remote(ref)  # the previous ref is dropped: only the task holds it
+        assert cluster.get(ref, timeout=60) == 50
+    finally:
+        del client._store_results
+    # the last result, and at most the few whose release had not reached the node manager
+    # when they were made (the driver once received all 50, one message per hop)
+    assert ref.binary() in received
+    assert len(received) < 10, len(received)

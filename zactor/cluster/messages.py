@@ -35,7 +35,9 @@ Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all opt
         node that fits appears, and the origin also re-sends the SPILL every few seconds since a
         restarted scheduler forgot it) or "failed: ..." (never placeable: hard affinity to a dead
         or unknown node, a removed placement group, a bundle too small, a malformed entry
-        ("failed: malformed task: ...", the rest of its SPILL is still placed): fail the task).
+        ("failed: malformed task: ...", the rest of its SPILL is still placed): fail the task;
+        except "failed: ...: unknown node" (UNKNOWN_NODE: a node that exists may not be read
+        yet, it just joined or the deciding view just started), asked again for a while).
         A SPILL whose ``tasks`` is not a list of maps with ``task_id`` is answered ERROR.
     CREATE_PG is answered OK {value: the pg row} (state "created" or "pending", with ``reason``
         naming why it does not fit yet), or ERROR "malformed" for bad bundles / strategy.
@@ -51,6 +53,10 @@ Additions by the global scheduler (zactor/scheduling/scheduler_main.py), all opt
 from __future__ import annotations
 
 from zactor.protocol import define
+
+#: the detail ending a "failed" PLACE for hard affinity to a node the deciding view has no row
+#: for (see PLACE reasons below; cluster/remote_tasks.py asks again for AFFINITY_GRACE_S)
+UNKNOWN_NODE = "unknown node"
 
 #: a node writes its row this often; the scheduler declares it dead after
 #: NODE_DEATH_TIMEOUT_S without one (both configurable: a busy 2-core machine running 4

@@ -300,7 +300,7 @@ class RemoteTasks:
         yet (it joined a moment ago, this node just started, the scheduler restarted); a
         node id from ``zactor.nodes()`` names a node that exists. Asked again for at most
         AFFINITY_GRACE_S, then failed (a dead node fails at once)."""
-        if "unknown node" not in reason:
+        if not reason.endswith(cm.UNKNOWN_NODE):
             return False
         first = self.affinity_unknown.setdefault(task.spec["id"], time.monotonic())
         return time.monotonic() - first < AFFINITY_GRACE_S

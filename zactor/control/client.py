@@ -25,9 +25,16 @@ import time
 import zmq
 
 from zactor import protocol as P
-from zactor.control.log_store import OP_ARCHIVE
 from zactor.control.pubsub import Subscription
-from zactor.control.schema import OP_DELETE, OP_PUT, OP_PUT_IF, check_table, key_bytes, shard_of
+from zactor.control.schema import (
+    OP_ARCHIVE,
+    OP_DELETE,
+    OP_PUT,
+    OP_PUT_IF,
+    check_table,
+    key_bytes,
+    shard_of,
+)
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
 from zactor.net.security import keys_from

@@ -49,9 +49,8 @@ def _import_sqlite_utils():
 
 sqlite_utils = _import_sqlite_utils()
 
-from zactor.control.schema import OP_DELETE, OP_PUT, TABLES  # noqa: E402 (after the sqlite-utils import above)
+from zactor.control.schema import OP_ARCHIVE, OP_DELETE, OP_PUT, TABLES  # noqa: E402 (after the sqlite-utils import above)
 
-OP_ARCHIVE = 3  # move a row to the archive database, or write one there (finished lineage)
 DB_FILE = "gcs.sqlite"
 ARCHIVE_FILE = "archive.sqlite"
 

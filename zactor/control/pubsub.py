@@ -20,8 +20,7 @@ from typing import Any, NamedTuple
 import zmq
 
 from zactor import protocol as P
-from zactor.control.log_store import OP_ARCHIVE
-from zactor.control.schema import OP_DELETE, OP_PUT, topic
+from zactor.control.schema import OP_ARCHIVE, OP_DELETE, OP_PUT, topic
 from zactor.net.security import curve_client
 from zactor.net.sockets import make_socket
 

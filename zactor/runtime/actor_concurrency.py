@@ -18,6 +18,7 @@ import asyncio
 import functools
 import inspect
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 DEFAULT_ASYNC_MAX_CONCURRENCY = 1000
@@ -40,6 +41,10 @@ class ActorConcurrency:
             threading.Thread(target=self.loop.run_forever, daemon=True,
                              name="zactor-actor-loop").start()
         self._limit = None
+        # async calls handed to the loop in batches: one wake-up of the loop per batch
+        # (run_coroutine_threadsafe per call cost a future and a self-pipe write each)
+        self._incoming: deque = deque()
+        self._running: set = set()  # the loop's tasks (asyncio keeps only weak references)
         # threaded actors: one thread per call in flight (created only when needed)
         self.pool = ThreadPoolExecutor(max_workers=max_concurrency,
                                        thread_name_prefix="zactor-actor-call")
@@ -59,10 +64,25 @@ class ActorConcurrency:
         method = getattr(worker.actor_instance, spec["actor"]["method"], None)
         if self.loop is not None and inspect.iscoroutinefunction(method):
             reply_to = entry[4] if len(entry) > 4 else None
-            asyncio.run_coroutine_threadsafe(
-                self._limited(worker.execute_async(spec, resolved, reply_to)), self.loop)
+            self._incoming.append((worker, spec, resolved, reply_to))
+            if len(self._incoming) == 1:  # later ones are taken by the same drain
+                self.loop.call_soon_threadsafe(self._start_incoming)
         else:
             self.pool.submit(worker._execute, *entry)
+
+    def _start_incoming(self) -> None:
+        """On the loop: start every call handed over so far, in arrival order (it takes
+        until the deque is empty, so a call added meanwhile is either taken here or finds
+        the deque empty and schedules another drain)."""
+        while True:
+            try:
+                worker, spec, resolved, reply_to = self._incoming.popleft()
+            except IndexError:
+                return
+            task = self.loop.create_task(
+                self._limited(worker.execute_async(spec, resolved, reply_to)))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
 
     async def _limited(self, coroutine):
         if self._limit is None:

@@ -35,21 +35,18 @@ from collections import deque
 import zmq
 
 from zactor import protocol
-from zactor import serialization as ser
 from zactor.exceptions import (
     GetTimeoutError,
     LocalRayletDiedError,
-    ObjectLostError,
-    ObjectNotFoundError,
-    ObjectStoreFullError,
     RaySystemError,
-    RayTaskError,
 )
 from zactor.ids import JobID, ObjectID, TaskID
 from zactor.net.sockets import make_socket
-from zactor.object_ref import ObjectRef, collecting_refs
+from zactor.object_ref import ObjectRef
 from zactor.runtime import messages as m
 from zactor.runtime import output_relay
+from zactor.runtime.client_lock import ClientLock, Waiter
+from zactor.runtime.client_values import ClientValues
 from zactor.runtime.direct import DirectCalls
 from zactor.store import ObjectStore
 
@@ -61,9 +58,6 @@ os.register_at_fork(after_in_child=lambda: _fast_random.seed(os.urandom(16)))
 DEFAULT_INLINE_THRESHOLD_BYTES = m.DEFAULT_INLINE_THRESHOLD_BYTES
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
-STORE_FULL_WAIT_S = 10.0
-#: how long a client waits for its node manager to spill or restore (runtime/spilling.py)
-SPILL_WAIT_S = 60.0
 BATCH_DELAY_S = 0.0005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
@@ -71,18 +65,7 @@ _POLL_SLICE_MS = 50
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
 
-class _Waiter:
-    """A thread waiting in ``wait_ready``: the objects that arrived since it last looked
-    (appended by whichever thread reads the node manager's messages), and an event set then."""
-
-    __slots__ = ("arrived", "event")
-
-    def __init__(self):
-        self.arrived: list = []
-        self.event = threading.Event()
-
-
-class CoreClient:
+class CoreClient(ClientValues):
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
                  job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None,
                  direct_address: str = ""):
@@ -91,7 +74,7 @@ class CoreClient:
         self._liveness = liveness
         self._dead_reason = None
         self.worker_id = worker_id
-        self._lock = threading.RLock()
+        self._lock = ClientLock()
         self._ctx = zmq.Context()
         self._sock = make_socket(self._ctx, zmq.DEALER, hwm=0)
         self._sock.connect(node_address)
@@ -403,86 +386,11 @@ class CoreClient:
             else:
                 counts.pop(oid, None)
                 self._results.pop(oid, None)
+                # no longer sent to us (the node manager stops pushing a task's result to a
+                # submitter that let go of it); a later ref to it asks with SUBSCRIBE
+                self._expected.discard(oid)
                 if before > 0:
                     deltas.append([oid, -1])
-
-    # ---- values -------------------------------------------------------------------------
-
-    def encode_value(self, value, oid):
-        """(state, data, contained refs, oid) for ``value``; large values go to the store
-        as ``oid`` (bytes, or a callable making the id, called only when it is needed)."""
-        with collecting_refs() as c:
-            s = ser.serialize(value)
-        if s.total_size <= self.inline_threshold:
-            return m.OBJ_INLINE, s.to_bytes(), c.refs, oid
-        if callable(oid):
-            oid = oid()
-        self._write_to_store(oid, s)
-        return m.OBJ_STORE, s.total_size, c.refs, oid
-
-    def _write_to_store(self, oid: bytes, s) -> None:
-        """Write a primary copy (not evictable: the node manager deletes it when nothing
-        references it). When the store is full, releases this process has not reported yet
-        go out and the node manager is asked to spill objects to disk (make_room); each time
-        it made room the write is tried again at once. When it cannot, the write is retried
-        with a backoff for up to STORE_FULL_WAIT_S, as Ray waits for room, before
-        ObjectStoreFullError (saying why spilling did not help) reaches the caller."""
-        deadline = time.monotonic() + STORE_FULL_WAIT_S
-        backoff = 0.001
-        why_not_spilled = ""
-        while True:
-            try:
-                self.store.put_serialized(oid, s, evictable=False)
-                return
-            except ObjectStoreFullError as full:
-                if time.monotonic() + backoff > deadline:
-                    raise ObjectStoreFullError(f"{full}{why_not_spilled}") from None
-                with self._lock:
-                    self.flush()
-                reply = self._store_request("make_room", size=s.total_size)
-                if not reply["error"]:
-                    continue  # objects were spilled: try again now
-                why_not_spilled = f"; spilling to disk could not make room: {reply['error']}"
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 0.1)
-
-    def _store_request(self, op: str, size: int = 0, oid: bytes = b""):
-        """Ask the node manager to make room or restore a spilled object, and wait for its
-        answer (STORE_REPLY: error "" when done) for up to SPILL_WAIT_S."""
-        try:
-            return self.request(m.STORE_REQUEST, {"op": op, "size": size, "oid": oid},
-                                m.STORE_REPLY, timeout_s=SPILL_WAIT_S,
-                                match=lambda msg: msg["op"] == op and msg["oid"] == oid)
-        except GetTimeoutError as exc:
-            return {"op": op, "oid": oid, "error": str(exc), "full": False}
-
-    def _read_store(self, oid: bytes):
-        """The value of a store object, restored first if it was spilled and evicted (again
-        while the restored copy is evicted before this read pins it, up to SPILL_WAIT_S)."""
-        deadline = time.monotonic() + SPILL_WAIT_S
-        while True:
-            try:
-                return self.store.get(oid)
-            except ObjectNotFoundError:
-                pass
-            reply = self._store_request("restore", oid=oid)
-            if reply["error"] and reply["full"]:
-                raise ObjectStoreFullError(f"object {oid.hex()} is spilled to disk and "
-                                           f"cannot be restored: {reply['error']}")
-            if reply["error"] or time.monotonic() > deadline:
-                raise ObjectLostError(oid.hex(), reason=reply["error"] or
-                                      "it was spilled and every restored copy was evicted "
-                                      "before it could be read") from None
-
-    def decode_value(self, oid: bytes, state: int, data):
-        if state == m.OBJ_INLINE:
-            return ser.deserialize(data)
-        if state == m.OBJ_STORE:
-            return self._read_store(oid)
-        err = ser.deserialize(data)
-        if isinstance(err, RayTaskError):
-            raise err.as_instanceof_cause()
-        raise err
 
     def adopt_job(self, task_id: bytes) -> None:
         """A worker runs a task (or creates an actor) of the job in ``task_id``'s last bytes:
@@ -570,13 +478,16 @@ class CoreClient:
         makes the results hold their targets, or those objects could be freed in between.
         ``reply_to``: the caller of a direct call, sent the results at the same flush."""
         self._done.append((entry, keep_alive, reply_to))
+        if len(self._done) != 1:
+            # not the first since the last flush took them all (it takes until the deque is
+            # empty): the wake-ups below were made for the first and it goes out with it
+            return
         if threading.get_ident() != self._owner_thread:
             try:  # wake the worker's main thread out of pump() to send it
                 os.write(self._wake_w, b"!")
             except BlockingIOError:
                 pass  # the pipe is full: a wake-up is pending anyway
-        if len(self._done) == 1:
-            self._wake.set()
+        self._wake.set()
 
     def cancel(self, task_id: bytes, force: bool, recursive: bool) -> None:
         self.send(m.CANCEL, {"task_id": task_id, "force": force, "recursive": recursive})
@@ -602,27 +513,29 @@ class CoreClient:
         # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
         # registered under the lock before looking, so that no arrival is missed (another
         # thread, the flusher, may read messages whenever the lock is free)
-        waiter = _Waiter()
+        waiter = Waiter()
         arrived = waiter.arrived
         with self._lock:
-            self._arrivals[id(waiter)] = waiter
+            self._add_waiter(waiter)
             try:
                 self.flush()
                 self.pump(0)
             except BaseException:
-                del self._arrivals[id(waiter)]
+                self._remove_waiter(waiter)
                 raise
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
-                del self._arrivals[id(waiter)]
+                self._remove_waiter(waiter)
                 return
             self._ask_for(missing)
         blocked = False
         try:
             while True:
+                # cleared before looking and before trying the lock: an arrival or a
+                # release after this point sets it again, so the wait below misses neither
+                waiter.event.clear()
                 if arrived:  # recorded by whichever thread read them (list ops are atomic)
-                    waiter.event.clear()
                     batch = arrived[:]
                     del arrived[:len(batch)]
                     for oid in batch:
@@ -635,13 +548,16 @@ class CoreClient:
                     return
                 slice_ms = _POLL_SLICE_MS if deadline is None else max(
                     0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+                waiter.may_sleep = True
                 if not self._lock.acquire(blocking=False):
                     # another thread holds the lock, most likely reading messages (those
-                    # for us too): wait for it to record ours rather than compete for the
-                    # lock, which a thread looping in get() re-takes before a waiting
-                    # one wakes (that starved other threads' gets until their timeouts)
+                    # for us too): wait for it to record ours, or to let the lock go,
+                    # rather than compete for the lock, which a thread looping in get()
+                    # re-takes before a waiting one wakes (that starved other threads'
+                    # gets until their timeouts)
                     waiter.event.wait(slice_ms / 1000)
                     continue
+                waiter.may_sleep = False
                 try:
                     if not blocked and self.blocked_hook is not None:
                         blocked = True
@@ -656,9 +572,17 @@ class CoreClient:
                 self.check_alive()
         finally:
             with self._lock:
-                del self._arrivals[id(waiter)]
+                self._remove_waiter(waiter)
                 if blocked:
                     self.blocked_hook(False)
+
+    def _add_waiter(self, waiter: Waiter) -> None:  # under the lock
+        self._arrivals[id(waiter)] = waiter
+        self._lock.waiters = tuple(self._arrivals.values())
+
+    def _remove_waiter(self, waiter: Waiter) -> None:  # under the lock
+        del self._arrivals[id(waiter)]
+        self._lock.waiters = tuple(self._arrivals.values())
 
     def get(self, oids, timeout_s=None) -> list:
         self.wait_ready(oids, len(set(oids)), timeout_s)

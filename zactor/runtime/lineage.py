@@ -145,7 +145,7 @@ class Lineage:
         record.attempt += 1
         for oid in record.deps:
             self._ensure_argument(oid, reason)
-        from zactor.runtime.node_manager import Task
+        from zactor.runtime.node_tasks import Task
 
         task = Task(record.spec, LINEAGE_SUBMITTER)
         task.attempt = record.attempt

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from zactor.cluster.messages import UNKNOWN_NODE
 from zactor.scheduling.policy_arrays import TIE_EPS, NodeArrays
 from zactor.scheduling.resources import CPU, RESOURCE_UNIT, ResourceSet
 
@@ -358,7 +359,7 @@ class GlobalPolicy:
         if ok and (not soft or demand.fits_in(view.available)):
             return node_id, f"{PLACED}: node affinity"
         if not soft:
-            why = ("unknown node" if view is None else "node is dead" if not view.alive
+            why = (UNKNOWN_NODE if view is None else "node is dead" if not view.alive
                    else f"node cannot hold {demand}")
             return None, f"{FAILED}: hard node affinity to {node_key(node_id)}: {why}"
         ids, rows = self._fitting(demand)

@@ -1,6 +1,6 @@
 """The chain replica and coordinator state machines against a dict model, without sockets.
 
-Hypothesis drives random client writes, message deliveries (each link FIFO, links interleaved
+Hypothesis drives random client writes (puts, deletes, compare-and-set puts), message deliveries (each link FIFO, links interleaved
 at random), reads at the tail, log compaction, replica failures and rejoins. Every message is
 passed through ``protocol.encode``/``decode``. Checked after every step: each live replica's
 log is a prefix of its predecessor's, no (client, cseq) is logged twice, reads at a caught-up
@@ -22,7 +22,7 @@ from zactor import protocol as P
 from zactor.control import chain as C
 from zactor.control.coordinator import Announce, CoordinatorState, Tell
 from zactor.control.memstore import MemoryLogStore
-from zactor.control.schema import OP_DELETE, OP_PUT
+from zactor.control.schema import OP_DELETE, OP_PUT, OP_PUT_IF
 
 CID = b"client-1"
 KEYS = [b"a", b"b", b"c", b"d"]
@@ -102,9 +102,23 @@ class ChainModel(RuleBasedStateMachine):
             op = OP_DELETE if delete and i == 0 else OP_PUT
             raw = None if op == OP_DELETE else P.pack_value(value + i)
             ops.append([self.cseq, op, "kv", key, raw])
-            self.issued.append((key, raw))
+            self.issued.append((key, op, raw))
         self.req += 1
         self.batches[self.req] = ops
+        self._send_batch(self.req)
+
+    @rule(key=st.sampled_from(KEYS), expect=st.one_of(st.none(), st.integers(0, 2)),
+          value=st.integers(0, 2), ceiling=st.booleans())
+    def write_if(self, key, expect, value, ceiling):
+        """A compare-and-set (or, with ``ceiling``, a put unless the row's value is greater):
+        small values, so that its condition often holds."""
+        self.cseq += 1
+        condition = {"not_above": {"v": value}} if ceiling else \
+            {"expect": None if expect is None else {"v": expect}}
+        raw = P.pack_value({**condition, "row": {"v": value}})
+        self.issued.append((key, OP_PUT_IF, raw))
+        self.req += 1
+        self.batches[self.req] = [[self.cseq, OP_PUT_IF, "kv", key, raw]]
         self._send_batch(self.req)
 
     @rule(data=st.data(), merge=st.booleans())
@@ -167,15 +181,35 @@ class ChainModel(RuleBasedStateMachine):
             assert reply.body["value"] == latest[0]
 
     def _fully_acked_value(self, key):
-        """(value,) of key's last write when every write to key is acknowledged, else None."""
+        """(value,) of key after its writes when every write to key is acknowledged, else
+        None."""
         acked_cseqs = {op[0] for r in self.acked for op in self.batches[r]}
-        last = None
-        for cseq, (k, raw) in enumerate(self.issued, start=1):
-            if k == key:
-                if cseq not in acked_cseqs:
-                    return None
-                last = (raw,)
-        return last
+        if any(k == key and cseq not in acked_cseqs
+               for cseq, (k, _op, _raw) in enumerate(self.issued, start=1)):
+            return None
+        return (self._model().get(key),)
+
+    def _model(self) -> dict:
+        """The table the issued writes make, applied once each in order."""
+        model: dict = {}
+        for key, op, raw in self.issued:
+            if op == OP_DELETE:
+                model.pop(key, None)
+            elif op == OP_PUT:
+                model[key] = raw
+            else:
+                wanted = P.unpack_value(raw)
+                now = model.get(key)
+                now = None if now is None else P.unpack_value(now)
+                if "not_above" in wanted:
+                    holds = not isinstance(now, dict) or now["v"] <= wanted["not_above"]["v"]
+                elif wanted["expect"] is None:
+                    holds = now is None
+                else:
+                    holds = isinstance(now, dict) and now.get("v") == wanted["expect"]["v"]
+                if holds:
+                    model[key] = P.pack_value(wanted["row"])
+        return model
 
     # ---- invariants -------------------------------------------------------------------------
     @invariant()
@@ -207,12 +241,7 @@ class ChainModel(RuleBasedStateMachine):
                 break
             self.client_retries()
         assert len(self.acked) == len(self.batches), "a write was never acknowledged"
-        model: dict = {}
-        for key, raw in self.issued:
-            if raw is None:
-                model.pop(key, None)
-            else:
-                model[key] = raw
+        model = self._model()
         for rid in self._chain():
             store = self.replicas[rid].store
             assert store.tables["kv"] == model, rid

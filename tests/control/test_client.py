@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -103,3 +104,38 @@ def test_one_at_a_time_and_pipelined_writes_interleave_in_order(control_store, g
     c.put("kv", "same", "last")
     assert all(f.done() for f in futures)  # acknowledged in order: all before the last
     assert c.get("kv", "same") == "last"
+
+
+def test_put_if_lets_exactly_one_of_racing_writers_win(control_store, gcs_client):
+    """Compare-and-set (actor failover claims rows with it): of writers racing on the same
+    expected row exactly one wins, pipelined writes in one batch included, and every replica
+    of the chain holds the winner's row."""
+    store = control_store(replicas=2)
+    clients = [gcs_client(store.address) for _ in range(3)]
+    assert clients[0].put_if("actors", b"a", None, {"inc": 0, "by": "first"})
+    assert not clients[1].put_if("actors", b"a", None, {"inc": 0, "by": "second"})
+    won = []
+
+    def claim(i):
+        row = {"inc": 1, "by": i}
+        if clients[i % 3].put_if("actors", b"a", {"inc": 0}, row, timeout_s=30):
+            won.append(i)
+
+    threads = [threading.Thread(target=claim, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(won) == 1, won
+    assert clients[2].get("actors", b"a") == {"inc": 1, "by": won[0]}
+    assert clients[1].put_if("actors", b"a", {"inc": 1, "by": won[0]}, {"inc": 2, "by": "x"})
+    assert not clients[1].put_if("actors", b"a", {"inc": 1}, {"inc": 2, "by": "y"})
+    assert not clients[0].put_if("actors", b"a", {"inc": 2}, None)  # no row given: no write
+    assert clients[0].get("actors", b"a") == {"inc": 2, "by": "x"}
+    # a writer that must not undo a newer row (a stale node's actor row)
+    clients[2].put_not_above_async("actors", b"a", {"inc": 1}, {"inc": 1, "by": "old"}).result(30)
+    assert clients[0].get("actors", b"a") == {"inc": 2, "by": "x"}
+    clients[2].put_not_above_async("actors", b"a", {"inc": 2}, {"inc": 2, "by": "same"}).result(30)
+    assert clients[0].get("actors", b"a") == {"inc": 2, "by": "same"}
+    clients[2].put_not_above_async("actors", b"new", {"inc": 0}, {"inc": 0}).result(30)
+    assert clients[0].get("actors", b"new") == {"inc": 0}

@@ -15,8 +15,8 @@ owner marks the row RESTARTING, reads the last checkpoint, and submits a fresh c
 covers) through its own scheduler: the actor lands on whichever live node fits (soft affinity
 falls back; hard affinity to the dead node fails the actor), the owner's own included. With no
 restarts left it writes the row DEAD with the cause and fails every call. An actor whose owner
-died with it (e.g. created by a driver of that node) is not restarted: nobody holds its
-creation task; callers get ActorDiedError saying so.
+died with it (e.g. created by a driver of that node) is actor_adoption.py's: a detached one is
+adopted by one surviving node, the others are marked DEAD.
 
 *Callers* (the owner and any node that forwarded calls to it). Calls queued here wait while the
 actor restarts. Calls in flight on the dead node are sent again to the new instance if
@@ -77,6 +77,8 @@ class ActorFailover:
         self.replaying: set = set()  # ids of finished calls being sent again (replay)
         self.dead: dict = {}       # actor id -> serialized ActorDiedError (owner gave up)
         self.restart_rows: deque = deque()  # (actor id, node, reason, row, checkpoint row)
+        from zactor.cluster.actor_adoption import ActorAdoption  # (it imports Owned from here)
+        self.adoption = ActorAdoption(self)  # actors whose owner died with them
 
     # ---- hooks from RemoteTasks -------------------------------------------------------------
 
@@ -129,6 +131,13 @@ class ActorFailover:
         self.kept.setdefault(aid, []).append(task)
         self.kept_ids.add(task.spec["id"])
 
+    def kept_task(self, task_id: bytes):
+        """A call kept for replay (a finished one included), or None."""
+        if task_id not in self.kept_ids:
+            return None
+        return next((t for tasks in self.kept.values() for t in tasks
+                     if t.spec["id"] == task_id), None)
+
     def covered_for(self, task):
         """[actor id, last call of ``task``'s node its checkpoint covers] for REMOTE_DONE."""
         actor = self.nm.actors.actors.get(task.spec["actor"]["aid"])
@@ -148,6 +157,7 @@ class ActorFailover:
             self._trim(aid, previous)
 
     def node_died(self, node_id: bytes, reason: str) -> None:
+        self.adoption.node_died(node_id, reason)
         remote = self.remote
         where = f"its node {node_id.hex()[:16]} died ({reason})"
         retried: dict = {}
@@ -179,6 +189,7 @@ class ActorFailover:
             if home != node_id:
                 continue
             del remote.actors.homes[aid]
+            remote.actors.incs.pop(aid, None)
             owned = self.owned.get(aid)
             if owned is not None and owned.home == node_id:
                 owned.home = None
@@ -249,19 +260,21 @@ class ActorFailover:
         home_alive = peers.get(home, {}).get("state") == "alive"
         owner = row.get("owner") or home
         owner_alive = peers.get(owner, {}).get("state") == "alive"
+        adoptable = row.get("detached") and row.get("restarts_left", 0) != 0
         if state == "RESTARTING":
-            return ("wait", "restarting") if owner_alive else (
-                "dead", "it was restarting when its owner node died")
+            if owner_alive or adoptable:  # (a dead adopter's row is adopted again)
+                return "wait", "restarting"
+            return "dead", "it was restarting when its owner node died"
         if home_alive:
             return "alive", ""
         died = f"its node {bytes(home or b'').hex()[:16]} died " \
                f"({peers.get(home, {}).get('reason') or 'no live node holds it'})"
         if row.get("restarts_left", 0) == 0:
             return "dead", f"{died} and it has no restarts left (max_restarts)"
-        if not owner_alive:
+        if not owner_alive and not adoptable:
             return "dead", f"{died} together with its owner (the node that created it and " \
-                           f"restarts it)"
-        return "wait", died
+                           f"restarts it); an actor that is not detached fate-shares with it"
+        return "wait", died  # its owner, or for a detached actor a surviving node, restarts it
 
     @staticmethod
     def _checkpoint_row(client, aid: bytes) -> dict:
@@ -284,6 +297,7 @@ class ActorFailover:
     def pump(self) -> None:
         while self.restart_rows:
             self._restart(*self.restart_rows.popleft())
+        self.adoption.pump()
 
     def _restart(self, aid, node_id, reason, row, checkpoint) -> None:
         self.remote.actors.looking_up.discard(aid)

@@ -90,9 +90,13 @@ FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
 #   they exist: those in the executor's store are kept there for the origin until it frees
 #   them. flags ARG_LOST: the task did not run, an argument could not be fetched from its
 #   holder; the results slot holds [[oid, why, holder node id]] of those arguments (the
-#   origin re-makes them by lineage and sends the task again)
+#   origin re-makes them by lineage and sends the task again). flags STALE_INCARNATION: an
+#   actor call refused, not run, because the actor's home holds another incarnation than the
+#   call names (cluster/actor_incarnations.py); the results slot holds [the home's
+#   incarnation (or of its retired copy), why]; the origin re-sends it to the live one
 REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
 ARG_LOST = 1
+STALE_INCARNATION = 2
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
 # driver/NM -> scheduler: create / remove a placement group (answered with OK {value})

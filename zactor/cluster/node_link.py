@@ -71,6 +71,8 @@ class NodeLink:
             "store_used": int(stats.get("used_bytes", 0)),
             "store_capacity": int(stats.get("capacity", 0)),
             "spill": dict(nm.spill.stats) if hasattr(nm, "spill") else {},
+            "actor_incarnations": dict(nm.remote.incarnations.stats)
+            if getattr(nm, "remote", None) is not None else {},
             "state": state, "reason": reason, "started_at": self.started_at,
             "heartbeat_at": time.time()}
 

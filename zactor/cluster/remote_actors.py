@@ -7,6 +7,12 @@ look-up may wait while the actor restarts elsewhere), whose answers the loop tak
 ``lookups``; a call is forwarded (RemoteTasks._forward, FORWARD_TASKS) once its home is known
 and its arguments exist, so calls from one caller reach the actor in order. An actor whose
 home node died is ActorFailover's (cluster/actor_failover.py).
+
+Each call carries the incarnation its home had when this node learned where it lives
+(``incs``); a home holding another incarnation refuses it (actor_incarnations.py) and the
+refused calls come back here in the order they were sent: they go first again, once every
+call still out at that home has come back (``draining``), to the home's newer incarnation
+when it said it has one, else wherever a new look-up finds the actor.
 """
 
 from __future__ import annotations
@@ -31,10 +37,14 @@ class RemoteActors:
         self.link = remote.link
         self.calls: dict = {}    # actor id -> deque of Tasks not forwarded yet
         self.homes: dict = {}    # actor id -> node id
+        self.incs: dict = {}     # actor id -> the incarnation its calls are meant for
+        # actor id -> [home that refused calls, calls put back, re-routed yet]
+        self.draining: dict = {}
         self.pending_kills: dict = {}  # actor id -> (reason, when_idle) for its home
         self.home_unknown: dict = {}  # actor id -> when its row first named an unknown node
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
+        self.superseded: set = set()  # actors whose look-up in flight is to be ignored
         self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
 
     def pump(self) -> None:
@@ -51,6 +61,7 @@ class RemoteActors:
         self.remote.failover.moved(aid, node_id, actor)  # this node owns its restarts
         if actor is None:
             return
+        self.incs[aid] = actor.restarts
         actors.by_creation.pop(actor.creation_task_id, None)
         if actor.name:
             actors.by_name.pop((actor.namespace, actor.name), None)
@@ -143,12 +154,18 @@ class RemoteActors:
         while self.lookups:
             aid, row = self.lookups.popleft()
             self.looking_up.discard(aid)
+            if aid in self.nm.actors.actors or aid in self.superseded:
+                # this node restarted it meanwhile (it adopted it): it knows where it lives,
+                # and has sent its calls since the checkpoint there already
+                self.superseded.discard(aid)
+                continue
             home = row.get("node") if isinstance(row, dict) else None
             alive = home is not None and row.get("state") != "DEAD" and \
                 self.link.peers.get(home, {}).get("state") == "alive"
             if alive:
                 self.home_unknown.pop(aid, None)
                 self.homes[aid] = home
+                self.incs[aid] = row.get("incarnation", 0)
                 self.remote.failover.found(aid, row)
                 continue
             if self._home_not_seen_yet(aid, home, row):
@@ -165,7 +182,7 @@ class RemoteActors:
             self.remote.failover.lost(aid, error)
         for aid, queue in list(self.calls.items()):
             home = self.homes.get(aid)
-            if home is None:
+            if home is None or aid in self.draining and self._still_out(aid):
                 continue
             while queue:  # in order: a call waits for its own arguments and for those before
                 task = queue[0]
@@ -182,6 +199,48 @@ class RemoteActors:
                 del self.calls[aid]
         if self.pending_kills:
             self._send_kills()
+
+    def refused(self, task_id: bytes, node: bytes, incarnation: int, why: str) -> None:
+        """The home refused a call meant for another incarnation (actor_incarnations.py)."""
+        task = self.nm.tasks.get(task_id) or self.remote.failover.kept_task(task_id)
+        if task is None:
+            return
+        aid = task.spec["actor"]["aid"]
+        if task_id not in self.nm.tasks:
+            self.remote.failover.replaying.add(task_id)  # a finished call being replayed
+        drain = self.draining.get(aid)
+        if drain is None or drain[0] != node:
+            drain = self.draining[aid] = [node, 0, False]
+        queue = self.calls.setdefault(aid, deque())
+        queue.insert(drain[1], task)  # refused in the order they were sent: that order
+        drain[1] += 1
+        if drain[2]:
+            return  # a later refusal by that home: already re-routed
+        drain[2] = True
+        believed = self.incs.get(aid)
+        if self.homes.get(aid) == node and believed is not None and incarnation > believed:
+            self.incs[aid] = incarnation  # it restarted there since: send to that one
+            return
+        if self.homes.get(aid) == node:  # a stale copy there: where does the actor live?
+            del self.homes[aid]
+            self.incs.pop(aid, None)
+        if aid not in self.looking_up:
+            self.looking_up.add(aid)
+            threading.Thread(target=self.look_up, args=(aid,), daemon=True,
+                             name="zactor-actor-lookup").start()
+
+    def _still_out(self, aid: bytes) -> bool:
+        """Calls for the actor still unanswered at the home that refused some (they come
+        back in order: refused ones go first); False once all are back (draining ends)."""
+        node = self.draining[aid][0]
+        tasks = self.nm.tasks
+        for task_id, where in self.remote.forwarded.items():
+            task = tasks.get(task_id)
+            if where == node and task is not None and \
+                    (task.spec.get("actor") or {}).get("aid") == aid:
+                return True
+        del self.draining[aid]
+        return False
 
     def _home_not_seen_yet(self, aid: bytes, home, row) -> bool:
         """The actor table names a home this node has no row for yet (this node joined a

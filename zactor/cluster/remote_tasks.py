@@ -80,10 +80,12 @@ class RemoteTasks:
         self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         from zactor.cluster.actor_failover import ActorFailover
+        from zactor.cluster.actor_incarnations import Incarnations
         from zactor.cluster.remote_actors import RemoteActors
 
         self.actors = RemoteActors(self)  # calls to actors that live on other nodes
         self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
+        self.incarnations = Incarnations(self)  # calls for another incarnation: refused
 
     # ---- sockets ----------------------------------------------------------------------
 
@@ -150,14 +152,17 @@ class RemoteTasks:
             self._next_scheduler_lookup = now + SCHEDULER_LOOKUP_S
             self._lookup_scheduler()
         self._move_queued_work()
+        self.incarnations.tick(now)
         self.pump(now, resend=True)
 
     def pump(self, now: float, resend: bool = False) -> None:
         """Send what is pending: SPILLs of tasks whose arguments exist (every loop turn, so a
         spilled task waits for no timer; ``resend``: also those unanswered for a while), and
         the batched FREE_OBJECTS."""
-        if self.failover.restart_rows:
+        if self.failover.restart_rows or self.failover.adoption.adopted:
             self.failover.pump()
+        if self.incarnations.rows:
+            self.incarnations.pump()
         self.actors.pump()
         if not self.unsent and not self.free_out and not resend:
             return
@@ -316,6 +321,7 @@ class RemoteTasks:
             self.actors.moved(actor["aid"], node_id)
         elif actor is not None:
             self.failover.sent(task)  # kept for replay until a checkpoint covers it
+            actor["inc"] = self.actors.incs.get(actor["aid"])  # the home refuses another
         self._peer(node_id).send_multipart(protocol.encode(
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
 
@@ -326,6 +332,9 @@ class RemoteTasks:
             if covered and covered[0]:  # the actor's checkpoint covers our calls up to it
                 self.failover.covered(*covered[0])
             if node is None:
+                continue
+            if flags & cm.STALE_INCARNATION:
+                self.actors.refused(task_id, node, *results)
                 continue
             if flags & cm.ARG_LOST:
                 self._argument_lost(task_id, results)
@@ -378,6 +387,10 @@ class RemoteTasks:
             nm.functions.setdefault(fid, blob)
         requests = []
         for spec, args in msg["tasks"]:
+            actor = spec.get("actor")
+            if actor is not None and actor["op"] == "call" and \
+                    self.incarnations.refuse(identity, spec):
+                continue  # meant for another incarnation of the actor
             for oid, state, data in args:
                 if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
                     continue
@@ -391,7 +404,6 @@ class RemoteTasks:
                 nm.objects.add_ref(oid)
                 self.held_for_peer[oid] = identity
             nm._submit(task)
-            actor = spec.get("actor")
             if actor is not None and actor["op"] == "call":
                 nm.actors.call(task)  # an actor of this node, called from another node
                 continue
@@ -411,12 +423,12 @@ class RemoteTasks:
         if lost and not task.spec.get("actor"):
             # it did not run (a failed argument fails it unrun): the origin owns the
             # argument, re-makes it and sends the task again; these returns are not kept
-            for oid in task.returns:
-                if self.held_for_peer.get(oid) == task.submitter:
-                    del self.held_for_peer[oid]
-                    self.nm._free(self.nm.objects.remove_ref(oid))
+            self._unhold_returns(task)
             self.router.send_multipart([task.submitter, *protocol.encode(
                 cm.REMOTE_DONE, {"done": [[task.spec["id"], lost, cm.ARG_LOST]]})])
+            return
+        if self.incarnations.refused_here(task):  # its actor's copy here retired
+            self._unhold_returns(task)
             return
         out, objects = [], []
         for oid, state, data, *contained in results:
@@ -435,6 +447,13 @@ class RemoteTasks:
             done.append(self.failover.covered_for(task))
         self.router.send_multipart([task.submitter, *protocol.encode(
             cm.REMOTE_DONE, {"done": [done], "objects": objects})])
+
+    def _unhold_returns(self, task) -> None:
+        """Results the origin will not get from here: no longer kept for it."""
+        for oid in task.returns:
+            if self.held_for_peer.get(oid) == task.submitter:
+                del self.held_for_peer[oid]
+                self.nm._free(self.nm.objects.remove_ref(oid))
 
     def _location(self, oid: bytes, state: int, data) -> list:
         """An object's triple as another node sees it (a value in this store: where)."""

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from zactor import protocol as P
 from zactor.control.log_store import OP_ARCHIVE, LogTruncated
-from zactor.control.schema import OP_DELETE, OP_PUT, TABLES
+from zactor.control.schema import OP_DELETE, OP_PUT, OP_PUT_IF, TABLES
 
 CATCHUP_CHUNK = 5000  # log entries per FORWARD while a successor catches up
 EARLY_MAX = 10_000    # peer messages of a future epoch kept until its configuration arrives
@@ -97,8 +97,24 @@ class Publish:
 
 def _valid_op(op) -> bool:
     return (isinstance(op, list) and len(op) == 5 and isinstance(op[0], int)
-            and op[1] in (OP_PUT, OP_DELETE, OP_ARCHIVE) and op[2] in TABLES
+            and op[1] in (OP_PUT, OP_DELETE, OP_ARCHIVE, OP_PUT_IF) and op[2] in TABLES
             and isinstance(op[3], bytes) and (op[4] is None or isinstance(op[4], bytes)))
+
+
+def _condition_holds(wanted: dict, now) -> bool:
+    """OP_PUT_IF's conditions on the current row ``now`` (None: no row): ``expect``, fields
+    equal (None: no row); ``not_above``, fields not greater (no row, or a row that is not a
+    map, passes: a write that must not undo a newer one)."""
+    if "expect" in wanted:
+        expect = wanted["expect"]
+        if expect is None and now is not None:
+            return False
+        if expect is not None and not (isinstance(now, dict) and all(
+                now.get(k) == v for k, v in expect.items())):
+            return False
+    ceiling = wanted.get("not_above") or {}
+    return not isinstance(now, dict) or all(
+        not isinstance(now.get(k), (int, float)) or now.get(k) <= v for k, v in ceiling.items())
 
 
 class ChainReplica:
@@ -254,6 +270,8 @@ class ChainReplica:
             if cseq <= cseq_seen:
                 reply_seq = max(reply_seq, seq_seen)  # a retry: answered with the original
                 continue
+            if op == OP_PUT_IF:
+                op, value = self._decide_put_if(table, key, value, entries)
             seq += 1
             tseqs[table] += 1
             entries.append([seq, ev.cid, cseq, op, table, key, value, tseqs[table]])
@@ -261,6 +279,24 @@ class ChainReplica:
             reply_seq = seq
         self._dedup_cache[ev.cid] = (cseq_seen, seq_seen)
         return None, seq, reply_seq, upto
+
+    def _decide_put_if(self, table: str, key: bytes, raw: bytes, entries: list):
+        """A conditional put, decided here at the head against the row as it stands after
+        every write numbered before it (this batch's included): the new row if the expected
+        fields match, else the current row unchanged. Downstream sees an ordinary op, so every
+        replica applies the same outcome."""
+        current = next((e[6] for e in reversed(entries) if e[4] == table and e[5] == key),
+                       self.store.get(table, key))
+        try:
+            wanted = P.unpack_value(raw)
+            row = wanted["row"]
+            now = None if current is None else P.unpack_value(current)
+            holds = _condition_holds(wanted, now)
+        except Exception:  # noqa: BLE001 - a malformed condition never applies
+            row, holds = None, False
+        if holds and row is not None:
+            return OP_PUT, P.pack_value(row)
+        return (OP_DELETE, None) if current is None else (OP_PUT, current)
 
     def _log_and_pass(self, entries: list) -> list:
         """Log entries (contiguous after last_seq), then forward them or, at the tail, ack."""

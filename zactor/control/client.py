@@ -26,7 +26,15 @@ import zmq
 
 from zactor import protocol as P
 from zactor.control.pubsub import Subscription
-from zactor.control.schema import OP_ARCHIVE, OP_DELETE, OP_PUT, check_table, key_bytes, shard_of
+from zactor.control.schema import (
+    OP_ARCHIVE,
+    OP_DELETE,
+    OP_PUT,
+    OP_PUT_IF,
+    check_table,
+    key_bytes,
+    shard_of,
+)
 from zactor.exceptions import ControlStoreError, ControlStoreUnavailableError
 from zactor.net.liveness import CLIENT_DEFAULT_TIMEOUT_S
 from zactor.net.security import keys_from
@@ -189,6 +197,23 @@ class GcsClient:
 
     def put(self, table: str, key, value, timeout_s: float | None = None) -> None:
         self.put_async(table, key, value).result(self._t(timeout_s))
+
+    def put_if(self, table: str, key, expect, value, timeout_s: float | None = None) -> bool:
+        """Compare-and-set: write ``value`` only if the row's fields equal ``expect`` (a dict;
+        None: only if there is no row). True when the row read back after the write is
+        ``value``: this write won (give ``value`` something unique to the writer, so that two
+        writers never put equal rows)."""
+        deadline = time.monotonic() + self._t(timeout_s)
+        self._write(OP_PUT_IF, table, key, {"expect": expect, "row": value}).result(
+            max(0.0, deadline - time.monotonic()))
+        now = self.get(table, key, timeout_s=max(0.1, deadline - time.monotonic()))
+        return now == P.unpack_value(P.pack_value(value))
+
+    def put_not_above_async(self, table: str, key, ceiling: dict, value) -> WriteFuture:
+        """Queue a write of ``value`` that applies unless the row's fields in ``ceiling`` are
+        already greater (a writer that must not undo a newer one, e.g. an actor row of a
+        later incarnation)."""
+        return self._write(OP_PUT_IF, table, key, {"not_above": ceiling, "row": value})
 
     def delete(self, table: str, key, timeout_s: float | None = None) -> None:
         self.delete_async(table, key).result(self._t(timeout_s))

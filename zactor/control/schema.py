@@ -20,6 +20,12 @@ TABLES = ("nodes", "jobs", "functions", "actors", "tasks", "objects", "kv")
 OP_PUT = 1
 OP_DELETE = 2
 OP_ARCHIVE = 3  # move a row to the archive database, or write one there (finished lineage)
+# a put that applies only if the row's current fields match (compare-and-set; the chain's
+# head decides and logs a plain put, or a put of the unchanged row, so replicas and
+# subscribers only ever see puts and deletes): the value is {"row": the new row, and
+# conditions: "expect": {field: value} or None (no row), "not_above": {field: number} (a row
+# whose field is greater is left alone)}
+OP_PUT_IF = 4
 
 
 def check_table(table: str) -> str:

@@ -35,7 +35,9 @@ worker's exit status, so two copies of one actor never serve calls on a node.
 
 In a cluster, an actor whose *node* dies is restarted on another node by its owner (the node
 that created it), with its last checkpoint from the control store and the calls its callers
-kept since: zactor/cluster/actor_failover.py.
+kept since: zactor/cluster/actor_failover.py; one whose owner died with it is adopted or
+marked dead: cluster/actor_adoption.py. A copy whose row names a newer incarnation elsewhere
+retires (``retire``): cluster/actor_incarnations.py.
 """
 
 from __future__ import annotations
@@ -106,6 +108,9 @@ class ActorManager:
         self.waiters: dict = {}         # object id -> actor ids whose head call waits on it
         self.by_handle_ref: dict = {}   # the object every handle holds -> actor id
         self.end_when_idle: set = set()  # actors whose handles are gone, calls still running
+        # actor id -> [incarnation, why]: copies that stopped serving because the actor table
+        # names a newer incarnation (cluster/actor_incarnations.py); their calls are refused
+        self.retired: dict = {}
 
     # ---- creation -------------------------------------------------------------------------
 
@@ -118,7 +123,12 @@ class ActorManager:
             return f"an actor named {info['name']!r} already exists in namespace {key[0]!r}"
         actor = Actor(info["aid"], task.spec["id"], info)
         actor.creation = task
+        self.retired.pop(actor.actor_id, None)  # a newer incarnation lives here again
         self._record(actor)
+        if actor.detached and not actor.restarts and self.node.remote is not None:
+            # what a surviving node needs to restart it if its node dies with its owner
+            # (cluster/actor_adoption.py)
+            self.node.gcs.actor_creation(actor.actor_id, task.spec, task.submitter)
         if not actor.name and not info.get("detached"):
             self.by_handle_ref[task.returns[0]] = actor.actor_id
         if actor.restarts_left != 0:  # a restart needs the constructor's arguments again
@@ -258,7 +268,8 @@ class ActorManager:
             if task.submitter.startswith(b"peer:"):
                 actor.covered[task.submitter[5:]] = task.spec["id"]
         self.node.gcs.actor_checkpoint(actor.actor_id, checkpoint["state"], task_id,
-                                       [[n, t] for n, t in actor.covered.items()])
+                                       [[n, t] for n, t in actor.covered.items()],
+                                       actor.restarts)
         self._trim(actor, upto)
 
     def _resume(self, actor: Actor, identity: bytes) -> None:
@@ -348,6 +359,34 @@ class ActorManager:
             return
         self._restart(actor, why)
 
+    def retire(self, actor_id: bytes, why: str, hand_back) -> None:
+        """This copy is not the actor's live incarnation any more: its worker is killed and
+        the copy forgotten, without writing the row (it names the live one); each call queued
+        or running on it goes to ``hand_back(task, incarnation, why)``."""
+        actor = self.actors.pop(actor_id, None)
+        if actor is None:
+            return
+        node = self.node
+        self.retired[actor_id] = [actor.restarts, why]
+        self._forget_routes(actor)
+        if actor.restarts_left != 0 and actor.creation is not None:
+            for oid in list(actor.creation.deps) + list(actor.creation.held):
+                node._free(node.objects.remove_ref(oid))
+        self._trim(actor, len(actor.log))
+        self.by_creation.pop(actor.creation_task_id, None)
+        if actor.name and self.by_name.get((actor.namespace, actor.name)) == actor_id:
+            del self.by_name[(actor.namespace, actor.name)]
+        if actor.worker_id is not None:
+            self.by_worker.pop(actor.worker_id, None)
+            pid = node.worker_pid.get(actor.worker_id)
+            if pid:
+                node._kill_pid(pid)
+        calls = list(actor.running.values()) + list(actor.queue)
+        actor.running.clear()
+        actor.queue.clear()
+        for task in calls:
+            hand_back(task, actor.restarts, why)
+
     def _restart(self, actor: Actor, why: str) -> None:
         """Run the creation task again; calls that were running are retried or failed."""
         if actor.restarts_left > 0:
@@ -391,7 +430,7 @@ class ActorManager:
         self._trim(actor, len(actor.log))
         self._forget_routes(actor)
         actor.state = DEAD
-        self._record(actor)
+        self._record(actor, death=str(error))  # callers on other nodes read why
         actor.creation = None
         actor.death = ser.dumps(error)
         for task in list(actor.running.values()) + list(actor.queue):
@@ -403,7 +442,7 @@ class ActorManager:
         if actor.worker_id is not None:
             self.by_worker.pop(actor.worker_id, None)
 
-    def _record(self, actor: Actor) -> None:
+    def _record(self, actor: Actor, **death) -> None:
         """The actor's row in the control store's actor table (state, incarnation, place)."""
         self.node.gcs.actor_state(actor.actor_id, actor.state, actor.restarts,
                                   actor.class_name, actor.name, actor.namespace,
@@ -411,7 +450,8 @@ class ActorManager:
                                   owner=actor.owner or self.node.node_id,
                                   restarts_left=actor.restarts_left,
                                   task_retries=actor.task_retries,
-                                  replayable=actor.replayable())
+                                  replayable=actor.replayable(), detached=actor.detached,
+                                  **death)
 
     # ---- names ----------------------------------------------------------------------------
 

@@ -78,6 +78,8 @@ class GcsRecorder:
         try:
             if op == "put":
                 client.put_async(table, key, value)
+            elif op == "put_not_above":  # value: (ceiling, row)
+                client.put_not_above_async(table, key, *value)
             elif op == "delete":
                 client.delete_async(table, key)
             else:
@@ -106,21 +108,32 @@ class GcsRecorder:
                     name, namespace: str, worker_id=None, methods=None, **extra) -> None:
         """Where an actor lives and in which incarnation (each restart is a new one);
         ``extra``: what a restart on another node needs (cluster/actor_failover.py: owner,
-        restarts_left, task_retries, replayable; death when it is dead for good)."""
-        self._write("put", "actors", actor_id, {
+        restarts_left, task_retries, replayable; death when it is dead for good). Written
+        unless the row already names a later incarnation: a node that was cut off must not
+        undo a restart elsewhere (cluster/actor_incarnations.py)."""
+        self._write("put_not_above", "actors", actor_id, ({"incarnation": incarnation}, {
             "state": state, "incarnation": incarnation, "class": class_name, "name": name,
             "namespace": namespace, "node": self.node_id, "worker": worker_id,
             "methods": methods or {},
-            "time": time.time(), **extra})
+            "time": time.time(), **extra}))
 
     def actor_checkpoint(self, actor_id: bytes, state: bytes, after_task: bytes,
-                         covered=()) -> None:
+                         covered=(), incarnation: int = 0) -> None:
         """An actor's last checkpoint (so that it survives the node, for restarts elsewhere);
         kept apart from its state row, which changes at every restart. ``covered``:
-        [[caller node id, its last call the state includes]] (which calls to replay)."""
-        self._write("put", "kv", b"actor-checkpoint:" + actor_id, {
-            "checkpoint": state, "after_task": after_task, "node": self.node_id,
-            "covered": list(covered), "time": time.time()})
+        [[caller node id, its last call the state includes]] (which calls to replay). Not
+        written over a later incarnation's checkpoint."""
+        self._write("put_not_above", "kv", b"actor-checkpoint:" + actor_id, (
+            {"incarnation": incarnation}, {
+                "checkpoint": state, "after_task": after_task, "node": self.node_id,
+                "covered": list(covered), "incarnation": incarnation, "time": time.time()}))
+
+    def actor_creation(self, actor_id: bytes, spec: dict, submitter: bytes) -> None:
+        """A detached actor's creation spec: a surviving node restarts it from this if its
+        node dies with its owner (cluster/actor_adoption.py)."""
+        actor = {k: v for k, v in spec["actor"].items() if k not in ("checkpoint", "covered")}
+        self._write("put", "kv", b"actor-creation:" + actor_id,
+                    {"spec": {**spec, "actor": actor}, "submitter": submitter})
 
     def object_stored(self, oid: bytes, size: int) -> None:
         self._write("put", "objects", oid, {"node": self.node_id, "size": size})

@@ -510,7 +510,10 @@ def _ray_node_info(row: dict) -> dict:
             "ObjectStoreUsedBytes": row.get("store_used", 0),
             "ObjectStoreCapacityBytes": row.get("store_capacity", 0),
             # zactor's own: objects spilled to disk and restored (runtime/spilling.py)
-            "ObjectSpilling": row.get("spill", {})}
+            "ObjectSpilling": row.get("spill", {}),
+            # calls refused for naming another actor incarnation, stale copies retired
+            # (cluster/actor_incarnations.py)
+            "ActorIncarnations": row.get("actor_incarnations", {})}
 
 
 def _alive(pid: int) -> bool:

@@ -118,6 +118,9 @@ def test_a_copy_whose_row_moved_on_stops_serving(head_and_b):
             print("ANSWERED", zactor.get(c.inc.remote(), timeout=60), flush=True)
         except ActorDiedError as e:
             print("DIED", "superseded in this test" in str(e), flush=True)
+        # the counts reach the node's row with its next heartbeat
+        wait_for("B reports the retired copy", lambda: node_row(B)["ActorIncarnations"].get(
+            "copies_retired", 0) >= 1)
         print("STATS", node_row(B)["ActorIncarnations"], flush=True)
     """)
     assert "DIED True" in out, out

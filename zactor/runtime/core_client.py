@@ -59,6 +59,10 @@ DEFAULT_INLINE_THRESHOLD_BYTES = m.DEFAULT_INLINE_THRESHOLD_BYTES
 CONNECT_TIMEOUT_S = 30.0
 FLUSH_INTERVAL_S = 0.1
 BATCH_DELAY_S = 0.0005
+#: how long a direct call's or task's record may wait for later ones while the caller waits
+#: for results (flush(lazy=True)): a synchronous loop then sends the node manager one SUBMIT
+#: per few calls instead of one per call (the record is off the critical path: direct.py)
+RECORD_DELAY_S = 0.005
 SUBMIT_BATCH_MAX = 512
 _POLL_SLICE_MS = 50
 #: results the node manager settles (retry, stray interrupt) are not sent straight back
@@ -82,6 +86,8 @@ class CoreClient(ClientValues):
         self._refs: dict = {}
         self._deltas: list = []
         self._submits: list = []
+        self._nm_submits = 0  # of those, tasks the node manager must act on (not records)
+        self._records_since = 0.0  # when the oldest direct record among them was made
         self._puts: list = []
         self._functions: list = []
         self._arg_objects: dict = {}  # objects made for the next task's arguments (put_arg)
@@ -163,12 +169,18 @@ class CoreClient(ClientValues):
             self.flush()
             self._raw_send(mtype, body)
 
-    def flush(self) -> None:
-        """Send buffered tasks, reference changes and task results. Caller holds the lock."""
+    def flush(self, lazy: bool = False) -> None:
+        """Send buffered tasks, reference changes and task results. Caller holds the lock.
+        ``lazy``: a SUBMIT holding only direct records (and reference changes) younger than
+        RECORD_DELAY_S is kept for later (a waiting caller's flush; see RECORD_DELAY_S)."""
         self._fold_refs()
         if self.direct.out:
             self.direct.flush()  # the critical path first; the records follow in SUBMIT
-        if self._submits or self._deltas or self._puts:
+        if (self._submits or self._deltas or self._puts) and not (
+                lazy and self._records_since and not self._nm_submits and not self._puts
+                and not self._functions
+                and time.monotonic() - self._records_since < RECORD_DELAY_S):
+            self._nm_submits, self._records_since = 0, 0.0
             body = {"tasks": self._submits, "deltas": self._deltas}
             if self._functions:
                 body["functions"] = self._functions
@@ -465,8 +477,16 @@ class CoreClient(ClientValues):
                 refs.append(self._owned_ref(oid))
             if len(self._submits) >= SUBMIT_BATCH_MAX:
                 self.flush()
-            elif len(self._submits) == 1:
-                self._wake.set()
+            elif "direct" in spec:
+                # a record: sent by the caller's next wait (lazily), by the next flush, or
+                # by the flusher's FLUSH_INTERVAL_S turn; waking the flusher for it cost a
+                # thread wake-up per synchronous call
+                if not self._records_since:
+                    self._records_since = time.monotonic()
+            else:
+                self._nm_submits += 1
+                if self._nm_submits == 1:
+                    self._wake.set()
             return refs
 
     def task_done(self, entry, keep_alive=None, reply_to=None, wake: bool = True) -> None:
@@ -522,7 +542,7 @@ class CoreClient(ClientValues):
         with self._lock:
             self._add_waiter(waiter)
             try:
-                self.flush()
+                self.flush(lazy=True)
                 self.pump(0)
             except BaseException:
                 self._remove_waiter(waiter)
@@ -566,7 +586,7 @@ class CoreClient(ClientValues):
                     if not blocked and self.blocked_hook is not None:
                         blocked = True
                         self.blocked_hook(True)
-                    self.flush()
+                    self.flush(lazy=True)
                     self.pump(slice_ms)
                     if self.direct.leases:
                         self.direct.rebalance()

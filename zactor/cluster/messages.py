@@ -114,3 +114,16 @@ GET_PG = define(0x69, "GET_PG", optional={"pg_id": None})
 #   ``when_idle``, the calls already sent run first, as for a local actor)
 KILL_ACTOR_REMOTE = define(0x6A, "KILL_ACTOR_REMOTE", required=("aid", "reason"),
                            optional={"when_idle": False})
+# borrower -> the node it learned an object from (the origin of the task that brought it, so
+#   the owner or a borrower nearer to it: cluster/borrowed_objects.py): where is each object
+#   now? oids: [[oid, why, holder node id]]; why and holder are None for a plain look-up
+#   (a ref nested in a task's arguments), or say that the copy on ``holder`` could not be
+#   fetched (the owner re-makes it by lineage; a borrower asks its own source in turn).
+#   Answered with OBJECT_LOCATIONS once each object has a value, or at once with an error.
+LOCATE_OBJECTS = define(0x6B, "LOCATE_OBJECTS", required=("oids",))
+# answer: objects [[oid, state, data]] as REMOTE_DONE's results (OBJ_REMOTE: [node id,
+#   transfer address, size]; OBJ_ERROR: e.g. ObjectLostError naming the object, the node and
+#   why, or "not known on node X" for an object the asked node does not hold); error: why a
+#   malformed request was refused ("" when none was)
+OBJECT_LOCATIONS = define(0x6C, "OBJECT_LOCATIONS", required=("objects",),
+                          optional={"error": ""})

@@ -32,6 +32,7 @@ import zmq
 
 from zactor import protocol
 from zactor.cluster import messages as cm
+from zactor.cluster.borrowed_objects import PEER_PREFIX
 from zactor.cluster.remote_actors import AFFINITY_GRACE_S
 from zactor.exceptions import ObjectLostError, WorkerCrashedError
 from zactor.net.security import curve_client
@@ -58,7 +59,7 @@ class RemoteTasks:
         self.auth = start_authenticator(self.ctx, self.keys)  # only the cluster key gets in
         self.router = curve_server(make_socket(self.ctx, zmq.ROUTER, hwm=0), self.keys)
         link.node_port = int(bind_free(self.router, host).rsplit(":", 1)[1])
-        self.identity = b"peer:" + nm.node_id
+        self.identity = PEER_PREFIX + nm.node_id
         self.dealers: dict[bytes, zmq.Socket] = {}
         self.scheduler_sock = None
         self.scheduler_addr = None
@@ -80,7 +81,10 @@ class RemoteTasks:
         self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         from zactor.cluster.actor_failover import ActorFailover
+        from zactor.cluster.borrowed_objects import BorrowedObjects
         from zactor.cluster.remote_actors import RemoteActors
+
+        self.borrowed = BorrowedObjects(self)  # objects of other nodes: where, re-made
 
         self.actors = RemoteActors(self)  # calls to actors that live on other nodes
         self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
@@ -114,6 +118,8 @@ class RemoteTasks:
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
                    "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.actors.on_kill_actor,
+                   "LOCATE_OBJECTS": self.borrowed.on_locate,
+                   "OBJECT_LOCATIONS": self.borrowed.on_locations,
                    "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
@@ -159,6 +165,8 @@ class RemoteTasks:
         if self.failover.restart_rows:
             self.failover.pump()
         self.actors.pump()
+        if self.borrowed.outgoing or self.borrowed.answers:
+            self.borrowed.pump()
         if not self.unsent and not self.free_out and not resend:
             return
         requests = []
@@ -304,7 +312,8 @@ class RemoteTasks:
         args = []
         for oid in task.deps:
             e = self.nm.objects.entries[oid]
-            args.append(self._location(oid, e.state, e.data))
+            # with the refs inside its value: the executor asks this node where they are
+            args.append(self._location(oid, e.state, e.data) + [list(e.contained)])
         sent = self.functions_sent.setdefault(node_id, set())
         fid = task.spec.get("fid")
         functions = [] if not fid or fid in sent or fid not in self.nm.functions else \
@@ -377,11 +386,15 @@ class RemoteTasks:
         for fid, blob in msg["functions"]:
             nm.functions.setdefault(fid, blob)
         requests = []
+        origin = identity[len(PEER_PREFIX):]
         for spec, args in msg["tasks"]:
-            for oid, state, data in args:
+            nested = list(spec.get("held", ()))
+            for oid, state, data, *contained in args:
+                self.borrowed.learned(oid, origin, look_up=False)
                 if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
                     continue
-                nm.objects.set_value(oid, state, data)
+                nested += contained[0] if contained else ()
+                nm.objects.set_value(oid, state, data, contained[0] if contained else ())
                 if state == m.OBJ_REMOTE:
                     self.ensure_local(oid)
                 else:
@@ -391,6 +404,8 @@ class RemoteTasks:
                 nm.objects.add_ref(oid)
                 self.held_for_peer[oid] = identity
             nm._submit(task)
+            for oid in nested:  # refs without a location: asked of the origin now
+                self.borrowed.learned(oid, origin, look_up=True)
             actor = spec.get("actor")
             if actor is not None and actor["op"] == "call":
                 nm.actors.call(task)  # an actor of this node, called from another node
@@ -454,6 +469,7 @@ class RemoteTasks:
         """The origin dropped an object whose bytes live (also) on another node."""
         holder = self.remote_copies.pop(oid, None)
         self.lost_args.pop(oid, None)
+        self.borrowed.freed(oid)
         if e.state == m.OBJ_REMOTE:
             holder = e.data[0]
         if holder is not None:
@@ -531,6 +547,7 @@ class RemoteTasks:
 
     def node_died(self, node_id: bytes, reason: str) -> None:
         self.failover.node_died(node_id, reason)  # its actors: restarted, calls re-sent
+        self.borrowed.node_died(node_id, reason)  # what it was asked, what it asked here
         sock = self.dealers.pop(node_id, None)
         if sock is not None:
             sock.close(0)
@@ -560,6 +577,8 @@ class RemoteTasks:
         """The only copy of an object known here is gone: re-made by lineage if this node
         owns it, else lost (and a peer's task taking it tells its origin, which owns it)."""
         if self.nm.lineage.producer.get(oid) is None:
+            if self.borrowed.copy_gone(oid, why, holder):
+                return  # borrowed: the node it came from re-makes it (or asks the owner)
             self.lost_args[oid] = [why, holder]
         self.nm.lineage.copy_lost(oid, why)
 

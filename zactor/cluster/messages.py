@@ -78,7 +78,9 @@ SPILL = define(0x60, "SPILL", required=("tasks",))
 #   None: no node fits now (infeasible: the origin warns and keeps it until one joins)
 PLACE = define(0x61, "PLACE", required=("decisions",))
 # node manager -> node manager: run these tasks for their origin. tasks: [[spec bytes,
-#   [[oid, state, data]...] args already resolved, or OBJ_REMOTE locations to pull]]
+#   [[oid, state, data, [contained oid...]]...] args already resolved, or OBJ_REMOTE
+#   locations to pull, with the refs inside each value (the executor asks the origin where
+#   those, and the refs nested in the spec's ``held``, are: LOCATE_OBJECTS)]]
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
@@ -88,11 +90,9 @@ FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
 #   (cluster/actor_failover.py: callers trim their replay log). objects: [[oid, state,
 #   data]] of the objects the results contain refs to (a put inside the task), as far as
 #   they exist: those in the executor's store are kept there for the origin until it frees
-#   them. flags ARG_LOST: the task did not run, an argument could not be fetched from its
-#   holder; the results slot holds [[oid, why, holder node id]] of those arguments (the
-#   origin re-makes them by lineage and sends the task again)
+#   them. flags: 0 (an argument the executor cannot fetch is asked of the origin with
+#   LOCATE_OBJECTS, below, while the task waits: it never comes back unrun)
 REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
-ARG_LOST = 1
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
 # driver/NM -> scheduler: create / remove a placement group (answered with OK {value})

@@ -34,7 +34,7 @@ from zactor import protocol
 from zactor.cluster import messages as cm
 from zactor.cluster.borrowed_objects import PEER_PREFIX
 from zactor.cluster.remote_actors import AFFINITY_GRACE_S
-from zactor.exceptions import ObjectLostError, WorkerCrashedError
+from zactor.exceptions import WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
@@ -78,7 +78,6 @@ class RemoteTasks:
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
         self.wanted: set = set()  # oids a client asked for before they existed: pull them
-        self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         from zactor.cluster.actor_failover import ActorFailover
         from zactor.cluster.borrowed_objects import BorrowedObjects
@@ -330,14 +329,11 @@ class RemoteTasks:
 
     def on_remote_done(self, _identity, msg) -> None:
         objects = {o[0]: o for o in msg.get("objects", ())}
-        for task_id, results, flags, *covered in msg["done"]:
+        for task_id, results, _flags, *covered in msg["done"]:
             node = self.forwarded.pop(task_id, None)
             if covered and covered[0]:  # the actor's checkpoint covers our calls up to it
                 self.failover.covered(*covered[0])
             if node is None:
-                continue
-            if flags & cm.ARG_LOST:
-                self._argument_lost(task_id, results)
                 continue
             if task_id not in self.nm.tasks:
                 # a finished call replayed after its actor restarted: results exist here
@@ -350,34 +346,6 @@ class RemoteTasks:
                     if oid in objects:
                         self.nm._set_value(*objects.pop(oid), collect=False)
             self.nm._finish_task(task_id, results)
-
-    def _argument_lost(self, task_id: bytes, lost) -> None:
-        """A forwarded task came back unrun: its executor could not fetch these arguments.
-        This node owns them: re-make them (lineage) and send the task again. The task's own
-        retries are used only when no argument is being re-made (so a holder that keeps
-        failing cannot bounce it forever)."""
-        nm = self.nm
-        task = nm.tasks.get(task_id)
-        if task is None:
-            return
-        remade = False
-        for oid, why, holder in lost:
-            e = nm.objects.entries.get(oid)
-            if e is not None and e.state == m.OBJ_REMOTE and e.data[0] == holder:
-                nm.lineage.copy_lost(oid, f"the node running a task that takes it could not "
-                                          f"fetch it: {why}")
-            # being re-made, or already re-made on another node
-            remade |= e is not None and (e.state is None or e.state == m.OBJ_REMOTE)
-        retries = task.spec["retries"]
-        if not remade:
-            if 0 <= retries <= task.attempt:
-                nm._fail_task(task_id, ObjectLostError(lost[0][0].hex(), reason=(
-                    f"an argument of the task could not be fetched ({lost[0][1]}) and the "
-                    f"task's retries are spent (max_retries={retries})")))
-                return
-            task.attempt += 1
-        self.spilling[task_id] = [task, None, "an argument was lost"]
-        self.unsent.add(task_id)  # spilled again once its arguments exist
 
     # ---- executor: running tasks for other nodes -------------------------------------------
 
@@ -422,17 +390,6 @@ class RemoteTasks:
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
         this store travel as locations)."""
-        lost = [[oid, *self.lost_args[oid]] for oid in task.deps if oid in self.lost_args]
-        if lost and not task.spec.get("actor"):
-            # it did not run (a failed argument fails it unrun): the origin owns the
-            # argument, re-makes it and sends the task again; these returns are not kept
-            for oid in task.returns:
-                if self.held_for_peer.get(oid) == task.submitter:
-                    del self.held_for_peer[oid]
-                    self.nm._free(self.nm.objects.remove_ref(oid))
-            self.router.send_multipart([task.submitter, *protocol.encode(
-                cm.REMOTE_DONE, {"done": [[task.spec["id"], lost, cm.ARG_LOST]]})])
-            return
         out, objects = [], []
         for oid, state, data, *contained in results:
             contained = list(contained[0]) if contained else []
@@ -468,7 +425,6 @@ class RemoteTasks:
     def freed(self, oid: bytes, e) -> None:
         """The origin dropped an object whose bytes live (also) on another node."""
         holder = self.remote_copies.pop(oid, None)
-        self.lost_args.pop(oid, None)
         self.borrowed.freed(oid)
         if e.state == m.OBJ_REMOTE:
             holder = e.data[0]
@@ -575,11 +531,11 @@ class RemoteTasks:
 
     def _copy_gone(self, oid: bytes, why: str, holder: bytes) -> None:
         """The only copy of an object known here is gone: re-made by lineage if this node
-        owns it, else lost (and a peer's task taking it tells its origin, which owns it)."""
-        if self.nm.lineage.producer.get(oid) is None:
-            if self.borrowed.copy_gone(oid, why, holder):
-                return  # borrowed: the node it came from re-makes it (or asks the owner)
-            self.lost_args[oid] = [why, holder]
+        owns it, asked of the node it came from if borrowed (cluster/borrowed_objects.py),
+        else lost (ObjectLostError)."""
+        if self.nm.lineage.producer.get(oid) is None and \
+                self.borrowed.copy_gone(oid, why, holder):
+            return  # borrowed: the node it came from re-makes it (or asks the owner)
         self.nm.lineage.copy_lost(oid, why)
 
     def close(self) -> None:

@@ -119,7 +119,7 @@ class NodeManager(WorkerPool, TaskRouting):
         self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
         #: specs of finished tasks whose objects may need re-creating (a cluster node only:
         #: on one node an object is lost only with its owner)
-        self.lineage = Lineage(self) if cluster else None
+        self.lineage = Lineage(self, config.get("max_lineage_bytes")) if cluster else None
         self.poller_changed = True
         self.direct = DirectLedger(self)
         self.output = OutputRelay(self)  # what tasks print, to their drivers (cluster)

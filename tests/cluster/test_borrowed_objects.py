@@ -108,9 +108,11 @@ def test_a_reported_loss_is_rebuilt_before_the_answer():
 
 def test_a_borrower_asks_its_source_and_takes_the_answer():
     r = FakeRemote()
+    r.borrowed.learned([X], OWNER)
+    r.borrowed.learned([X], ASKER)  # the first source stays
     r.nm.objects.add_ref(X)  # a ref nested in a task's arguments: no location
-    r.borrowed.learned(X, OWNER, look_up=True)
-    r.borrowed.learned(X, OWNER, look_up=True)  # asked once
+    r.borrowed.look_up([X])
+    r.borrowed.look_up([X])  # asked once
     r.borrowed.pump()
     [(_, msg)] = r.sent
     assert msg.name == "LOCATE_OBJECTS" and msg["oids"] == [[X, None, None]]
@@ -129,8 +131,9 @@ def test_the_source_dying_fails_what_waits_for_its_answer():
     r = FakeRemote()
     arrived = []
     r.nm.object_arrived = lambda oid, e: arrived.append((oid, e.state, e.data))
+    r.borrowed.learned([X], OWNER)
     r.nm.objects.add_ref(X)
-    r.borrowed.learned(X, OWNER, look_up=True)
+    r.borrowed.look_up([X])
     r.borrowed.node_died(OWNER, "killed")
     [(oid, state, data)] = arrived
     exc = _error([oid, state, data])
@@ -143,3 +146,13 @@ def test_the_message_types_round_trip():
                         (cm.OBJECT_LOCATIONS, {"objects": [[X, m.OBJ_INLINE, b"v"]]})):
         msg = protocol.decode(protocol.encode(mtype, body))
         assert msg.name == mtype.name and all(msg[k] == v for k, v in body.items())
+
+
+def test_an_object_held_here_is_not_learned_from_a_peer():
+    """A passes its own object to C, C passes it back in a task A runs: A must not make C
+    its source (each would wait for the other's answer)."""
+    r = FakeRemote()
+    r.nm.objects.set_value(X, m.OBJ_REMOTE, [HOLDER, "h:1", 10])
+    r.borrowed.learned([X], ASKER)
+    assert X not in r.borrowed.sources
+    assert not r.borrowed.copy_gone(X, "holder died", HOLDER)  # the caller's lineage decides

@@ -49,15 +49,29 @@ class BorrowedObjects:
 
     # ---- the borrower's side --------------------------------------------------------------
 
-    def learned(self, oid: bytes, source: bytes, look_up: bool) -> None:
-        """``oid`` came from node ``source``. ``look_up``: it came without a location (a
-        nested ref): ask where it is now, unless this node has or makes its value."""
-        if self.nm.lineage.producer.get(oid) is not None:
-            return  # this node owns it (its lineage re-makes it)
-        self.sources.setdefault(oid, source)
-        e = self.nm.objects.entries.get(oid)
-        if look_up and e is not None and e.state is None and e.producer is None:
-            self._ask(oid, None, None)
+    def learned(self, oids, source: bytes) -> None:
+        """``oids`` came from node ``source`` (before this node made entries for them). An
+        object this node owns, holds, makes or borrowed already keeps its own way to its
+        value: learning it from every peer that passes it back could make two nodes each
+        other's source, each waiting for the other's answer."""
+        entries = self.nm.objects.entries
+        producer = self.nm.lineage.producer
+        for oid in oids:
+            e = entries.get(oid)
+            if oid in self.sources or oid in producer or \
+                    (e is not None and (e.state is not None or e.producer is not None)):
+                continue
+            self.sources[oid] = source  # new here, or waited for with no way to it
+
+    def look_up(self, oids) -> None:
+        """Ask where the borrowed ``oids`` without a value here are (refs nested in a task's
+        arguments: nothing else will tell this node)."""
+        entries = self.nm.objects.entries
+        for oid in oids:
+            e = entries.get(oid)
+            if oid in self.sources and e is not None and e.state is None and \
+                    e.producer is None:
+                self._ask(oid, None, None)
 
     def copy_gone(self, oid: bytes, why: str, holder: bytes) -> bool:
         """The copy of ``oid`` on ``holder`` cannot be fetched. A borrowed object: its value

@@ -356,12 +356,14 @@ class RemoteTasks:
         requests = []
         origin = identity[len(PEER_PREFIX):]
         for spec, args in msg["tasks"]:
+            # refs nested in the arguments or inside their values come without a location
             nested = list(spec.get("held", ()))
+            for _oid, _state, _data, *contained in args:
+                nested += contained[0] if contained else ()
+            self.borrowed.learned([arg[0] for arg in args] + nested, origin)
             for oid, state, data, *contained in args:
-                self.borrowed.learned(oid, origin, look_up=False)
                 if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
                     continue
-                nested += contained[0] if contained else ()
                 nm.objects.set_value(oid, state, data, contained[0] if contained else ())
                 if state == m.OBJ_REMOTE:
                     self.ensure_local(oid)
@@ -372,8 +374,7 @@ class RemoteTasks:
                 nm.objects.add_ref(oid)
                 self.held_for_peer[oid] = identity
             nm._submit(task)
-            for oid in nested:  # refs without a location: asked of the origin now
-                self.borrowed.learned(oid, origin, look_up=True)
+            self.borrowed.look_up(nested)  # asked of the origin now: nothing else would say
             actor = spec.get("actor")
             if actor is not None and actor["op"] == "call":
                 nm.actors.call(task)  # an actor of this node, called from another node

@@ -355,15 +355,16 @@ class RemoteTasks:
             nm.functions.setdefault(fid, blob)
         requests = []
         origin = identity[len(PEER_PREFIX):]
+        entries = nm.objects.entries
         for spec, args in msg["tasks"]:
+            fresh = list({a[0]: a for a in args  # (once each: f(x, x))
+                          if a[0] not in entries or entries[a[0]].state is None}.values())
             # refs nested in the arguments or inside their values come without a location
             nested = list(spec.get("held", ()))
-            for _oid, _state, _data, *contained in args:
+            for _oid, _state, _data, *contained in fresh:
                 nested += contained[0] if contained else ()
-            self.borrowed.learned([arg[0] for arg in args] + nested, origin)
-            for oid, state, data, *contained in args:
-                if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
-                    continue
+            self.borrowed.learned([arg[0] for arg in fresh] + nested, origin)
+            for oid, state, data, *contained in fresh:
                 nm.objects.set_value(oid, state, data, contained[0] if contained else ())
                 if state == m.OBJ_REMOTE:
                     self.ensure_local(oid)

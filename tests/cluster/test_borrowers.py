@@ -214,3 +214,38 @@ def test_a_put_object_lost_with_its_node_is_an_error_for_the_borrower(driver):
         print("PUT LOST OK")
     """)
     assert "PUT LOST OK" in out
+
+
+def test_a_borrower_of_a_borrower_reaches_the_owner_through_it(head, driver):  # noqa: F811
+    """A's x goes to C nested in a list, C passes it on to D the same way: D's source is C,
+    C's is A. B dies: D asks C, C asks A, A re-makes x, the answers come back down."""
+    d = head.add_node(1)
+    try:
+        _wait(lambda: "nodes: 4 alive" in _alive(head), what="node D registered")
+        out = driver("""
+            D = next(n for n in others if n not in (B, C))
+
+            @zactor.remote
+            def inner(refs):
+                outer_started()
+                return int(zactor.get(refs[0], timeout=120).sum())
+
+            @zactor.remote
+            def middle(refs):
+                ran("middle")
+                return zactor.get(inner.options(scheduling_strategy=on(D)).remote(refs),
+                                  timeout=150)
+
+            x = made_on_b()
+            ref = middle.options(scheduling_strategy=on(C)).remote([x])
+            wait_for(lambda: [tag for tag, _ in runs()] == ["make", "middle", "outer"],
+                     "inner started on D")
+            kill_b()
+            assert zactor.get(ref, timeout=150) == EXPECT
+            remade_elsewhere()
+            assert [node for tag, node in runs() if tag == "outer"] == [D], runs()
+            print("CHAIN OK")
+        """)
+        assert "CHAIN OK" in out
+    finally:
+        os.kill(int(head.record(d)["node_pid"]), signal.SIGKILL)

@@ -156,3 +156,19 @@ def test_an_object_held_here_is_not_learned_from_a_peer():
     r.borrowed.learned([X], ASKER)
     assert X not in r.borrowed.sources
     assert not r.borrowed.copy_gone(X, "holder died", HOLDER)  # the caller's lineage decides
+
+
+def test_a_source_whose_row_is_not_read_yet_is_asked_once_it_is():
+    """A node that joined a moment ago may get a task before it has read the origin's row:
+    unknown is not dead."""
+    r = FakeRemote()
+    del r.link.peers[OWNER]
+    r.borrowed.learned([X], OWNER)
+    r.nm.objects.add_ref(X)
+    r.borrowed.look_up([X])
+    r.borrowed.pump()
+    assert r.sent == [] and r.nm.objects.entries[X].state is None
+    r.link.peers[OWNER] = {"state": "alive"}
+    r.borrowed.pump()
+    [(_, msg)] = r.sent
+    assert msg.name == "LOCATE_OBJECTS" and msg["oids"] == [[X, None, None]]

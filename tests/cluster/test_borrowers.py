@@ -14,7 +14,12 @@ import pytest
 
 from tests.cluster.helpers import run_driver
 from tests.cluster.test_cluster_faults import _wait
-from tests.cluster.test_lineage import _alive, head  # noqa: F401 - the same head node
+from tests.cluster.test_lineage import (
+    DRIVER_START,
+    _alive,
+    head,  # noqa: F401 - the same head node
+    kill_nodes,
+)
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -36,22 +41,10 @@ def driver(head, tmp_path):  # noqa: F811 - head: the fixture imported above
         return out.stdout
 
     yield run
-    for pid in (b_pid, c_pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    _wait(lambda: "nodes: 1 alive" in _alive(head), what="nodes B and C declared dead")
+    kill_nodes(head, [b_pid, c_pid])
 
 
-PRELUDE = """
-import os, signal, time
-import numpy as np
-import psutil
-import zactor
-from zactor.exceptions import ObjectLostError
-from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-zactor.init(address="auto")
+PRELUDE = DRIVER_START + """
 B_PID, RUNS, GO = {pid}, {runs!r}, {go!r}
 
 def on(node, soft=False):
@@ -67,14 +60,6 @@ found = {{n: zactor.get(under_b.options(scheduling_strategy=on(n)).remote(), tim
          for n in others}}
 B = next(n for n in others if found[n])
 C = next(n for n in others if not found[n])
-
-def ran(tag):
-    with open(RUNS, "a") as f:
-        f.write(tag + " " + zactor.get_runtime_context().get_node_id() + "\\n")
-
-def runs():
-    with open(RUNS) as f:
-        return [line.split() for line in f.read().splitlines()]
 
 def wait_for(predicate, what):  # polling a file with a deadline
     deadline = time.monotonic() + 60
@@ -97,22 +82,12 @@ def across_b_death(outer, refs):  # outer(refs) starts on C, B dies, outer goes 
     kill_b()
     return zactor.get(ref, timeout=150)
 
-@zactor.remote
-def make(n):
-    ran("make")
-    return np.arange(n, dtype=np.int64)
-
-@zactor.remote
-def total(x):
-    ran("total")
-    return int(x.sum())
-
 N = 400_000
 EXPECT = N * (N - 1) // 2
 open(RUNS, "w").close()
 
 def made_on_b():  # x, made on B, its REMOTE_DONE at A (not asked for: no copy at A)
-    x = make.options(scheduling_strategy=on(B, soft=True)).remote(N)
+    x = make_array.options(scheduling_strategy=on(B, soft=True)).remote(N)
     wait_for(lambda: len(runs()) == 1, "make ran")
     time.sleep(1.0)
     assert runs()[0][1] == B, runs()

@@ -39,24 +39,29 @@ def node_b(head, tmp_path):
     _wait(lambda: "nodes: 2 alive" in _alive(head), what="node B registered")
     pid = int(head.record(supervisor)["node_pid"])
     yield pid, str(tmp_path / "runs.txt")
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _wait(lambda: "nodes: 1 alive" in _alive(head), what="node B declared dead")
+    kill_nodes(head, [pid])
 
 
-PRELUDE = """
+def kill_nodes(head, node_pids) -> None:
+    """SIGKILL these node managers (if still alive) and wait until only the head is left."""
+    for pid in node_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _wait(lambda: "nodes: 1 alive" in _alive(head), what="the nodes declared dead")
+
+
+#: the start of every driver here: imports, ran(tag) / runs() keeping a file RUNS of the
+#: tasks that ran (tag, node id), and two tasks that log themselves: make_array, total
+DRIVER_START = """
 import os, signal, sys, time
 import numpy as np
+import psutil
 import zactor
 from zactor.exceptions import ObjectLostError
 from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 zactor.init(address="auto")
-B_PID, RUNS = {pid}, {runs!r}
-me = zactor.get_runtime_context().get_node_id()
-B = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me)
-on_b = NodeAffinitySchedulingStrategy(B, soft=True)  # soft: may re-run elsewhere
 
 def ran(tag):
     with open(RUNS, "a") as f:
@@ -65,6 +70,23 @@ def ran(tag):
 def runs():
     with open(RUNS) as f:
         return [line.split() for line in f.read().splitlines()]
+
+@zactor.remote
+def make_array(n):
+    ran("make")
+    return np.arange(n, dtype=np.int64)
+
+@zactor.remote
+def total(x):
+    ran("total")
+    return int(x.sum())
+"""
+
+PRELUDE = DRIVER_START + """
+B_PID, RUNS = {pid}, {runs!r}
+me = zactor.get_runtime_context().get_node_id()
+B = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me)
+on_b = NodeAffinitySchedulingStrategy(B, soft=True)  # soft: may re-run elsewhere
 
 def wait_runs(n):  # the tasks ran (without asking for their objects: they stay on B)
     deadline = time.monotonic() + 60
@@ -222,17 +244,7 @@ def test_an_argument_lost_under_a_task_on_a_third_node_is_rebuilt_by_its_owner(h
             B = next(n for n in others if found[n])
             C = next(n for n in others if not found[n])
 
-            @zactor.remote
-            def make(n):
-                ran("make")
-                return np.arange(n, dtype=np.int64)
-
-            @zactor.remote
-            def total(x):
-                ran("total")
-                return int(x.sum())
-
-            x = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            x = make_array.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                 B, soft=True)).remote(400_000)
             wait_runs(1)
             time.sleep(1.0)  # its REMOTE_DONE reaches this node

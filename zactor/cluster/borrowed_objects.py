@@ -91,7 +91,8 @@ class BorrowedObjects:
         source = self.sources[oid]
         if why is None and self.asked.get(oid) == source:
             return  # a look-up is on its way already (a loss is always reported)
-        if self.remote.link.peers.get(source, {}).get("state") != "alive":
+        if self.remote.link.peers.get(source, {}).get("state") == "dead":
+            # (a row not read yet is not dead: this node may have joined a moment ago)
             self._lost(oid, f"the node it was borrowed from ({source.hex()[:16]}), which "
                             f"owns it or can reach its owner, is dead"
                             + (f"; {why}" if why else ""))
@@ -175,12 +176,14 @@ class BorrowedObjects:
 
     def pump(self) -> None:
         """Send the look-ups and answers gathered this loop turn, one message per node."""
-        for node_id, items in self.outgoing.items():
+        for node_id in list(self.outgoing):
             sock = self.remote._peer(node_id)
-            if sock is None:  # declared dead since it was asked: node_died answers them
+            if sock is None:
+                # its row is not read here yet (this node joined a moment ago): kept until
+                # it is; a node declared dead meanwhile fails them (node_died)
                 continue
-            sock.send_multipart(protocol.encode(cm.LOCATE_OBJECTS, {"oids": items}))
-        self.outgoing.clear()
+            sock.send_multipart(protocol.encode(cm.LOCATE_OBJECTS,
+                                                {"oids": self.outgoing.pop(node_id)}))
         for identity, objects in self.answers.items():
             self.remote.router.send_multipart([identity, *protocol.encode(
                 cm.OBJECT_LOCATIONS, {"objects": objects})])

@@ -39,24 +39,29 @@ def node_b(head, tmp_path):
     _wait(lambda: "nodes: 2 alive" in _alive(head), what="node B registered")
     pid = int(head.record(supervisor)["node_pid"])
     yield pid, str(tmp_path / "runs.txt")
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    _wait(lambda: "nodes: 1 alive" in _alive(head), what="node B declared dead")
+    kill_nodes(head, [pid])
 
 
-PRELUDE = """
+def kill_nodes(head, node_pids) -> None:
+    """SIGKILL these node managers (if still alive) and wait until only the head is left."""
+    for pid in node_pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    _wait(lambda: "nodes: 1 alive" in _alive(head), what="the nodes declared dead")
+
+
+#: the start of every driver here: imports, ran(tag) / runs() keeping a file RUNS of the
+#: tasks that ran (tag, node id), and two tasks that log themselves: make_array, total
+DRIVER_START = """
 import os, signal, sys, time
 import numpy as np
+import psutil
 import zactor
 from zactor.exceptions import ObjectLostError
 from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 zactor.init(address="auto")
-B_PID, RUNS = {pid}, {runs!r}
-me = zactor.get_runtime_context().get_node_id()
-B = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me)
-on_b = NodeAffinitySchedulingStrategy(B, soft=True)  # soft: may re-run elsewhere
 
 def ran(tag):
     with open(RUNS, "a") as f:
@@ -65,6 +70,23 @@ def ran(tag):
 def runs():
     with open(RUNS) as f:
         return [line.split() for line in f.read().splitlines()]
+
+@zactor.remote
+def make_array(n):
+    ran("make")
+    return np.arange(n, dtype=np.int64)
+
+@zactor.remote
+def total(x):
+    ran("total")
+    return int(x.sum())
+"""
+
+PRELUDE = DRIVER_START + """
+B_PID, RUNS = {pid}, {runs!r}
+me = zactor.get_runtime_context().get_node_id()
+B = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me)
+on_b = NodeAffinitySchedulingStrategy(B, soft=True)  # soft: may re-run elsewhere
 
 def wait_runs(n):  # the tasks ran (without asking for their objects: they stay on B)
     deadline = time.monotonic() + 60
@@ -222,17 +244,7 @@ def test_an_argument_lost_under_a_task_on_a_third_node_is_rebuilt_by_its_owner(h
             B = next(n for n in others if found[n])
             C = next(n for n in others if not found[n])
 
-            @zactor.remote
-            def make(n):
-                ran("make")
-                return np.arange(n, dtype=np.int64)
-
-            @zactor.remote
-            def total(x):
-                ran("total")
-                return int(x.sum())
-
-            x = make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            x = make_array.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
                 B, soft=True)).remote(400_000)
             wait_runs(1)
             time.sleep(1.0)  # its REMOTE_DONE reaches this node
@@ -253,3 +265,47 @@ def test_an_argument_lost_under_a_task_on_a_third_node_is_rebuilt_by_its_owner(h
         os.kill(pid, signal.SIGKILL)
         _wait(lambda: "nodes: 2 alive" in _alive(head) or "nodes: 1 alive" in _alive(head),
               what="node C declared dead")
+
+
+def test_past_max_lineage_bytes_a_lost_object_says_its_lineage_was_evicted(tmp_path):
+    """A head keeping about 5 specs (max_lineage_bytes 1000): the first of 12 results kept
+    on B lost its spec to the cap, the last one is rebuilt."""
+    cluster = CliCluster(num_cpus=1, extra=("--node-death-timeout", "2", "--system-config",
+                                            '{"max_lineage_bytes": 1000}'))
+    try:
+        b_pid = int(cluster.record(cluster.add_node(2))["node_pid"])
+        _wait(lambda: "nodes: 2 alive" in _alive(cluster), what="node B registered")
+        out = run_driver(PRELUDE.format(pid=b_pid, runs=str(tmp_path / "runs.txt")) + """
+from zactor.exceptions import ObjectReconstructionFailedLineageEvictedError
+
+@zactor.remote
+def make(i):
+    ran(f"make{i}")
+    return np.full(100_000, i)
+
+# the first 11 pinned to B (their lineage is dropped before their affinity matters), the
+# last one soft (re-run elsewhere) once B is idle again
+refs = [make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(B, soft=False))
+        .remote(i) for i in range(11)]
+wait_runs(11)
+time.sleep(0.5)
+refs.append(make.options(scheduling_strategy=on_b).remote(11))
+wait_runs(12)
+time.sleep(1.0)  # the REMOTE_DONEs reach this node
+last_on_b = runs()[-1] == ["make11", B]
+os.kill(B_PID, signal.SIGKILL)
+assert int(zactor.get(refs[-1], timeout=60)[0]) == 11
+try:
+    zactor.get(refs[0], timeout=60)
+except ObjectReconstructionFailedLineageEvictedError as exc:
+    assert isinstance(exc, ObjectLostError) and refs[0].hex() in str(exc), str(exc)
+    assert "lineage was evicted" in str(exc) and "max_lineage_bytes (1000" in str(exc), exc
+else:
+    raise AssertionError("the evicted object was rebuilt")
+assert [tag for tag, _ in runs()[12:]] == (["make11"] if last_on_b else []), runs()
+print("EVICTED OK")
+""", env=cluster.env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "EVICTED OK" in out.stdout
+    finally:
+        cluster.stop()

@@ -9,7 +9,7 @@ import os
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from zactor.runtime.lineage import Lineage
+from zactor.runtime.lineage import SPEC_OVERHEAD_BYTES, Lineage
 from zactor.runtime.node_tasks import Task
 
 
@@ -66,8 +66,10 @@ def test_a_re_run_keeps_the_record_and_its_attempts():
 @given(st.data())
 def test_random_dags_free_everything_once_every_object_is_gone(data):
     """Tasks over earlier tasks' returns, objects freed in any order: records only go once
-    nothing depends on them, and all go at the end."""
-    lineage = Lineage(nm=None)
+    nothing depends on them, and all go at the end (also past a byte cap, which drops the
+    oldest records early)."""
+    cap = data.draw(st.sampled_from([None, 0, 500, 1000]))
+    lineage = Lineage(nm=None, max_bytes=cap)
     tasks, returns = [], []
     for _ in range(data.draw(st.integers(1, 8))):
         args = data.draw(st.lists(st.sampled_from(returns), max_size=3)) if returns else []
@@ -77,10 +79,37 @@ def test_random_dags_free_everything_once_every_object_is_gone(data):
         returns.extend(t.returns)
     for oid in data.draw(st.permutations(returns)):
         lineage.object_freed(oid)
-        for t in tasks:  # a record that is gone is never needed by a kept one
-            if t.spec["id"] in lineage.records:
+        for t in tasks if cap is None else ():  # a record that is gone is never needed
+            if t.spec["id"] in lineage.records:     # by a kept one (unless evicted)
                 continue
             for other in tasks:
                 if other.spec["id"] in lineage.records:
                     assert not set(other.deps) & set(t.returns)
-    assert lineage.records == {} and lineage.producer == {}
+        assert lineage.bytes == sum(r.size_bytes for r in lineage.records.values())
+        assert lineage.bytes <= lineage.max_bytes
+    assert lineage.records == {} and lineage.producer == {} and lineage.bytes == 0
+    assert not lineage.evicted  # remembered only while the object lives
+
+
+def test_past_the_byte_cap_the_oldest_records_are_evicted_and_remembered():
+    a, b, c = _task(), _task(), _task()
+    for t in (a, b, c):
+        t.spec["args"] = [[0, b"v" * 100]]  # an inline argument: 100 bytes of the spec
+    lineage = Lineage(nm=None, max_bytes=2 * (SPEC_OVERHEAD_BYTES + 100))
+    for t in (a, b, c):
+        lineage.task_finished(t)
+    assert list(lineage.records) == [b.spec["id"], c.spec["id"]]
+    assert lineage.bytes == 2 * (SPEC_OVERHEAD_BYTES + 100)
+    assert list(lineage.evicted) == a.returns and a.returns[0] not in lineage.producer
+    lineage.object_freed(a.returns[0])
+    assert not lineage.evicted
+
+
+def test_a_bad_cap_is_refused_with_its_name():
+    for bad in (-1, "1GB", 1.5, True):
+        try:
+            Lineage(nm=None, max_bytes=bad)
+        except ValueError as exc:
+            assert "max_lineage_bytes" in str(exc) and repr(bad) in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} was accepted")

@@ -78,7 +78,9 @@ SPILL = define(0x60, "SPILL", required=("tasks",))
 #   None: no node fits now (infeasible: the origin warns and keeps it until one joins)
 PLACE = define(0x61, "PLACE", required=("decisions",))
 # node manager -> node manager: run these tasks for their origin. tasks: [[spec bytes,
-#   [[oid, state, data]...] args already resolved, or OBJ_REMOTE locations to pull]]
+#   [[oid, state, data, [contained oid...]]...] args already resolved, or OBJ_REMOTE
+#   locations to pull, with the refs inside each value (the executor asks the origin where
+#   those, and the refs nested in the spec's ``held``, are: LOCATE_OBJECTS)]]
 FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
                        optional={"functions": []})
 # node manager -> origin node manager: results of forwarded tasks:
@@ -88,14 +90,13 @@ FORWARD_TASKS = define(0x62, "FORWARD_TASKS", required=("tasks",),
 #   (cluster/actor_failover.py: callers trim their replay log). objects: [[oid, state,
 #   data]] of the objects the results contain refs to (a put inside the task), as far as
 #   they exist: those in the executor's store are kept there for the origin until it frees
-#   them. flags ARG_LOST: the task did not run, an argument could not be fetched from its
-#   holder; the results slot holds [[oid, why, holder node id]] of those arguments (the
-#   origin re-makes them by lineage and sends the task again). flags STALE_INCARNATION: an
-#   actor call refused, not run, because the actor's home holds another incarnation than the
-#   call names (cluster/actor_incarnations.py); the results slot holds [the home's
-#   incarnation (or of its retired copy), why]; the origin re-sends it to the live one
+#   them. flags 0: it ran (an argument the executor cannot fetch is asked of the origin with
+#   LOCATE_OBJECTS, below, while the task waits: it never comes back unrun). flags
+#   STALE_INCARNATION: an actor call refused, not run, because the actor's home holds another
+#   incarnation than the call names (cluster/actor_incarnations.py); the results slot holds
+#   [the home's incarnation (or of its retired copy), why]; the origin re-sends it to the
+#   live one. (Flag 1, ARG_LOST, is retired: lost arguments are located, not returned.)
 REMOTE_DONE = define(0x63, "REMOTE_DONE", required=("done",), optional={"objects": []})
-ARG_LOST = 1
 STALE_INCARNATION = 2
 # origin -> holder: drop these objects' copies (their last reference is gone)
 FREE_OBJECTS = define(0x64, "FREE_OBJECTS", required=("oids",))
@@ -118,3 +119,16 @@ GET_PG = define(0x69, "GET_PG", optional={"pg_id": None})
 #   ``when_idle``, the calls already sent run first, as for a local actor)
 KILL_ACTOR_REMOTE = define(0x6A, "KILL_ACTOR_REMOTE", required=("aid", "reason"),
                            optional={"when_idle": False})
+# borrower -> the node it learned an object from (the origin of the task that brought it, so
+#   the owner or a borrower nearer to it: cluster/borrowed_objects.py): where is each object
+#   now? oids: [[oid, why, holder node id]]; why and holder are None for a plain look-up
+#   (a ref nested in a task's arguments), or say that the copy on ``holder`` could not be
+#   fetched (the owner re-makes it by lineage; a borrower asks its own source in turn).
+#   Answered with OBJECT_LOCATIONS once each object has a value, or at once with an error.
+LOCATE_OBJECTS = define(0x6B, "LOCATE_OBJECTS", required=("oids",))
+# answer: objects [[oid, state, data]] as REMOTE_DONE's results (OBJ_REMOTE: [node id,
+#   transfer address, size]; OBJ_ERROR: e.g. ObjectLostError naming the object, the node and
+#   why, or "not known on node X" for an object the asked node does not hold); error: why a
+#   malformed request was refused ("" when none was)
+OBJECT_LOCATIONS = define(0x6C, "OBJECT_LOCATIONS", required=("objects",),
+                          optional={"error": ""})

@@ -32,8 +32,9 @@ import zmq
 
 from zactor import protocol
 from zactor.cluster import messages as cm
+from zactor.cluster.borrowed_objects import PEER_PREFIX
 from zactor.cluster.remote_actors import AFFINITY_GRACE_S
-from zactor.exceptions import ObjectLostError, WorkerCrashedError
+from zactor.exceptions import WorkerCrashedError
 from zactor.net.security import curve_client
 from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
@@ -58,7 +59,7 @@ class RemoteTasks:
         self.auth = start_authenticator(self.ctx, self.keys)  # only the cluster key gets in
         self.router = curve_server(make_socket(self.ctx, zmq.ROUTER, hwm=0), self.keys)
         link.node_port = int(bind_free(self.router, host).rsplit(":", 1)[1])
-        self.identity = b"peer:" + nm.node_id
+        self.identity = PEER_PREFIX + nm.node_id
         self.dealers: dict[bytes, zmq.Socket] = {}
         self.scheduler_sock = None
         self.scheduler_addr = None
@@ -77,11 +78,13 @@ class RemoteTasks:
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
         self.wanted: set = set()  # oids a client asked for before they existed: pull them
-        self.lost_args: dict = {}  # oid -> [why, holder]: a peer's argument, unfetchable
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         from zactor.cluster.actor_failover import ActorFailover
         from zactor.cluster.actor_incarnations import Incarnations
+        from zactor.cluster.borrowed_objects import BorrowedObjects
         from zactor.cluster.remote_actors import RemoteActors
+
+        self.borrowed = BorrowedObjects(self)  # objects of other nodes: where, re-made
 
         self.actors = RemoteActors(self)  # calls to actors that live on other nodes
         self.failover = ActorFailover(self)  # actors whose node died (restarts, replay)
@@ -116,6 +119,8 @@ class RemoteTasks:
                    "FREE_OBJECTS": self.on_free, "PLACE": self.on_place,
                    "RESERVE_BUNDLES": self.on_reserve_bundles,
                    "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.actors.on_kill_actor,
+                   "LOCATE_OBJECTS": self.borrowed.on_locate,
+                   "OBJECT_LOCATIONS": self.borrowed.on_locations,
                    "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
@@ -164,6 +169,8 @@ class RemoteTasks:
         if self.incarnations.rows:
             self.incarnations.pump()
         self.actors.pump()
+        if self.borrowed.outgoing or self.borrowed.answers:
+            self.borrowed.pump()
         if not self.unsent and not self.free_out and not resend:
             return
         requests = []
@@ -309,7 +316,8 @@ class RemoteTasks:
         args = []
         for oid in task.deps:
             e = self.nm.objects.entries[oid]
-            args.append(self._location(oid, e.state, e.data))
+            # with the refs inside its value: the executor asks this node where they are
+            args.append(self._location(oid, e.state, e.data) + [list(e.contained)])
         sent = self.functions_sent.setdefault(node_id, set())
         fid = task.spec.get("fid")
         functions = [] if not fid or fid in sent or fid not in self.nm.functions else \
@@ -336,9 +344,6 @@ class RemoteTasks:
             if flags & cm.STALE_INCARNATION:
                 self.actors.refused(task_id, node, *results)
                 continue
-            if flags & cm.ARG_LOST:
-                self._argument_lost(task_id, results)
-                continue
             if task_id not in self.nm.tasks:
                 # a finished call replayed after its actor restarted: results exist here
                 self.free_out.setdefault(node, []).extend(r[0] for r in results)
@@ -351,34 +356,6 @@ class RemoteTasks:
                         self.nm._set_value(*objects.pop(oid), collect=False)
             self.nm._finish_task(task_id, results)
 
-    def _argument_lost(self, task_id: bytes, lost) -> None:
-        """A forwarded task came back unrun: its executor could not fetch these arguments.
-        This node owns them: re-make them (lineage) and send the task again. The task's own
-        retries are used only when no argument is being re-made (so a holder that keeps
-        failing cannot bounce it forever)."""
-        nm = self.nm
-        task = nm.tasks.get(task_id)
-        if task is None:
-            return
-        remade = False
-        for oid, why, holder in lost:
-            e = nm.objects.entries.get(oid)
-            if e is not None and e.state == m.OBJ_REMOTE and e.data[0] == holder:
-                nm.lineage.copy_lost(oid, f"the node running a task that takes it could not "
-                                          f"fetch it: {why}")
-            # being re-made, or already re-made on another node
-            remade |= e is not None and (e.state is None or e.state == m.OBJ_REMOTE)
-        retries = task.spec["retries"]
-        if not remade:
-            if 0 <= retries <= task.attempt:
-                nm._fail_task(task_id, ObjectLostError(lost[0][0].hex(), reason=(
-                    f"an argument of the task could not be fetched ({lost[0][1]}) and the "
-                    f"task's retries are spent (max_retries={retries})")))
-                return
-            task.attempt += 1
-        self.spilling[task_id] = [task, None, "an argument was lost"]
-        self.unsent.add(task_id)  # spilled again once its arguments exist
-
     # ---- executor: running tasks for other nodes -------------------------------------------
 
     def on_forward(self, identity, msg) -> None:
@@ -386,15 +363,22 @@ class RemoteTasks:
         for fid, blob in msg["functions"]:
             nm.functions.setdefault(fid, blob)
         requests = []
+        origin = identity[len(PEER_PREFIX):]
+        entries = nm.objects.entries
         for spec, args in msg["tasks"]:
             actor = spec.get("actor")
             if actor is not None and actor["op"] == "call" and \
                     self.incarnations.refuse(identity, spec):
                 continue  # meant for another incarnation of the actor
-            for oid, state, data in args:
-                if oid in nm.objects.entries and nm.objects.entries[oid].state is not None:
-                    continue
-                nm.objects.set_value(oid, state, data)
+            fresh = list({a[0]: a for a in args  # (once each: f(x, x))
+                          if a[0] not in entries or entries[a[0]].state is None}.values())
+            # refs nested in the arguments or inside their values come without a location
+            nested = list(spec.get("held", ()))
+            for _oid, _state, _data, *contained in fresh:
+                nested += contained[0] if contained else ()
+            self.borrowed.learned([arg[0] for arg in fresh] + nested, origin)
+            for oid, state, data, *contained in fresh:
+                nm.objects.set_value(oid, state, data, contained[0] if contained else ())
                 if state == m.OBJ_REMOTE:
                     self.ensure_local(oid)
                 else:
@@ -404,6 +388,7 @@ class RemoteTasks:
                 nm.objects.add_ref(oid)
                 self.held_for_peer[oid] = identity
             nm._submit(task)
+            self.borrowed.look_up(nested)  # asked of the origin now: nothing else would say
             if actor is not None and actor["op"] == "call":
                 nm.actors.call(task)  # an actor of this node, called from another node
                 continue
@@ -419,14 +404,6 @@ class RemoteTasks:
     def finished_for_peer(self, task, results) -> None:
         """A task run for another node finished: send its results to the origin (values in
         this store travel as locations)."""
-        lost = [[oid, *self.lost_args[oid]] for oid in task.deps if oid in self.lost_args]
-        if lost and not task.spec.get("actor"):
-            # it did not run (a failed argument fails it unrun): the origin owns the
-            # argument, re-makes it and sends the task again; these returns are not kept
-            self._unhold_returns(task)
-            self.router.send_multipart([task.submitter, *protocol.encode(
-                cm.REMOTE_DONE, {"done": [[task.spec["id"], lost, cm.ARG_LOST]]})])
-            return
         if self.incarnations.refused_here(task):  # its actor's copy here retired
             self._unhold_returns(task)
             return
@@ -472,7 +449,7 @@ class RemoteTasks:
     def freed(self, oid: bytes, e) -> None:
         """The origin dropped an object whose bytes live (also) on another node."""
         holder = self.remote_copies.pop(oid, None)
-        self.lost_args.pop(oid, None)
+        self.borrowed.freed(oid)
         if e.state == m.OBJ_REMOTE:
             holder = e.data[0]
         if holder is not None:
@@ -550,6 +527,7 @@ class RemoteTasks:
 
     def node_died(self, node_id: bytes, reason: str) -> None:
         self.failover.node_died(node_id, reason)  # its actors: restarted, calls re-sent
+        self.borrowed.node_died(node_id, reason)  # what it was asked, what it asked here
         sock = self.dealers.pop(node_id, None)
         if sock is not None:
             sock.close(0)
@@ -577,9 +555,11 @@ class RemoteTasks:
 
     def _copy_gone(self, oid: bytes, why: str, holder: bytes) -> None:
         """The only copy of an object known here is gone: re-made by lineage if this node
-        owns it, else lost (and a peer's task taking it tells its origin, which owns it)."""
-        if self.nm.lineage.producer.get(oid) is None:
-            self.lost_args[oid] = [why, holder]
+        owns it, asked of the node it came from if borrowed (cluster/borrowed_objects.py),
+        else lost (ObjectLostError)."""
+        if self.nm.lineage.producer.get(oid) is None and \
+                self.borrowed.copy_gone(oid, why, holder):
+            return  # borrowed: the node it came from re-makes it (or asks the owner)
         self.nm.lineage.copy_lost(oid, why)
 
     def close(self) -> None:

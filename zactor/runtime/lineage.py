@@ -27,22 +27,42 @@ for it (``nm.tasks`` holds it until it finishes). Each re-run counts against the
 ``max_retries`` as in Ray; when they are spent, its lost returns become ObjectLostError
 naming the object, the node and why.
 
+**The byte cap** (Ray's ``max_lineage_bytes``, ``_system_config``, default 1 GB): the kept
+specs' sizes (their inline arguments, mostly) are summed; past the cap the oldest records are
+dropped, as if their objects had no lineage. An object that then needs one gets
+ObjectReconstructionFailedLineageEvictedError (an ObjectLostError) saying so; the ids whose
+lineage was dropped are remembered (at most EVICTED_MEMORY) only for that message.
+
 The control store's ``tasks`` table (gcs_recorder.py) is not read here: it holds the same
 specs, and a node that lost its own memory lost the objects' owner too (fate sharing).
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from zactor import serialization as ser
-from zactor.exceptions import ObjectLostError
+from zactor.exceptions import ObjectLostError, ObjectReconstructionFailedLineageEvictedError
 from zactor.runtime import messages as m
 
 #: the submitter recorded on re-runs: not a client, so nobody is notified but the waiters
 LINEAGE_SUBMITTER = b"lineage"
+MAX_LINEAGE_BYTES = 1 << 30  # Ray's default max_lineage_bytes
+SPEC_OVERHEAD_BYTES = 200    # a spec's fields other than its inline arguments, about
+EVICTED_MEMORY = 100_000     # object ids whose dropped lineage an error message can name
+
+
+def spec_bytes(spec: dict) -> int:
+    """What a kept spec costs, about: its inline arguments (the bulk) plus its other fields
+    (cheaper than serialising the spec again at every finished task)."""
+    inline = sum(len(a[1]) for a in spec["args"] if a[0] == 0) + \
+        sum(len(a[2]) for a in spec["kwargs"] if a[1] == 0)
+    return SPEC_OVERHEAD_BYTES + inline
 
 
 class Record:
-    __slots__ = ("spec", "returns", "attempt", "live_returns", "dependents", "deps")
+    __slots__ = ("spec", "returns", "attempt", "live_returns", "dependents", "deps",
+                 "size_bytes")
 
     def __init__(self, spec, returns, deps, attempt):
         self.spec = spec
@@ -51,15 +71,19 @@ class Record:
         self.attempt = attempt
         self.live_returns = len(returns)
         self.dependents = 0
+        self.size_bytes = spec_bytes(spec)
 
 
 class Lineage:
     """The records (sans-IO) and the re-creation (through the node manager ``nm``)."""
 
-    def __init__(self, nm):
+    def __init__(self, nm, max_bytes=None):
         self.nm = nm
-        self.records: dict[bytes, Record] = {}   # task id -> record
+        self.records: dict[bytes, Record] = {}   # task id -> record, oldest first
         self.producer: dict[bytes, bytes] = {}   # return oid -> task id, for kept records
+        self.bytes = 0  # sum of the kept records' size_bytes
+        self.max_bytes = _checked_max_bytes(max_bytes)
+        self.evicted: OrderedDict = OrderedDict()  # oid whose record the cap dropped
 
     # ---- keeping and freeing ------------------------------------------------------------
 
@@ -76,12 +100,15 @@ class Lineage:
             return
         deps = list(task.deps) + list(task.held)
         record = self.records[task_id] = Record(spec, task.returns, deps, task.attempt)
+        self.bytes += record.size_bytes
         for oid in task.returns:
             self.producer[oid] = task_id
         for oid in deps:
             parent = self.records.get(self.producer.get(oid))
             if parent is not None:
                 parent.dependents += 1
+        while self.bytes > self.max_bytes and self.records:
+            self._evict_oldest()
 
     def entry_recreated(self, oid: bytes) -> None:
         record = self.records.get(self.producer.get(oid))
@@ -90,27 +117,51 @@ class Lineage:
 
     def object_freed(self, oid: bytes) -> None:
         """``oid``'s entry left the object table: drop what no longer needs keeping."""
+        self.evicted.pop(oid, None)
         task_id = self.producer.get(oid)
         record = self.records.get(task_id)
         if record is None:
             return
         record.live_returns -= 1
-        stack = [task_id]
+        self._release([task_id])
+
+    def _release(self, stack: list) -> None:
+        """Drop the records of ``stack`` that nothing needs any more, then their parents."""
         while stack:
             task_id = stack.pop()
             record = self.records.get(task_id)  # None: dropped already (two args of one)
             if record is None or record.live_returns > 0 or record.dependents > 0:
                 continue
-            del self.records[task_id]
-            for oid in record.returns:
-                if self.producer.get(oid) == task_id:
-                    del self.producer[oid]
-            for oid in record.deps:
-                parent_id = self.producer.get(oid)
-                parent = self.records.get(parent_id)
-                if parent is not None:
-                    parent.dependents -= 1
-                    stack.append(parent_id)
+            self._drop(task_id, record)
+            stack.extend(self._parents_released(record))
+
+    def _drop(self, task_id: bytes, record: Record) -> None:
+        del self.records[task_id]
+        self.bytes -= record.size_bytes
+        for oid in record.returns:
+            if self.producer.get(oid) == task_id:
+                del self.producer[oid]
+
+    def _parents_released(self, record: Record) -> list:
+        parents = []
+        for oid in record.deps:
+            parent_id = self.producer.get(oid)
+            parent = self.records.get(parent_id)
+            if parent is not None:
+                parent.dependents -= 1
+                parents.append(parent_id)
+        return parents
+
+    def _evict_oldest(self) -> None:
+        """Over the byte cap: forget the oldest record although it may still be needed (its
+        returns, and what re-running a dependent would need them for, become lost)."""
+        task_id, record = next(iter(self.records.items()))
+        self._drop(task_id, record)
+        for oid in record.returns:
+            self.evicted[oid] = None
+            if len(self.evicted) > EVICTED_MEMORY:
+                self.evicted.popitem(last=False)
+        self._release(self._parents_released(record))
 
     # ---- re-creation ----------------------------------------------------------------------
 
@@ -122,26 +173,34 @@ class Lineage:
         if e is None or e.state != m.OBJ_REMOTE:
             return
         e.state = e.data = None
-        why = self._rebuild(self.producer.get(oid), reason)
+        why = self._rebuild(oid, reason)
         if why is not None:
             self._lost(oid, e, why)
 
-    def _rebuild(self, task_id, reason: str):
-        """Re-submit ``task_id`` (and, first, the producers of its arguments that are gone);
-        None when it runs (or already did), else why it cannot."""
+    def _rebuild(self, oid: bytes, reason: str):
+        """Re-submit the task that made ``oid`` (and, first, the producers of its arguments
+        that are gone); None when it runs (or already did), else (error class, why not)."""
         nm = self.nm
+        task_id = self.producer.get(oid)
         record = self.records.get(task_id)
+        if record is None and oid in self.evicted:
+            return ObjectReconstructionFailedLineageEvictedError, (
+                f"{reason}; its lineage was evicted: the specs kept to re-create objects "
+                f"exceeded max_lineage_bytes ({self.max_bytes} bytes), and the oldest were "
+                f"dropped")
         if record is None:
-            return (f"{reason}; it was not made by a task of this node (a put, an actor "
-                    f"call's result, or an object owned by another node): no lineage to "
-                    f"re-create it from")
+            return ObjectLostError, (
+                f"{reason}; it was not made by a task of this node (a put, an actor "
+                f"call's result, or an object owned by another node): no lineage to "
+                f"re-create it from")
         if task_id in nm.tasks:
             return None  # already being re-created: one re-run serves every waiter
         retries = record.spec["retries"]
         if 0 <= retries <= record.attempt:
-            return (f"{reason}; re-creating it would re-run task "
-                    f"{record.spec.get('name') or task_id.hex()}, whose retries are spent "
-                    f"(max_retries={retries})")
+            return ObjectLostError, (
+                f"{reason}; re-creating it would re-run task "
+                f"{record.spec.get('name') or task_id.hex()}, whose retries are spent "
+                f"(max_retries={retries})")
         record.attempt += 1
         for oid in record.deps:
             self._ensure_argument(oid, reason)
@@ -178,12 +237,22 @@ class Lineage:
             if peer.get("state") == "alive":
                 return  # on a live node: pulled from there as usual
             e.state = e.data = None
-        why = self._rebuild(self.producer.get(oid), reason)
+        why = self._rebuild(oid, reason)
         if why is None:
             return
         # kept (collect=False) for the task about to take it: its run fails with this error
         self._lost(oid, nm.objects.entry(oid), why, collect=False)
 
-    def _lost(self, oid: bytes, e, why: str, collect: bool = True) -> None:
-        e.state, e.data = m.OBJ_ERROR, ser.dumps(ObjectLostError(oid.hex(), reason=why))
+    def _lost(self, oid: bytes, e, why: tuple, collect: bool = True) -> None:
+        error_class, reason = why
+        e.state, e.data = m.OBJ_ERROR, ser.dumps(error_class(oid.hex(), reason=reason))
         self.nm.object_arrived(oid, e, collect)
+
+
+def _checked_max_bytes(value) -> int:
+    if value is None:
+        return MAX_LINEAGE_BYTES
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"_system_config max_lineage_bytes must be a whole number of bytes "
+                         f">= 0, not {value!r}")
+    return value

@@ -119,7 +119,7 @@ class NodeManager(WorkerPool, TaskRouting):
         self.remote = RemoteTasks(self, self.link, self.link.host) if cluster else None
         #: specs of finished tasks whose objects may need re-creating (a cluster node only:
         #: on one node an object is lost only with its owner)
-        self.lineage = Lineage(self) if cluster else None
+        self.lineage = Lineage(self, config.get("max_lineage_bytes")) if cluster else None
         self.poller_changed = True
         self.direct = DirectLedger(self)
         self.output = OutputRelay(self)  # what tasks print, to their drivers (cluster)
@@ -407,6 +407,7 @@ class NodeManager(WorkerPool, TaskRouting):
             self.gcs.object_stored(oid, data)
             self.spill.stored(oid, data)
         elif state == m.OBJ_REMOTE:  # on another node: fetched when something here needs it
+            self.remote.borrowed.value_known(oid, state, data)  # peers that asked where it is
             if oid in self.remote.wanted or self.scheduler.waits_for(oid) or \
                     oid in self.actors.waiters:
                 self.remote.ensure_local(oid)
@@ -426,6 +427,8 @@ class NodeManager(WorkerPool, TaskRouting):
         for identity in e.waiters:
             self._notify(identity, [oid, state, data])
         e.waiters.clear()
+        if self.remote is not None:
+            self.remote.borrowed.value_known(oid, state, data)
         self._apply(self.scheduler.object_local(oid))
         self.actors.object_ready(oid)
         if collect:

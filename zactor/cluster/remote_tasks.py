@@ -41,6 +41,7 @@ from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
+PULL_ROOM_RETRY_S = 0.5  # a pull into a full store with nothing left to spill: tried again
 
 #: a task whose inputs on other nodes exceed this goes to the global scheduler, which
 #: weighs moving the task against moving the data (the paper's locality rule)
@@ -78,6 +79,9 @@ class RemoteTasks:
         self.unsent: set = set()  # spilled task ids not sent to the scheduler yet
         self.remote_copies: dict = {}  # oid pulled here -> the node that still holds it
         self.wanted: set = set()  # oids a client asked for before they existed: pull them
+        self.room_retry: dict = {}  # oid -> when to pull it again (no room here, none spilled)
+        self.refetching: dict = {}  # oid -> readers waiting for an evicted copy, pulled again
+        nm.spill.refetch = self.refetch
         self.affinity_unknown: dict = {}  # task id -> when the scheduler first said so
         from zactor.cluster.actor_failover import ActorFailover
         from zactor.cluster.actor_incarnations import Incarnations
@@ -157,6 +161,8 @@ class RemoteTasks:
             self._next_scheduler_lookup = now + SCHEDULER_LOOKUP_S
             self._lookup_scheduler()
         self._move_queued_work()
+        if self.room_retry:
+            self._retry_pulls_for_room(now)
         self.incarnations.tick(now)
         self.pump(now, resend=True)
 
@@ -481,12 +487,17 @@ class RemoteTasks:
                     pass
             return
         holder = e.data[0]
+        if getattr(error, "reason", None) == "store_full":
+            self._make_room_then_pull(oid, int(e.data[2]))  # the holder's copy is fine
+            return
         if error is not None and address and tcp_address(address) != tcp_address(e.data[1]):
             # a pull from a former holder (the object was re-made elsewhere meanwhile, and
             # the new pull joined the old one): pull from where it is now
             self.ensure_local(oid)
             return
         if error is not None:
+            for reply in self.refetching.pop(oid, ()):
+                reply({"op": "restore", "oid": oid, "error": str(error)})
             # the holder died (its death may not be declared yet) or lost the copy: re-run
             # the producer now rather than wait for the death notice
             self.free_out.setdefault(holder, []).append(oid)
@@ -496,10 +507,52 @@ class RemoteTasks:
         e.state, e.data = m.OBJ_STORE, e.data[2]
         self.wanted.discard(oid)
         nm.gcs.object_stored(oid, e.data)
+        for reply in self.refetching.pop(oid, ()):
+            reply({"op": "restore", "oid": oid})
         nm.object_arrived(oid, e)
         # the holder keeps its copy until the object is freed here: a task forwarded to a
         # third node may still be pulling it from the holder (its args name the holder)
         self.remote_copies[oid] = holder
+
+    def refetch(self, oid: bytes, reply) -> bool:
+        """A reader found no copy here of an object pulled from another node: the store
+        evicted it (a pulled copy is a cache; its holder keeps the primary until the object
+        is freed here). Pull it again and answer ``reply`` when it is back. False: not such
+        an object, or its holder is gone (the caller reports it missing)."""
+        if oid in self.refetching:
+            self.refetching[oid].append(reply)
+            return True
+        e = self.nm.objects.entries.get(oid)
+        holder = self.remote_copies.get(oid)
+        peer = self.link.peers.get(holder) if holder is not None else None
+        if e is None or e.state != m.OBJ_STORE or peer is None or \
+                peer.get("state") != "alive" or not peer.get("transfer_port"):
+            return False
+        del self.remote_copies[oid]
+        e.state, e.data = m.OBJ_REMOTE, [holder, f"{peer['host']}:{peer['transfer_port']}",
+                                          int(e.data)]
+        self.refetching[oid] = [reply]
+        self.ensure_local(oid)
+        return True
+
+    def _make_room_then_pull(self, oid: bytes, size: int) -> None:
+        """A pull found this node's store full: spill least recently used objects to disk
+        (runtime/spilling.py) and pull again once they are written; when nothing can be
+        spilled, try again every PULL_ROOM_RETRY_S (as a put waits for room) - the reader's
+        own timeout bounds the wait."""
+        def answered(body) -> None:
+            if body.get("error"):
+                self.room_retry[oid] = time.monotonic() + PULL_ROOM_RETRY_S
+            else:
+                self.ensure_local(oid)
+
+        self.nm.spill.make_room(size, answered)
+
+    def _retry_pulls_for_room(self, now: float) -> None:
+        for oid, when in list(self.room_retry.items()):
+            if now >= when:
+                del self.room_retry[oid]
+                self.ensure_local(oid)
 
     # ---- placement groups and fencing ----------------------------------------------------
 

@@ -69,6 +69,9 @@ class Spilling:
 
     def __init__(self, store, session_dir: str, config: dict, send):
         self.store = store
+        #: (oid, reply) -> bool, set on a cluster node (cluster/remote_tasks.py): a copy pulled
+        #: from another node is evictable, and one the store evicted is pulled again
+        self.refetch = None
         self.enabled = bool(config.get("automatic_object_spilling_enabled", True))
         self.directory = spill_directory(session_dir, config)
         self._send = send
@@ -150,6 +153,8 @@ class Spilling:
         if self.store.contains(oid):
             reply({"op": "restore", "oid": oid})
         elif entry is None:
+            if self.refetch is not None and self.refetch(oid, reply):
+                return  # an evicted copy of another node's object: pulled again
             reply({"op": "restore", "oid": oid,
                    "error": "it is neither in the node's object store nor spilled to disk"})
         else:

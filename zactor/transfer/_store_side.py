@@ -12,7 +12,7 @@ import logging
 import lz4.block
 
 from zactor import protocol as P
-from zactor.exceptions import ObjectExistsError
+from zactor.exceptions import ObjectExistsError, ObjectStoreFullError
 from zactor.transfer import messages as M
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,10 @@ class StoreWriter:
             else:
                 self._fail(pull, "store", "another writer is creating it in the local store")
             return
-        except Exception as e:  # full store, bad size: the node manager decides what next
+        except ObjectStoreFullError as e:  # the node manager makes room and pulls again
+            self._fail(pull, "store_full", str(e))
+            return
+        except Exception as e:  # bad size: the node manager decides what next
             self._fail(pull, "store", f"{type(e).__name__}: {e}")
             return
         if size == 0:

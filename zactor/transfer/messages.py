@@ -63,7 +63,8 @@ def request_mac(key: bytes, nonce: bytes, seq: int, code: int, req_id: int, oid:
 
 class TransferError(Exception):
     """A pull failed: ``oid`` (bytes), ``peer`` (address), ``reason`` (ERR_* or "timeout",
-    "peer_lost", "refused", "store", "closed"), with a message naming both."""
+    "peer_lost", "refused", "store", "store_full" (no room here: the copy is fine where it
+    is), "closed"), with a message naming both."""
 
     def __init__(self, oid: bytes, peer: str, reason: str, detail: str):
         self.oid = oid

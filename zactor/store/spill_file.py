@@ -21,8 +21,6 @@ import struct
 
 import lz4.block
 
-from zactor.transfer.server import lz4_pays
-
 MAGIC = b"ZSPILL1\0"
 CHUNK_BYTES = 4 << 20
 _HEADER = struct.Struct("<8sQII")
@@ -38,6 +36,8 @@ def write_object(path: str, data: memoryview, metadata: bytes = b"") -> int:
     """Write ``data`` (and ``metadata``) to a new file at ``path``; returns the file's size.
     On any error (a full disk: OSError ENOSPC) the partial file is removed and the error
     raised."""
+    from zactor.transfer.server import lz4_pays  # (the transfer package: ~25 ms to import)
+
     compress = lz4_pays(data)
     n = data.nbytes
     f = open(path, "xb", buffering=0)  # never over another object's file

@@ -133,10 +133,10 @@ def test_short_run_has_no_wrong_result_and_no_hang(short_run):
 
 @pytest.mark.timeout(660)
 @pytest.mark.xfail(strict=False, reason=(
-    "zactor today: objects lost with a killed node are re-made by lineage, but a few "
-    "cases still end in ObjectLostError (a ref owned by another node, an actor call's "
-    "argument, retries spent under repeated faults: docs/fault-tolerance.md, 'Objects "
-    "lost with a node', limits); no failure was seen in this session's runs"))
+    "zactor today: objects lost with a killed node are re-made by lineage, borrowed ones "
+    "too, but a few cases can still end in ObjectLostError (a ref that reached a node "
+    "inside a pulled value, an intermediate borrower's death, retries spent under repeated "
+    "faults: docs/fault-tolerance.md, limits); no failure was seen in session 4's runs"))
 def test_short_run_has_no_failures(short_run):
     _, report, _ = short_run
     assert report["failures_total"] == 0, report["failures"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zactor.control.coordinator import Announce, CoordinatorState, Tell
+from zactor.control.coordinator import REPORT_TRUST_MS, Announce, CoordinatorState, Tell
 from zactor.net.liveness import DEAD_AFTER_MS
 
 
@@ -81,3 +81,23 @@ def test_a_silent_last_caught_up_member_is_kept():
     c.heartbeat("r1", DEAD_AFTER_MS * 3, ready=True)  # caught up: r0 is no longer the last
     c.tick(DEAD_AFTER_MS * 3 + 1)
     assert c.chains[0] == ["r1"]
+
+
+def test_a_failure_report_does_not_remove_the_last_caught_up_member():
+    # client timeouts under load report the last caught-up member: removing it emptied the
+    # chain (a 10-minute chaos run's control store stopped answering that way); a quiet
+    # joiner that is not caught up is still removed on a report
+    c = CoordinatorState(1, 2)
+    c.register("r0", "a", "p", 0.0, "0")
+    c.heartbeat("r0", 0.0, ready=True)
+    c.register("r1", "a", "p", 0.0, "1")
+    quiet = REPORT_TRUST_MS + 1
+    assert c.reported_failed("r0", quiet) == []
+    assert c.chains[0] == ["r0", "r1"]
+    assert any(isinstance(x, Announce) for x in c.reported_failed("r1", quiet))
+    assert c.chains[0] == ["r0"]
+    c.register("r2", "a", "p", quiet, "2")
+    c.heartbeat("r2", quiet, ready=True)  # caught up: r0 is no longer the last one
+    assert c.reported_failed("r0", quiet + REPORT_TRUST_MS + 1) != []
+    assert c.chains[0] == ["r2"]
+    assert c.reported_failed("r2", quiet + 1) == []  # not quiet long enough: a report alone

@@ -171,6 +171,23 @@ class CoordinatorState:
                 self.kept_silent.discard(rid)
         return out
 
+    def reported_failed(self, rid: str, now_ms: float) -> list:
+        """A client or a peer reports ``rid`` failing (a request timed out, a connection
+        closed): removed if it is also quiet for REPORT_TRUST_MS, unless it is its shard's
+        last caught-up member - the same rule as ``tick``: removing that one empties the
+        chain until a former member restarts (in a 10-minute chaos run, client timeouts
+        under load removed the last caught-up member again and again until the shard
+        stopped answering). A dead one is removed when its connection closes."""
+        if self.quiet_ms(rid, now_ms) <= REPORT_TRUST_MS:
+            return []
+        if self._last_caught_up(rid):
+            if rid not in self.kept_silent:
+                self.kept_silent.add(rid)
+                log.warning("replica %s reported failing but is its shard's last caught-up "
+                            "member: kept", rid)
+            return []
+        return self.remove(rid)
+
     def _last_caught_up(self, rid: str) -> bool:
         chain = next((c for c in self.chains if rid in c), ())
         return rid in self.ready and not any(r in self.ready for r in chain if r != rid)
@@ -291,8 +308,7 @@ class CoordinatorProcess:
                                                               req_id))
             elif name == "REPORT_FAILURE":
                 rid = str(msg["replica_id"])
-                if self.state.quiet_ms(rid, now) > REPORT_TRUST_MS:
-                    self._run_instructions(self.state.remove(rid))
+                self._run_instructions(self.state.reported_failed(rid, now))
                 self.router.send_multipart([ident] + P.encode(P.OK, {}, req_id))
             elif name == "PING":
                 self.router.send_multipart([ident] + P.encode(P.PONG, {}, req_id))

@@ -205,3 +205,20 @@ def test_call_in_flight_is_answered_by_the_new_instance(head_and_b):
         print("GOT", n, node != B, flush=True)
     """)
     assert "GOT 0 True" in out, out  # run again by the new instance (fresh state)
+
+
+def test_a_home_not_read_yet_is_waited_for_not_taken_for_dead():
+    # a node that joined a moment ago looks an actor up before it has read the actor's home
+    # row: that home is unknown, not dead (CI saw "no restarts left" for a live actor)
+    from types import SimpleNamespace
+
+    from zactor.cluster.actor_failover import ActorFailover
+
+    me = SimpleNamespace(remote=SimpleNamespace(link=SimpleNamespace(peers={})))
+    row = {"node": b"h" * 28, "state": "ALIVE", "restarts_left": 0}
+    assert ActorFailover._verdict(me, row)[0] == "wait"
+    me.remote.link.peers[b"h" * 28] = {"state": "alive"}
+    assert ActorFailover._verdict(me, row) == ("alive", "")
+    me.remote.link.peers[b"h" * 28] = {"state": "dead", "reason": "killed"}
+    verdict, why = ActorFailover._verdict(me, row)
+    assert verdict == "dead" and "no restarts left" in why and "killed" in why

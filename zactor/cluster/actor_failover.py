@@ -257,6 +257,10 @@ class ActorFailover:
         state = row.get("state")
         if state == "DEAD":
             return "dead", row.get("death") or "it is dead"
+        if home is not None and home not in peers:
+            # a node this one has not read yet (it joined a moment ago, or this node did):
+            # unknown is not dead; its row arrives with the nodes-table subscription
+            return "wait", "its node is not known here yet"
         home_alive = peers.get(home, {}).get("state") == "alive"
         owner = row.get("owner") or home
         owner_alive = peers.get(owner, {}).get("state") == "alive"

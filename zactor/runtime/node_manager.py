@@ -72,7 +72,8 @@ class NodeManager(WorkerPool, TaskRouting):
         self.resources = resources
         cluster = bool(config.get("cluster"))
         if cluster:  # (imported only here: a single-node session starts ~40 ms sooner)
-            from zactor.cluster.remote_tasks import RemoteTasks, cluster_spill_policy
+            from zactor.cluster.remote_tasks import RemoteTasks
+            from zactor.cluster.spill_policy import cluster_spill_policy
         self.scheduler = ls.LocalScheduler(
             # a cluster node keeps queued tasks in its own queue, where they can still move
             # to another node (remote_tasks.py), rather than pipelined into busy workers

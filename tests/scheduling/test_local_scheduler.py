@@ -86,6 +86,50 @@ def test_pipelining_and_recall_on_block():
     assert [d.task_id for d in of(Dispatch, out)] == [tid(2), tid(3), tid(4)]
 
 
+def chain_scheduler(depth=3):
+    s = LocalScheduler(ResourceSet.of(num_cpus=2), pipeline_depth=depth,
+                       producer_of=lambda oid: oid[1:] if oid.startswith(b"r") else None)
+    s.worker_registered(b"w1")
+    s.worker_registered(b"w2")
+    return s
+
+
+def test_a_chain_of_dependent_tasks_is_queued_at_the_worker_making_each_argument():
+    s = chain_scheduler()
+    out = s.submit(TaskRequest(tid(1), ONE_CPU))
+    for i in range(2, 6):  # each needs the previous one's result
+        out += s.submit(TaskRequest(tid(i), ONE_CPU, deps=frozenset({b"r" + tid(i - 1)})))
+    sent = of(Dispatch, out)
+    assert [(d.task_id, d.pending) for d in sent] == [
+        (tid(1), frozenset()), (tid(2), {b"r" + tid(1)}), (tid(3), {b"r" + tid(2)})]
+    assert {d.worker_id for d in sent} == {sent[0].worker_id}  # one worker, pipeline full
+    w = sent[0].worker_id
+    s.object_local(b"r" + tid(1))
+    (d,) = of(Dispatch, s.task_finished(tid(1), w))  # room again: the next link follows
+    assert (d.task_id, d.worker_id, d.pending) == (tid(4), w, {b"r" + tid(3)})
+    assert of(Recall, s.rebalance()) == []  # chained tasks cannot run anywhere else
+    assert s.check() == []
+    # the worker hands t3 back (t2's result is to be retried): it waits like any task
+    assert of(Dispatch, s.tasks_returned(w, [tid(3)])) == []
+    (d,) = of(Dispatch, s.object_local(b"r" + tid(2)))
+    assert d.task_id == tid(3) and d.pending == frozenset() and d.worker_id != w
+    assert s.check() == []
+
+
+def test_a_task_that_also_needs_another_workers_result_is_not_chained():
+    s = chain_scheduler()
+    out = s.submit(TaskRequest(tid(1), ONE_CPU)) + s.submit(TaskRequest(tid(2), ONE_CPU))
+    assert len({d.worker_id for d in of(Dispatch, out)}) == 2
+    both = frozenset({b"r" + tid(1), b"r" + tid(2)})
+    assert of(Dispatch, s.submit(TaskRequest(tid(3), ONE_CPU, deps=both))) == []
+    # a chained task's worker dies: it waits for its producer's retry, not dispatched blind
+    out = s.submit(TaskRequest(tid(4), ONE_CPU, deps=frozenset({b"r" + tid(1)})))
+    (d,) = of(Dispatch, out)
+    assert d.pending == {b"r" + tid(1)}
+    out = s.worker_died(d.worker_id, "SIGKILL")
+    assert of(Dispatch, out) == [] and s.check() == []
+
+
 def test_worker_death_retries_then_fails():
     s = LocalScheduler(ResourceSet.of(num_cpus=1))
     s.worker_registered(b"w1")
@@ -162,11 +206,15 @@ def test_gpu_ids_are_distinct_for_whole_gpus():
 class SchedulerModel(RuleBasedStateMachine):
     """Random events against the scheduler; every task must end exactly once, and the
     scheduler's invariants must hold after every step. At the end everything is made
-    available and the system must drain (liveness: nothing is stuck)."""
+    available and the system must drain (liveness: nothing is stuck). Each task makes an
+    object (``r<n>``) later tasks may need, so chains form: a chained task must be queued
+    behind its producers on one worker."""
 
     def __init__(self):
         super().__init__()
-        self.s = LocalScheduler(ResourceSet.of(num_cpus=2, num_gpus=1), pipeline_depth=2)
+        self.s = LocalScheduler(ResourceSet.of(num_cpus=2, num_gpus=1), pipeline_depth=2,
+                                producer_of=self.producer_of)
+        self.pending: dict = {}  # chained task -> objects its worker was to make first
         self.next_task = 1
         self.next_worker = 1
         self.pending_starts = 0
@@ -181,7 +229,13 @@ class SchedulerModel(RuleBasedStateMachine):
             if isinstance(ins, Dispatch):
                 assert ins.task_id in self.live_tasks
                 req = self.s.tasks[ins.task_id].request
-                assert all(o in self.s.local_objects for o in req.deps), "dispatched too early"
+                before = self.running.get(ins.worker_id, [])
+                for o in req.deps:
+                    if o in ins.pending:
+                        assert self.producer_of(o) in before, "chained behind nothing"
+                    else:
+                        assert o in self.s.local_objects, "dispatched too early"
+                self.pending[ins.task_id] = ins.pending
                 self.running.setdefault(ins.worker_id, []).append(ins.task_id)
             elif isinstance(ins, StartWorkers):
                 self.pending_starts += ins.count
@@ -207,6 +261,22 @@ class SchedulerModel(RuleBasedStateMachine):
         assert task_id in self.live_tasks
         self.live_tasks.discard(task_id)
         self.ended[task_id] = how
+        # its result (or error) is now an object of the node, as the node manager reports
+        self.apply(self.s.object_local(b"r" + task_id))
+
+    @staticmethod
+    def producer_of(oid):
+        return oid[1:] if oid.startswith(b"r") else None
+
+    def run_head(self, w):
+        """The worker takes its next task: runs it, or hands a chained one back whose
+        producer's result it does not have (recalled, failed, cancelled before it)."""
+        t = self.running[w].pop(0)
+        if all(o in self.s.local_objects for o in self.pending.get(t, ())):
+            self.end(t, "finished")
+            self.apply(self.s.task_finished(t, w))
+        else:
+            self.apply(self.s.tasks_returned(w, [t]))
 
     def kill(self, worker_id):
         self.running.pop(worker_id, None)
@@ -214,14 +284,17 @@ class SchedulerModel(RuleBasedStateMachine):
         self.apply(self.s.worker_died(worker_id, "SIGKILL"))
 
     @rule(cpus=st.sampled_from([0, 0.5, 1, 2]), gpus=st.sampled_from([0, 0, 0.5, 1]),
-          deps=st.sets(st.integers(0, 3), max_size=2), retries=st.integers(0, 2))
-    def submit(self, cpus, gpus, deps, retries):
+          deps=st.sets(st.integers(0, 3), max_size=2), retries=st.integers(0, 2),
+          after=st.sets(st.integers(1, 3), max_size=2))
+    def submit(self, cpus, gpus, deps, retries, after):
         t = tid(self.next_task)
+        made_before = {b"r" + tid(self.next_task - k) for k in after if self.next_task > k}
         self.next_task += 1
         self.live_tasks.add(t)
         self.apply(self.s.submit(TaskRequest(
             t, ResourceSet.of(num_cpus=cpus, num_gpus=gpus),
-            deps=frozenset(self.objects[d] for d in deps), max_retries=retries)))
+            deps=frozenset(self.objects[d] for d in deps) | made_before,
+            max_retries=retries)))
 
     @rule(i=st.integers(0, 3))
     def object_arrives(self, i):
@@ -242,9 +315,7 @@ class SchedulerModel(RuleBasedStateMachine):
         if w in self.blocked:
             self.blocked.discard(w)
             self.apply(self.s.worker_unblocked(w))
-        t = self.running[w].pop(0)
-        self.end(t, "finished")
-        self.apply(self.s.task_finished(t, w))
+        self.run_head(w)
 
     @precondition(lambda self: any(self.running.values()))
     @rule(data=st.data())
@@ -288,9 +359,7 @@ class SchedulerModel(RuleBasedStateMachine):
                 self.worker_starts()
             elif any(self.running.values()):
                 w = next(k for k, v in sorted(self.running.items()) if v)
-                t = self.running[w].pop(0)
-                self.end(t, "finished")
-                self.apply(self.s.task_finished(t, w))
+                self.run_head(w)
             else:
                 break
         assert not self.live_tasks, f"{len(self.live_tasks)} tasks never ran"

@@ -22,6 +22,9 @@ OBJ_INLINE, OBJ_STORE, OBJ_ERROR = 0, 1, 2
 #: between node managers only (never sent to a client): the value is in another node's store,
 #: data = [node_id, transfer "host:port", size]; zactor/cluster/remote_tasks.py pulls it
 OBJ_REMOTE = 3
+#: node manager -> one of its workers only, in EXECUTE: a task queued before this one on the
+#: same worker makes the value (a chain, scheduling/local_scheduler.py); data = None
+OBJ_PENDING = 4
 
 # client -> node manager: first message of a connection; answered with WELCOME.
 #   kind: "driver" | "worker"; worker_id (workers); job_id (drivers, 0: assign one)

@@ -80,7 +80,8 @@ class NodeManager(WorkerPool, TaskRouting):
             resources, pipeline_depth=config.get("pipeline_depth",
                                                  1 if cluster else DEFAULT_PIPELINE_DEPTH),
             can_spill=cluster, spill_policy=cluster_spill_policy(
-                self, config.get("spill_queue_threshold")) if cluster else None)
+                self, config.get("spill_queue_threshold")) if cluster else None,
+            producer_of=self._producer_of)
         self.objects = ObjectTable()
         #: primary copies to local disk when the store is full, and back (runtime/spilling.py)
         self.spill = Spilling(store, session_dir, config,
@@ -422,6 +423,11 @@ class NodeManager(WorkerPool, TaskRouting):
                 self._free(self.objects.collect_unreferenced(oid))
             return
         self.object_arrived(oid, e, collect)
+
+    def _producer_of(self, oid: bytes):
+        """The task that will make ``oid`` (for the scheduler's chains), or None."""
+        e = self.objects.entries.get(oid)
+        return e.producer if e is not None else None
 
     def object_arrived(self, oid, e, collect=True) -> None:
         """``oid``'s value is here (or its error): answer the waiters, wake the tasks."""

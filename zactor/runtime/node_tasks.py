@@ -273,7 +273,11 @@ class TaskRouting:
     def _dispatch(self, ins: ls.Dispatch) -> None:
         task = self.tasks[ins.task_id]
         resolved = []
+        pending = ins.pending
         for oid in task.deps:
+            if pending and oid in pending:  # made by a task before it on that worker
+                resolved.append([oid, m.OBJ_PENDING, None])
+                continue
             e = self.objects.entries.get(oid)
             if e is None or e.state is None:
                 self._apply(self.scheduler.task_finished(ins.task_id, ins.worker_id))

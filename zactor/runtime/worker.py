@@ -38,6 +38,10 @@ from zactor.runtime.output_relay import RelayedStream
 from zactor.runtime.worker_direct import DirectWorker
 
 PARENT_CHECK_EVERY_MS = 1000
+#: results of this worker's latest tasks kept for the chained tasks queued behind them
+#: (scheduling/local_scheduler.py, *Chains*): the node manager chains a task only onto a
+#: producer it believes in flight here, which at most a pipeline's depth of tasks can pass
+MADE_KEPT = 32
 
 
 class _PrefixedStream:
@@ -91,6 +95,7 @@ class Worker(DirectWorker):
         self.functions: dict = {}
         self.blobs: dict = {}
         self.queue: deque = deque()
+        self.made: OrderedDict = OrderedDict()  # oid -> (state, data, flags, contained)
         self.queue_lock = threading.Lock()
         self._main_thread = threading.get_ident()  # runs the loop (run), set up here
         self._unflushed = False  # a report the run loop must send (it did not wake the flusher)
@@ -198,6 +203,10 @@ class Worker(DirectWorker):
         """Run one task (or actor call) here, on this thread, and report it."""
         returns, results, flags = None, None, 0
         actor = spec.get("actor")
+        if resolved and any(r[1] == m.OBJ_PENDING for r in resolved):
+            resolved = self._chained_arguments(spec, resolved)
+            if resolved is None:
+                return
         self.current_task = spec["id"]
         if actor is None or actor.get("op") == "create":
             self.client.adopt_job(spec["id"])
@@ -218,6 +227,28 @@ class Worker(DirectWorker):
             self.current_task = None
             context.set_current_task(None)
         self._report(spec, actor, results, flags, returns, reply_to)
+
+    def _chained_arguments(self, spec, resolved):
+        """A chained task's arguments, from the results of the tasks run before it here;
+        None when it was handed back or failed without running (its argument's error)."""
+        out = []
+        for oid, state, data in resolved:
+            if state == m.OBJ_PENDING:
+                made = self.made.get(oid)
+                if made is None or made[2] or made[3]:
+                    # not made here (recalled), to be made again (a retry, a cancel), or
+                    # holding refs the node manager must learn of first: the node manager
+                    # runs it once the value is in its object table
+                    self.client.send(m.RETURNED, {"task_ids": [spec["id"]]})
+                    return None
+                state, data = made[0], made[1]
+                if state == m.OBJ_ERROR:  # as the node manager does: the same error
+                    self._report(spec, None, [[spec["id"] + i.to_bytes(4, "little"),
+                                               m.OBJ_ERROR, data]
+                                              for i in range(1, spec["nret"] + 1)], 0, None)
+                    return None
+            out.append([oid, state, data])
+        return out
 
     async def execute_async(self, spec, resolved, reply_to=None) -> None:
         """An async actor's call: the same steps, awaited on the actor's event loop."""
@@ -310,6 +341,13 @@ class Worker(DirectWorker):
         if reply_to is not None:
             flags |= m.TASK_DIRECT  # the caller gets the results straight from here
         entry = [spec["id"], results, flags]
+        if actor is None and reply_to is None:  # for chained tasks queued behind this one
+            made = self.made
+            for result in results:
+                made[result[0]] = (result[1], result[2], flags,
+                                   result[3] if len(result) > 3 else ())
+            while len(made) > MADE_KEPT:
+                made.popitem(last=False)
         if actor is not None and actor["op"] == "call" and self.checkpoint_every:
             checkpoint = self._maybe_checkpoint(actor["aid"])
             if checkpoint is not None:

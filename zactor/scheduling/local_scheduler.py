@@ -23,6 +23,15 @@ for. When it unblocks it takes the CPUs back even if that over-commits the node 
 *Dependencies.* A task waits until every object it depends on is local; the node manager reports
 objects as they arrive (``object_local``) or are lost (``object_gone``).
 
+*Chains* (the paper's pipelining of dependent tasks). A waiting task whose missing objects are
+all made by tasks in flight on one leased worker of its class is sent to that worker at once,
+queued behind them (``Dispatch.pending`` names those objects): the worker runs it on their
+results as soon as they are made, without a round trip through the node manager per hop. The
+worker hands a chained task back (``tasks_returned``) when a producer's result is not there to
+use (it failed to be retried, was cancelled or recalled); the task then waits as any other and
+is not chained again. ``producer_of`` (the node manager's object table) says which task makes
+an object; without it nothing is chained.
+
 *Spilling.* A task that can never fit on this node, or that the spill policy (a hook, see
 ``SpillPolicy``) wants elsewhere, is handed to the global scheduler with a ``Spill``
 instruction. Without a global scheduler (``can_spill=False``) an infeasible task waits, and a
@@ -75,6 +84,8 @@ class Dispatch:
     gpu_ids: tuple
     attempt: int
     payload: Any
+    #: objects the task needs that tasks queued before it on the same worker will make
+    pending: frozenset = frozenset()
 
 
 @dataclass(frozen=True)
@@ -166,6 +177,8 @@ class _Task:
     worker_id: Optional[bytes] = None
     cancelled: bool = False
     warned_infeasible: bool = False
+    pending: frozenset = frozenset()  # chained: objects its worker makes before running it
+    no_chain: bool = False  # handed back once: waits for its objects like any task
 
 
 @dataclass
@@ -184,7 +197,8 @@ class _Worker:
 class LocalScheduler:
     def __init__(self, total: ResourceSet, *, pipeline_depth: int = 1,
                  max_workers: Optional[int] = None, can_spill: bool = False,
-                 spill_policy: Optional[SpillPolicy] = None):
+                 spill_policy: Optional[SpillPolicy] = None,
+                 producer_of: Optional[Callable[[bytes], Optional[bytes]]] = None):
         if pipeline_depth < 1:
             raise ValueError(f"pipeline_depth must be >= 1, got {pipeline_depth}")
         self.resources = NodeResources(total)
@@ -203,6 +217,11 @@ class LocalScheduler:
         # ready tasks, one FIFO per scheduling class (its demand): scheduling scans classes,
         # not tasks, so 10,000 queued tasks of one kind cost one check per event.
         self._ready: "OrderedDict[tuple, deque]" = OrderedDict()
+        # chains (see the module's docstring): producer task id -> waiting tasks that need
+        # one of its results; producers to look at in the next scheduling pass
+        self.producer_of = producer_of if pipeline_depth > 1 else None
+        self._chainable: dict[bytes, dict] = {}
+        self._chain_check: list = []
 
     # ---- queries -----------------------------------------------------------------------
 
@@ -244,12 +263,30 @@ class LocalScheduler:
         self.tasks[request.task_id] = task
         missing = {d for d in request.deps if d not in self.local_objects}
         if missing:
-            self._missing[request.task_id] = missing
-            for oid in missing:
-                self._waiters.setdefault(oid, set()).add(request.task_id)
+            self._wait_for(task, missing)
         else:
             self._make_ready(task)
         return []
+
+    def _wait_for(self, task: _Task, missing: set) -> None:
+        task_id = task.request.task_id
+        task.state = WAITING
+        self._missing[task_id] = missing
+        for oid in missing:
+            self._waiters.setdefault(oid, set()).add(task_id)
+        if self.producer_of is None or task.no_chain or task.request.dedicated or \
+                task.request.lease:
+            return
+        for oid in missing:
+            producer = self.producer_of(oid)
+            if producer is not None and producer in self.tasks:
+                self._chainable.setdefault(producer, {})[task_id] = None
+                self._chain_check.append(producer)
+
+    def _drop(self, task_id: bytes) -> _Task:
+        """Forget a task that leaves this scheduler (finished, failed, spilled, taken)."""
+        self._chainable.pop(task_id, None)
+        return self.tasks.pop(task_id)
 
     def change_capacity(self, removed: ResourceSet, added: ResourceSet) -> list:
         """Turn ``removed`` of this node's resources into ``added`` ones (a placement group's
@@ -308,7 +345,9 @@ class LocalScheduler:
                 continue  # stale report (e.g. the task was recalled or retried elsewhere)
             touched = True
             worker.in_flight.pop(task_id, None)
-            del self.tasks[task_id]
+            self._drop(task_id)
+            if self.producer_of is not None and worker.in_flight:
+                self._chain_check.extend(worker.in_flight)  # room for their dependents
             if task.request.dedicated and not task.cancelled:
                 worker.status = DEDICATED  # the actor keeps its worker and its lease
                 worker.actor_task_id = task_id
@@ -327,9 +366,17 @@ class LocalScheduler:
         for worker in self.workers.values():
             if worker.status == LEASED and len(worker.in_flight) > 1 and not worker.recalling \
                     and not worker.direct:
-                worker.recalling = True
-                out.append(Recall(worker.worker_id, tuple(list(worker.in_flight)[1:])))
+                queued = self._movable(worker)
+                if queued:
+                    worker.recalling = True
+                    out.append(Recall(worker.worker_id, queued))
         return out
+
+    def _movable(self, worker: _Worker) -> tuple:
+        """Tasks queued behind the running one that another worker could run now (not
+        chained ones: they need what this worker is making)."""
+        tasks = self.tasks
+        return tuple(t for t in list(worker.in_flight)[1:] if not tasks[t].pending)
 
     def take_ready(self, limit: int) -> list:
         """Remove up to ``limit`` tasks that are ready but not sent to a worker (not actor
@@ -341,7 +388,7 @@ class LocalScheduler:
                 continue  # dedicated (actor creation): stays
             while queue and len(out) < limit:
                 task_id = queue.popleft()
-                out.append(self.tasks.pop(task_id).request)
+                out.append(self._drop(task_id).request)
             if not queue:
                 del self._ready[key]
         return out
@@ -360,11 +407,11 @@ class LocalScheduler:
                 worker.in_flight.pop(task_id, None)
             task.worker_id = None
             if task.cancelled:  # handed back while its interrupt was on the way
-                del self.tasks[task_id]
+                self._drop(task_id)
                 out.append(FailTask(task_id, task.request.payload, "cancelled",
                                     "the task was cancelled before it ran"))
                 continue
-            self._make_ready(task, front=True)
+            self._requeue(task)
         return out + (self._after_worker_progress(worker) if worker else self._schedule())
 
     def worker_blocked(self, worker_id: bytes) -> list:
@@ -408,16 +455,16 @@ class LocalScheduler:
             task.worker_id = None
             started = i == 0  # only the first in-flight task can have been running
             if task.cancelled:
-                del self.tasks[task_id]
+                self._drop(task_id)
                 out.append(FailTask(task_id, task.request.payload, "cancelled",
                                     "the task was cancelled"))
             elif started and task.attempt >= task.request.max_retries:
-                del self.tasks[task_id]
+                self._drop(task_id)
                 out.append(FailTask(task_id, task.request.payload, "worker_crashed", detail))
             else:
                 if started:
                     task.attempt += 1
-                self._make_ready(task, front=True)
+                self._requeue(task)
         worker.in_flight.clear()
         if worker.status in (LEASED, BLOCKED):
             self._end_lease(worker)
@@ -468,9 +515,21 @@ class LocalScheduler:
     def _class_of(request: TaskRequest) -> tuple:
         return (request.demand, "lease" if request.lease else request.dedicated)
 
+    def _requeue(self, task: _Task) -> None:
+        """A task back from a worker (recalled, handed back, its worker dead): ready again,
+        at the front of its class; a chained one waits for what its worker did not make."""
+        pending, task.pending = task.pending, frozenset()
+        if pending:
+            task.no_chain = True  # (no hand-back loop between a worker and this scheduler)
+            missing = {oid for oid in pending if oid not in self.local_objects}
+            if missing:
+                self._wait_for(task, missing)
+                return
+        self._make_ready(task, front=True)
+
     def _forget_queued(self, task: _Task) -> None:
         task_id = task.request.task_id
-        del self.tasks[task_id]
+        self._drop(task_id)
         for oid in self._missing.pop(task_id, ()):
             waiters = self._waiters.get(oid)
             if waiters is not None:
@@ -511,7 +570,7 @@ class LocalScheduler:
         # a direct lease waits while tasks sit pipelined behind others: an idle worker is
         # what ``rebalance`` needs to take them back (else they could wait behind a long one)
         backlog = any(w.status == LEASED and not w.direct and len(w.in_flight) > 1
-                      for w in self.workers.values())
+                      and self._movable(w) for w in self.workers.values())
         # tasks before direct leases: a lease is a worker for tasks not submitted yet
         for key in sorted(self._ready, key=lambda k: k[1] == "lease"):
             queue = self._ready[key]
@@ -523,7 +582,7 @@ class LocalScheduler:
                 if not self.resources.can_ever_fit(demand):
                     if self.can_spill and not task.request.local_only:
                         queue.popleft()
-                        del self.tasks[task.request.task_id]
+                        self._drop(task.request.task_id)
                         out.append(Spill(task.request.task_id, task.request.payload,
                                          "does not fit on this node"))
                         continue
@@ -564,11 +623,55 @@ class LocalScheduler:
                     elif len(worker.in_flight) < self.pipeline_depth:
                         still_open.append(worker)
                 open_workers = still_open
+        if self._chain_check:
+            out.extend(self._chain())
         room = self.worker_limit() - len(self.workers) - self.starting
         start = min(wanted_workers, room)
         if start > 0:
             self.starting += start
             out.append(StartWorkers(start))
+        return out
+
+    def _chain(self) -> list:
+        """Send waiting tasks to the worker that makes what they wait for (module docstring,
+        *Chains*); each one sent may let its own dependents follow it."""
+        out = []
+        check, tasks, producer_of = self._chain_check, self.tasks, self.producer_of
+        while check:
+            producer_id = check.pop()
+            waiting = self._chainable.get(producer_id)
+            producer = tasks.get(producer_id)
+            if not waiting or producer is None or producer.state != IN_FLIGHT:
+                continue
+            worker = self.workers.get(producer.worker_id)
+            if worker is None or worker.status != LEASED or worker.recalling or worker.direct:
+                continue
+            for task_id in list(waiting):
+                if len(worker.in_flight) >= self.pipeline_depth:
+                    break
+                missing = self._missing.get(task_id)
+                task = tasks.get(task_id)
+                if missing is None or task is None:
+                    del waiting[task_id]  # ready, cancelled or gone meanwhile
+                    continue
+                if task.request.demand != worker.lease:
+                    continue
+                if not all((p := tasks.get(producer_of(oid))) is not None and
+                           p.state == IN_FLIGHT and p.worker_id == worker.worker_id
+                           for oid in missing):
+                    continue  # also waits for something made elsewhere
+                del waiting[task_id]
+                del self._missing[task_id]
+                for oid in missing:
+                    waiters = self._waiters.get(oid)
+                    if waiters is not None:
+                        waiters.discard(task_id)
+                        if not waiters:
+                            del self._waiters[oid]
+                task.pending = frozenset(missing)
+                out.append(self._send(task, worker))
+            if not waiting:
+                self._chainable.pop(producer_id, None)
         return out
 
     def _under_totals(self) -> bool:
@@ -580,10 +683,13 @@ class LocalScheduler:
         if task.request.lease:
             worker.direct = True
         task.state = IN_FLIGHT
+        task_id = task.request.task_id
         task.worker_id = worker.worker_id
-        worker.in_flight[task.request.task_id] = None
-        return Dispatch(task.request.task_id, worker.worker_id, worker.gpu_ids, task.attempt,
-                        task.request.payload)
+        worker.in_flight[task_id] = None
+        if task_id in self._chainable:  # tasks wait for its results: they may follow it
+            self._chain_check.append(task_id)
+        return Dispatch(task_id, worker.worker_id, worker.gpu_ids, task.attempt,
+                        task.request.payload, task.pending)
 
     def describe(self) -> str:
         """A human-readable dump of the state (the node manager prints it on SIGUSR2)."""

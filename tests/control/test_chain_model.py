@@ -32,6 +32,33 @@ def wire(mtype, body, req_id=0):
     return P.decode(P.encode(mtype, body, req_id))
 
 
+def configure(epoch, members):
+    """The Configure a replica makes of a configuration's members (replica.py)."""
+    return C.Configure(epoch, [m[0] for m in members],
+                       frozenset(m[0] for m in members if not m[3]))
+
+
+def test_writes_are_acknowledged_while_a_joiner_is_still_copying():
+    """A joiner is a learner after the tail: the tail acknowledges without waiting for it
+    (a joiner that was the tail held up every write while it copied a large state)."""
+    head = C.ChainReplica("h", MemoryLogStore())
+    head.handle(C.Configure(1, ["h"]))
+    for cseq in range(1, 4):
+        head.handle(C.ClientWrite(b"c", cseq, CID, [[cseq, OP_PUT, "kv", b"a", b"v"]], 1))
+    learner = C.ChainReplica("j", MemoryLogStore())
+    (need,) = [i for i in learner.handle(C.Configure(2, ["h", "j"], frozenset({"j"})))
+               if i.mtype is P.NEED_FROM]
+    head.handle(C.Configure(2, ["h", "j"], frozenset({"j"})))
+    assert head.is_tail and not learner.is_tail
+    # the learner's NEED_FROM is not delivered yet: a new write is acknowledged at once
+    out = head.handle(C.ClientWrite(b"c", 4, CID, [[4, OP_PUT, "kv", b"b", b"w"]], 2))
+    assert [r.mtype for r in out if isinstance(r, C.Reply)] == [P.WRITE_ACK]
+    sends = head.handle(C.PeerMessage("j", wire(need.mtype, need.body)))
+    for send in sends:
+        learner.handle(C.PeerMessage("h", wire(send.mtype, send.body)))
+    assert learner.ready and learner.store.last_seq == head.store.last_seq == 4
+
+
 class ChainModel(RuleBasedStateMachine):
     @initialize(n=st.integers(1, 3))
     def start(self, n):
@@ -59,11 +86,10 @@ class ChainModel(RuleBasedStateMachine):
             if isinstance(ins, Announce):
                 epoch, members = ins.shards[0]
                 for rid, *_rest in members:
-                    self.links[("coord", rid)].append(C.Configure(epoch, [m[0] for m in members]))
+                    self.links[("coord", rid)].append(configure(epoch, members))
             elif isinstance(ins, Tell) and ins.body.get("shard", -1) >= 0:
                 epoch, members = ins.body["shards"][0]
-                self.links[("coord", ins.replica_id)].append(
-                    C.Configure(epoch, [m[0] for m in members]))
+                self.links[("coord", ins.replica_id)].append(configure(epoch, members))
 
     def _run(self, src, out):
         for ins in out:
@@ -168,8 +194,10 @@ class ChainModel(RuleBasedStateMachine):
 
     @rule(key=st.sampled_from(KEYS))
     def read(self, key):
-        chain = self._chain()
-        tail = self.replicas[chain[-1]]
+        caught_up = [r for r in self._chain() if r in self.coord.ready]
+        if not caught_up:
+            return
+        tail = self.replicas[caught_up[-1]]  # learners (still copying) follow the tail
         if not tail.is_tail or not tail.ready:
             return
         msg = wire(P.READ, {"table": "kv", "key": key}, 1)

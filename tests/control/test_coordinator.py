@@ -101,3 +101,23 @@ def test_a_failure_report_does_not_remove_the_last_caught_up_member():
     assert c.reported_failed("r0", quiet + REPORT_TRUST_MS + 1) != []
     assert c.chains[0] == ["r2"]
     assert c.reported_failed("r2", quiet + 1) == []  # not quiet long enough: a report alone
+
+
+def test_a_learner_is_given_time_to_copy_and_becomes_the_tail_in_a_new_epoch():
+    from zactor.control.coordinator import LEARNER_DEAD_AFTER_MS
+
+    c = CoordinatorState(1, 2)
+    c.register("r0", "a", "p", 0.0, "0")
+    c.register("r1", "a", "p", 0.0, "1")  # a joiner: a learner after the tail
+    (_epoch, members), = c.config()
+    assert [(m[0], m[3]) for m in members] == [("r0", True), ("r1", False)]
+    c.heartbeat("r0", 5 * DEAD_AFTER_MS, True)
+    c.tick(5 * DEAD_AFTER_MS)  # silent while it installs a snapshot: kept
+    assert c.chains[0] == ["r0", "r1"]
+    epoch = c.epochs[0]
+    out = c.heartbeat("r1", 6 * DEAD_AFTER_MS, True)  # caught up
+    assert c.epochs[0] == epoch + 1 and any(isinstance(x, Announce) for x in out)
+    assert [m[3] for m in c.config()[0][1]] == [True, True]
+    c.heartbeat("r0", LEARNER_DEAD_AFTER_MS, True)
+    c.tick(LEARNER_DEAD_AFTER_MS)  # a member now: the usual limit
+    assert c.chains[0] == ["r0"]

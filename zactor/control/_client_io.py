@@ -66,10 +66,15 @@ class ClientIO(SubscriberIO):
             self.config_unsent = not _send(self.coord, P.encode(P.GET_CONFIG, {}))
 
     def _end(self, shard, which):
+        """The head (``which`` 0) or the tail (-1: the last member that is not a learner
+        still copying state, control/chain.py) of a shard's chain, or None."""
         shards = self.c._shards
         if shard >= len(shards) or not shards[shard][1]:
             return None
-        return shards[shard][1][which]
+        members = shards[shard][1]
+        if which == 0:
+            return members[0]
+        return next((m for m in reversed(members) if len(m) < 4 or m[3]), members[-1])
 
     def on_config(self, msg: P.Message, now: float) -> None:
         new = msg["shards"]

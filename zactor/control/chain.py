@@ -26,6 +26,14 @@ Chain replication (van Renesse & Schneider, OSDI 2004), as done here:
   configuration arrives; messages of an old epoch are dropped.
 * Reads are served by the tail, once it has caught up (a joiner answers ``not_ready`` until
   then).
+* Joiners are *learners* until caught up: the coordinator appends a joiner after the tail and
+  names it in ``Configure.learners``; the last member that is not a learner stays the tail
+  (it acknowledges writes, publishes them, serves reads) and also forwards to the learner. So
+  copying a large state to a joiner never holds up writes (it did: a joiner that was the
+  tail acknowledged nothing before it had the whole log). Once the learner reports being
+  caught up, the coordinator announces a new epoch without it among the learners, and it
+  becomes the tail. An acknowledged write is thus logged at every member that is not a
+  learner; a shard left with learners only has lost its state (coordinator.py).
 """
 
 from __future__ import annotations
@@ -72,6 +80,7 @@ class PeerMessage:
 class Configure:
     epoch: int
     chain: list  # replica ids, head first
+    learners: frozenset = frozenset()  # members still copying state (a suffix of ``chain``)
 
 
 # ---- instructions --------------------------------------------------------------------------
@@ -126,6 +135,7 @@ class ChainReplica:
         self.epoch = 0
         self.chain: list = []
         self.pred = self.succ = None
+        self.tail = None            # the last member that is not a learner
         self.acked = 0              # every entry <= acked is logged at the tail
         self.succ_synced = False    # the successor told us where to resume (NEED_FROM)
         self.ready = False          # caught up: may serve reads as tail
@@ -141,7 +151,14 @@ class ChainReplica:
 
     @property
     def is_tail(self) -> bool:
-        return bool(self.chain) and self.chain[-1] == self.me
+        """The member that acknowledges, publishes and serves reads (learners follow it)."""
+        return self.tail is not None and self.tail == self.me
+
+    @property
+    def _acks(self) -> bool:
+        """Whether writes count as acknowledged once logged here: at the tail, and at the
+        chain's last member (a learner's ACKs up to the tail change nothing there)."""
+        return self.succ is None or self.is_tail
 
     def handle(self, event) -> list:
         if isinstance(event, ClientWrite):
@@ -175,6 +192,8 @@ class ChainReplica:
         out: list = []
         old_pred, was_member = self.pred, self.me in self.chain
         self.epoch, self.chain = ev.epoch, list(ev.chain)
+        self.tail = next((r for r in reversed(self.chain) if r not in ev.learners),
+                         self.chain[-1] if self.chain else None)
         self._dedup_cache.clear()
         if self.me not in self.chain:
             self.pred = self.succ = None
@@ -194,7 +213,7 @@ class ChainReplica:
         if self.pred is not None:
             out.append(Send(self.pred, P.NEED_FROM,
                             {"epoch": self.epoch, "last_seq": self.store.last_seq}))
-        if self.succ is None:
+        if self._acks:
             self.acked = self.store.last_seq
             out += self._ack_upward()
         if old_pred is not None and self.pred is None:
@@ -303,12 +322,14 @@ class ChainReplica:
         if not entries:
             return []
         self.store.append(entries)
-        if self.succ is None:
+        out: list = []
+        if self._acks:
             self.acked = self.store.last_seq
-            return [Publish(entries)] + self._ack_upward()
-        if self.succ_synced:
-            return [Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": entries})]
-        return []  # sent from the log once the successor says where it stands
+            out = [Publish(entries)] + self._ack_upward()
+        if self.succ is not None and self.succ_synced:  # (else sent from the log once the
+            # successor says where it stands)
+            out.append(Send(self.succ, P.FORWARD, {"epoch": self.epoch, "entries": entries}))
+        return out
 
     def _ack_upward(self) -> list:
         if self.pred is not None:
@@ -348,10 +369,11 @@ class ChainReplica:
             self.store.install_snapshot(msg.body)
             self._dedup_cache.clear()
             out = []
-            if self.succ is None:
+            if self._acks:
                 self.acked = self.store.last_seq
                 out += self._ack_upward()
-            elif self.succ_synced:  # our state changed wholesale: so must the successor's
+            if self.succ is not None and self.succ_synced:
+                # our state changed wholesale: so must the successor's
                 out.append(Send(self.succ, P.SNAPSHOT,
                                 dict(self.store.snapshot(), epoch=self.epoch)))
             return out + self._check_ready()

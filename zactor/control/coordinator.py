@@ -38,6 +38,11 @@ from zactor.net.sockets import MonitoredPeer, bind_endpoint, make_socket
 
 log = logging.getLogger(__name__)
 REPORT_TRUST_MS = 300  # a failure report is acted on when the replica is also this quiet
+#: a learner (a joiner still copying state, chain.py) may be silent this long: installing a
+#: large snapshot holds its loop, and nothing waits for it meanwhile (a killed one is seen at
+#: once, by its connection). Removed at DEAD_AFTER_MS, a learner with a large state to copy
+#: never finished: it was removed, joined again and copied from the start, over and over.
+LEARNER_DEAD_AFTER_MS = 30_000
 
 
 @dataclass
@@ -126,8 +131,9 @@ class CoordinatorState:
         if shard is not None:
             self.last_seen[rid] = now_ms
             if ready and rid not in self.ready:
+                # caught up: from a learner to the chain's tail (chain.py), in a new epoch
                 self.ready.add(rid)
-                return [Announce(self.config())]  # persist it
+                return self._changed(shard)
             if 0 <= epoch < self.epochs[shard]:
                 # It missed a push (pushes to a replica not yet reconnected are dropped).
                 return [Tell(rid, {"shards": self.config()})]
@@ -154,7 +160,7 @@ class CoordinatorState:
     def tick(self, now_ms: float) -> list:
         out: list = []
         for rid, seen in list(self.last_seen.items()):
-            if now_ms - seen > DEAD_AFTER_MS:
+            if now_ms - seen > (DEAD_AFTER_MS if rid in self.ready else LEARNER_DEAD_AFTER_MS):
                 if self._last_caught_up(rid):
                     # Removing it cannot help: no other member can serve the shard, and it
                     # would have to wait for a former member to restart. A silent member may

@@ -116,13 +116,17 @@ class ReplicaProcess:
             log.warning("%s was removed from shard %d: registering again", self.rid, self.shard)
             self.registered = False
         log.debug("%s: epoch %d chain %s", self.rid, epoch, ids)
-        self._run(self.machine.handle(C.Configure(epoch, ids)))
+        learners = frozenset(m[0] for m in members if len(m) > 3 and not m[3])
+        self._run(self.machine.handle(C.Configure(epoch, ids, learners)))
         self._sync_peers()
 
     def _sync_peers(self) -> None:
         wanted = {r for r in (self.machine.pred, self.machine.succ) if r is not None}
-        for rid in list(self.peers):
-            if rid not in wanted:
+        for rid, peer in list(self.peers.items()):
+            # a neighbour that restarted on TCP binds a new port: a DEALER left on the old
+            # one would queue our NEED_FROM for a dead address for good (in a 10-minute chaos
+            # run a joiner waited so for its restarted head and the control store stopped)
+            if rid not in wanted or self.addrs.get(rid, peer.addr) != peer.addr:
                 self.peers.pop(rid).close()
         for rid in wanted:
             if rid not in self.peers and rid in self.addrs:
@@ -189,7 +193,10 @@ class ReplicaProcess:
                 if (name == "FORWARD" and isinstance(last, C.PeerMessage)
                         and last.msg.name == "FORWARD" and last.sender == sender
                         and last.msg.get("epoch") == msg.get("epoch")
-                        and isinstance(msg["entries"], list) and "sync" not in last.msg.body):
+                        and isinstance(msg["entries"], list) and "sync" not in last.msg.body
+                        and len(last.msg["entries"]) < C.CATCHUP_CHUNK):
+                    # (bounded: a joiner's catch-up arrives as many full chunks, and one
+                    # merged event would hold the loop, and its heartbeats, for seconds)
                     last.msg.body["entries"] = list(last.msg["entries"]) + msg["entries"]
                     if "sync" in msg.body:
                         last.msg.body["sync"] = msg["sync"]
@@ -256,21 +263,13 @@ class ReplicaProcess:
                         batch.append(decoded)
                 for event in self._events(batch):
                     self._handle(event)
+                    next_hb = self._heartbeat_if_due(next_hb)
             for rid, peer in list(self.peers.items()):
                 if self.peers.get(rid) is peer and peer.poll_events():
                     self.coord.send_multipart(P.encode(P.REPORT_FAILURE, {
                         "replica_id": rid, "reason": f"connection from {self.rid} closed"}))
+            next_hb = self._heartbeat_if_due(next_hb)
             now = time.monotonic() * 1000
-            if now >= next_hb:
-                next_hb = now + HEARTBEAT_INTERVAL_MS
-                if self.registered:
-                    self.coord.send_multipart(P.encode(P.HEARTBEAT, {
-                        "replica_id": self.rid, "epoch": self.machine.epoch,
-                        "ready": self.machine.ready}))
-                self._beacon()
-                if self.parent_pid and os.getppid() != self.parent_pid:
-                    log.warning("parent %d is gone: exiting", self.parent_pid)
-                    self.running = False
             if not self.registered and now >= next_register:
                 next_register = now + REREGISTER_MS
                 self._register()
@@ -282,6 +281,22 @@ class ReplicaProcess:
                 bound = self.machine.compaction_bound(self.keep_log_entries)
                 if bound - self.store.first_seq >= self.keep_log_entries // 2:
                     self.store.compact(bound)
+
+    def _heartbeat_if_due(self, next_hb: float) -> float:
+        """Heartbeat (and beacon) when due; the next due time. Also called between the
+        events of one long batch: a catch-up must not look like a dead replica."""
+        now = time.monotonic() * 1000
+        if now < next_hb:
+            return next_hb
+        if self.registered:
+            self.coord.send_multipart(P.encode(P.HEARTBEAT, {
+                "replica_id": self.rid, "epoch": self.machine.epoch,
+                "ready": self.machine.ready}))
+        self._beacon()
+        if self.parent_pid and os.getppid() != self.parent_pid:
+            log.warning("parent %d is gone: exiting", self.parent_pid)
+            self.running = False
+        return now + HEARTBEAT_INTERVAL_MS
 
     def close(self) -> None:
         for peer in self.peers.values():

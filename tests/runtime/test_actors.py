@@ -223,6 +223,29 @@ def test_restarted_actor_runs_init_again_and_retries_calls(cluster, tmp_path):
         cluster.get(p.call.remote(), timeout=60)
 
 
+def test_a_process_death_inside_init_is_a_restart_not_an_init_failure(cluster, tmp_path):
+    """A worker killed while __init__ runs (the chaos harness's kill-worker) costs one
+    restart, as in Ray; an exception raised by __init__ does not (previous tests)."""
+
+    @cluster.remote(max_restarts=1)
+    class Fragile:
+        def __init__(self, marker):
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                os._exit(1)
+            self.pid = os.getpid()
+
+        def pid_of(self):
+            return self.pid
+
+    a = Fragile.remote(str(tmp_path / "first"))
+    assert cluster.get(a.pid_of.remote(), timeout=60) > 0
+
+    b = Fragile.options(max_restarts=0).remote(str(tmp_path / "second"))
+    with pytest.raises(zx.RayActorError, match="SIGKILL|exit code 1|died"):
+        cluster.get(b.pid_of.remote(), timeout=60)
+
+
 def test_actor_pool_map_and_unordered(cluster):
     from zactor.util import ActorPool
 

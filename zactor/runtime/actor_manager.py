@@ -45,7 +45,7 @@ from __future__ import annotations
 from collections import deque
 
 from zactor import serialization as ser
-from zactor.exceptions import ActorDiedError, RayActorError, RayTaskError
+from zactor.exceptions import ActorDiedError, RayActorError, RayTaskError, WorkerCrashedError
 from zactor.runtime import messages as m
 
 PENDING, ALIVE, DEAD = "PENDING", "ALIVE", "DEAD"
@@ -156,6 +156,15 @@ class ActorManager:
             cause = ser.deserialize(data)
             if isinstance(cause, RayTaskError):
                 cause = cause.cause
+            if isinstance(cause, WorkerCrashedError) and not actor.killed and \
+                    actor.restarts_left != 0:
+                # the process died under __init__ (not __init__ raising): as in Ray, that
+                # is a death like any other and costs one restart
+                if actor.worker_id is not None:
+                    self.by_worker.pop(actor.worker_id, None)
+                self._restart(actor, f"The actor {actor.class_name} died unexpectedly in "
+                                     f"its __init__: {cause}")
+                return
             self._die(actor, RayActorError(cause, actor.actor_id.hex(),
                                            f"The actor {actor.class_name} died in its "
                                            f"__init__: {type(cause).__name__}: {cause}"))

@@ -282,3 +282,24 @@ def test_removed_node_and_changed_totals_refresh_the_caches():
     assert p.decide(task(cpus=4)).node_id is None
     p.update_node(row("n39", cpus=2, avail={"CPU": 2, "x": 1}, res={"x": 1}))  # a new name
     assert p.decide(task(cpus=1, x=1)).node_id == "n39"
+
+
+def test_the_row_of_an_over_committed_node_is_accepted():
+    """An unblocked worker over-commits its node (available CPU below zero); the row says
+    nothing is free, and the global scheduler takes it (it dropped it as malformed, and so
+    declared the live node dead for want of heartbeats)."""
+    from types import SimpleNamespace
+
+    from zactor.cluster.node_link import NodeLink
+    from zactor.scheduling.resources import NodeResources
+
+    res = NodeResources(ResourceSet.of(num_cpus=2))
+    res.acquire(ResourceSet.of(num_cpus=3), allow_overcommit=True)
+    nm = SimpleNamespace(
+        node_id=b"n" * 28, address="ipc://x", resources=ResourceSet.of(num_cpus=2),
+        store=SimpleNamespace(path="/dev/shm/x", stats=lambda: {}),
+        scheduler=SimpleNamespace(resources=res, queue_length=lambda: 0))
+    row = NodeLink(nm).row()
+    assert row["resources_available"]["CPU"] == 0
+    view = GlobalPolicy().update_node(row)
+    assert view.alive and not ResourceSet.of(num_cpus=1).fits_in(view.available)

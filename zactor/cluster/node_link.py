@@ -61,7 +61,11 @@ class NodeLink:
     def row(self, state: str = "alive", reason: str = "") -> dict:
         nm = self.nm
         stats = nm.store.stats() if hasattr(nm.store, "stats") else {}
-        available = nm.scheduler.resources.available.to_dict()
+        # below zero while an unblocked worker over-commits the node (local_scheduler.py,
+        # "Blocking"): nothing is free then. A negative figure made the global scheduler
+        # drop the row as malformed, and so declare the live node dead 3 s later (chaos run)
+        available = {name: max(0, amount) for name, amount in
+                     nm.scheduler.resources.available.to_dict().items()}
         return {
             "node_id": nm.node_id, "incarnation": self.incarnation, "host": self.host,
             "node_port": self.node_port, "transfer_port": self.transfer_port,

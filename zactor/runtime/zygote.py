@@ -64,6 +64,14 @@ def start(worker_main, close_in_child=()) -> tuple[int, int, int]:
 
 def _serve(cmd_fd: int, report_fd: int, worker_main) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the driver; it stops us
+    if sys.flags.no_site:
+        # The node manager starts with ``python -S`` (local_cluster.py: its site set-up,
+        # ~60 ms here, is not on the path to the first task); workers run user code, which
+        # may need what site-packages' .pth files set up (editable installs, namespace
+        # packages, sitecustomize): done here, while the node manager goes on starting.
+        import site
+
+        site.main()
     signal.signal(signal.SIGTERM, lambda *_: _kill_all_and_exit(children))
     children: set = set()
     buf = b""

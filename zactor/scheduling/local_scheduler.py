@@ -46,16 +46,14 @@ Invariants (checked by ``check()``):
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from zactor.scheduling.resources import CPU, NodeResources, ResourceSet
 
 # ---- what the node manager tells the scheduler about a task --------------------------------
 
 
-@dataclass(frozen=True)
-class TaskRequest:
+class TaskRequest(NamedTuple):
     """What the scheduler needs to know of a task; ``payload`` is opaque to it (the spec)."""
 
     task_id: bytes
@@ -77,8 +75,7 @@ class TaskRequest:
 # ---- instructions the scheduler returns ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Dispatch:
+class Dispatch(NamedTuple):
     task_id: bytes
     worker_id: bytes
     gpu_ids: tuple
@@ -88,57 +85,49 @@ class Dispatch:
     pending: frozenset = frozenset()
 
 
-@dataclass(frozen=True)
-class StartWorkers:
+class StartWorkers(NamedTuple):
     count: int
 
 
-@dataclass(frozen=True)
-class Recall:
+class Recall(NamedTuple):
     """Ask a blocked worker to hand back the tasks it has not started."""
 
     worker_id: bytes
     task_ids: tuple
 
 
-@dataclass(frozen=True)
-class Spill:
+class Spill(NamedTuple):
     task_id: bytes
     payload: Any
     reason: str
 
 
-@dataclass(frozen=True)
-class Infeasible:
+class Infeasible(NamedTuple):
     task_id: bytes
     demand: ResourceSet
     total: ResourceSet
 
 
-@dataclass(frozen=True)
-class FailTask:
+class FailTask(NamedTuple):
     task_id: bytes
     payload: Any
     kind: str  # "worker_crashed" | "cancelled"
     detail: str
 
 
-@dataclass(frozen=True)
-class Interrupt:
+class Interrupt(NamedTuple):
     """Cancel a running task without force: the worker raises KeyboardInterrupt in it."""
 
     worker_id: bytes
     task_id: bytes
 
 
-@dataclass(frozen=True)
-class KillWorker:
+class KillWorker(NamedTuple):
     worker_id: bytes
     reason: str
 
 
-@dataclass(frozen=True)
-class DedicatedWorkerDied:
+class DedicatedWorkerDied(NamedTuple):
     """The worker of an actor died: the actor manager decides on a restart."""
 
     task_id: bytes
@@ -169,29 +158,35 @@ WAITING, READY, IN_FLIGHT = "waiting", "ready", "in_flight"
 IDLE, LEASED, BLOCKED, DEDICATED = "idle", "leased", "blocked", "dedicated"
 
 
-@dataclass
 class _Task:
-    request: TaskRequest
-    state: str
-    attempt: int = 0
-    worker_id: Optional[bytes] = None
-    cancelled: bool = False
-    warned_infeasible: bool = False
-    pending: frozenset = frozenset()  # chained: objects its worker makes before running it
-    no_chain: bool = False  # handed back once: waits for its objects like any task
+    __slots__ = ("request", "state", "attempt", "worker_id", "cancelled",
+                 "warned_infeasible", "pending", "no_chain")
+
+    def __init__(self, request: TaskRequest, state: str):
+        self.request = request
+        self.state = state
+        self.attempt = 0
+        self.worker_id: Optional[bytes] = None
+        self.cancelled = False
+        self.warned_infeasible = False
+        self.pending = frozenset()  # chained: objects its worker makes before running it
+        self.no_chain = False  # handed back once: waits for its objects like any task
 
 
-@dataclass
 class _Worker:
-    worker_id: bytes
-    status: str = IDLE
-    lease: Optional[ResourceSet] = None
-    gpu_ids: tuple = ()
-    in_flight: "OrderedDict[bytes, None]" = field(default_factory=OrderedDict)
-    lent_cpu: ResourceSet = field(default_factory=ResourceSet)
-    actor_task_id: bytes = b""
-    recalling: bool = False
-    direct: bool = False  # leased to a submitter (TaskRequest.lease): no task is added
+    __slots__ = ("worker_id", "status", "lease", "gpu_ids", "in_flight", "lent_cpu",
+                 "actor_task_id", "recalling", "direct")
+
+    def __init__(self, worker_id: bytes):
+        self.worker_id = worker_id
+        self.status = IDLE
+        self.lease: Optional[ResourceSet] = None
+        self.gpu_ids: tuple = ()
+        self.in_flight: "OrderedDict[bytes, None]" = OrderedDict()
+        self.lent_cpu = ResourceSet()
+        self.actor_task_id = b""
+        self.recalling = False
+        self.direct = False  # leased to a submitter (TaskRequest.lease): no task is added
 
 
 class LocalScheduler:

@@ -125,3 +125,27 @@ def test_subscriber_far_behind_a_compacted_log_resyncs_the_table(control_store, 
     writer.flush(60)
     expected = dict(writer.scan("kv"))
     _wait(lambda: state == expected, 30)  # the subscriber's view converges on the store
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_subscriber_follows_a_joiner_promoted_to_tail(control_store, gcs_client):
+    """A joiner copies as a learner, then becomes the tail in a new epoch while the old
+    tail lives on: subscribers must move to its feed (the global scheduler's node-row
+    subscription going quiet is what made nodes' deaths go unnoticed in a chaos run)."""
+    store = control_store(replicas=2)
+    writer = gcs_client(store.address, timeout_s=30)
+    reader = gcs_client(store.address, timeout_s=30)
+    seen = []
+    reader.subscribe("nodes", lambda update: seen.append(update.key))
+    for i in range(200):
+        writer.put_async("nodes", f"a{i}", i)
+    writer.flush(30)
+    head, tail = store.chain()
+    store.kill_replica(tail)
+    newcomer = store.start_replica()
+    store.wait_for(lambda c: [m[0] for m in c[0][1]] == [head, newcomer]
+                   and all(m[3] for m in c[0][1]), 20)
+    for i in range(200):
+        writer.put_async("nodes", f"b{i}", i)
+    writer.flush(30)
+    _wait(lambda: sum(k.startswith(b"b") for k in seen) == 200, 20)

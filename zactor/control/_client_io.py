@@ -94,7 +94,9 @@ class ClientIO(SubscriberIO):
             after = [m[:3] for m in merged[s][1]]
             if before[:1] != after[:1]:
                 self.resend_writes(s, now)
-            if before[-1:] != after[-1:]:
+            # the tail is the last member that is not a learner (chain.py): a learner's
+            # promotion moves it without changing the member list
+            if _tail(old[s][1] if s < len(old) else []) != _tail(merged[s][1]):
                 for req in self.calls.values():
                     if req.shard == s:
                         self.send_call(req, now)
@@ -376,3 +378,11 @@ def _drain(sock, limit: int = 5000):
             yield sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
+
+
+def _tail(members):
+    """A configuration's tail (its address triple), or None: the last member that is not a
+    learner still copying state."""
+    tail = next((m for m in reversed(members) if len(m) < 4 or m[3]),
+                members[-1] if members else None)
+    return None if tail is None else list(tail[:3])

@@ -58,3 +58,43 @@ def test_results_pulled_into_a_full_store_spill_older_ones(small_head):
     """, env=small_head.env, timeout=240)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "OK" in out.stdout, out.stdout + out.stderr
+
+
+def test_an_evicted_copy_whose_holder_died_is_remade_for_its_reader():
+    """The holder of a copy the store evicted is dead: the object is re-made by lineage and
+    the reader gets it (it failed with ObjectLostError "neither in the node's object store
+    nor spilled to disk" in two 10-minute chaos runs)."""
+    cluster = CliCluster(num_cpus=1, extra=("--object-store-memory", str(64 << 20),
+                                            "--node-death-timeout", "2"))
+    try:
+        b_pid = int(cluster.record(cluster.add_node(2))["node_pid"])
+        _wait(lambda: "nodes: 2 alive" in _alive(cluster), what="node B registered")
+        out = run_driver(f"""
+            import os, signal
+            import numpy as np
+            import zactor
+            from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+            zactor.init(address="auto")
+            me = zactor.get_runtime_context().get_node_id()
+            b = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me and n["Alive"])
+
+            @zactor.remote(max_retries=2)
+            def block(i):
+                return np.full(20 << 20, i, dtype=np.uint8)  # 20 MB
+
+            on_b = NodeAffinitySchedulingStrategy(b, soft=True)  # re-made anywhere
+            puts = [zactor.put(np.full(15 << 20, 100 + i, dtype=np.uint8)) for i in range(3)]
+            refs = [block.options(scheduling_strategy=on_b).remote(i) for i in range(6)]
+            for i, ref in enumerate(refs):  # pulled here; the store evicts older copies
+                assert zactor.get(ref, timeout=120)[0] == i
+            os.kill({b_pid}, signal.SIGKILL)
+            for i, ref in enumerate(refs):
+                value = zactor.get(ref, timeout=120)
+                assert value.shape == (20 << 20,) and value[0] == i and value[-1] == i
+                del value
+            print("OK", flush=True)
+        """, env=cluster.env, timeout=240)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "OK" in out.stdout, out.stdout + out.stderr
+    finally:
+        cluster.stop()

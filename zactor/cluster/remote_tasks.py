@@ -31,6 +31,7 @@ import time
 import zmq
 
 from zactor import protocol
+from zactor import serialization as ser
 from zactor.cluster import messages as cm
 from zactor.cluster.borrowed_objects import PEER_PREFIX
 from zactor.cluster.remote_actors import AFFINITY_GRACE_S
@@ -492,8 +493,8 @@ class RemoteTasks:
             self.ensure_local(oid)
             return
         if error is not None:
-            for reply in self.refetching.pop(oid, ()):
-                reply({"op": "restore", "oid": oid, "error": str(error)})
+            if oid in self.refetching:  # readers wait for the copy re-made below: pulled
+                self.wanted.add(oid)    # here, or made here (NodeManager.object_arrived)
             # the holder died (its death may not be declared yet) or lost the copy: re-run
             # the producer now rather than wait for the death notice
             self.free_out.setdefault(holder, []).append(oid)
@@ -520,16 +521,41 @@ class RemoteTasks:
             return True
         e = self.nm.objects.entries.get(oid)
         holder = self.remote_copies.get(oid)
-        peer = self.link.peers.get(holder) if holder is not None else None
-        if e is None or e.state != m.OBJ_STORE or peer is None or \
-                peer.get("state") != "alive" or not peer.get("transfer_port"):
+        if e is None or e.state != m.OBJ_STORE or holder is None:
             return False
+        peer = self.link.peers.get(holder)
         del self.remote_copies[oid]
-        e.state, e.data = m.OBJ_REMOTE, [holder, f"{peer['host']}:{peer['transfer_port']}",
-                                          int(e.data)]
         self.refetching[oid] = [reply]
-        self.ensure_local(oid)
+        if peer is not None and peer.get("state") == "alive" and peer.get("transfer_port"):
+            e.state, e.data = m.OBJ_REMOTE, [holder, f"{peer['host']}:{peer['transfer_port']}",
+                                              int(e.data)]
+            self.ensure_local(oid)
+            return True
+        # the holder is gone too: re-made (by lineage here, or by the node it was borrowed
+        # from), then pulled or made here; the reader waits for it (it failed with
+        # ObjectLostError in two 10-minute chaos runs)
+        e.state, e.data = m.OBJ_REMOTE, [holder, "", int(e.data)]
+        self.nm.scheduler.object_gone(oid)
+        self.wanted.add(oid)
+        self._copy_gone(oid, f"its copy here was evicted and the node it was pulled from "
+                             f"({holder.hex()[:16]}) is gone", holder)
         return True
+
+    def answer_refetch(self, oid: bytes, state: int, data) -> None:
+        """``oid`` is here again (re-made on this node) or known lost: answer the readers
+        that waited for it in ``refetch``."""
+        replies = self.refetching.pop(oid, None)
+        if not replies:
+            return
+        self.wanted.discard(oid)
+        if state == m.OBJ_STORE:
+            body = {"op": "restore", "oid": oid}
+        elif state == m.OBJ_ERROR:
+            body = {"op": "restore", "oid": oid, "error": str(ser.deserialize(data))}
+        else:  # re-made small enough to travel inline: not in the store the reader looks in
+            body = {"op": "restore", "oid": oid, "error": "it was re-made as an inline value"}
+        for reply in replies:
+            reply(body)
 
     def _make_room_then_pull(self, oid: bytes, size: int) -> None:
         """A pull found this node's store full: spill least recently used objects to disk

@@ -437,6 +437,8 @@ class NodeManager(WorkerPool, TaskRouting):
         e.waiters.clear()
         if self.remote is not None:
             self.remote.borrowed.value_known(oid, state, data)
+            if self.remote.refetching:  # readers of an evicted copy that was re-made
+                self.remote.answer_refetch(oid, state, data)
         self._apply(self.scheduler.object_local(oid))
         self.actors.object_ready(oid)
         if collect:

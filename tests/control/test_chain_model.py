@@ -59,6 +59,39 @@ def test_writes_are_acknowledged_while_a_joiner_is_still_copying():
     assert learner.ready and learner.store.last_seq == head.store.last_seq == 4
 
 
+def test_a_promoted_learner_reads_only_once_it_has_every_acknowledged_write():
+    """While j was a learner, the tail h acknowledged a write whose FORWARD to j is still on
+    the way when j hears it is the tail now (an old-epoch FORWARD is then dropped): j must
+    not answer reads before its predecessor's sync says it has every acknowledged write (a
+    placement group created a moment before was "not found" in CI)."""
+    head = C.ChainReplica("h", MemoryLogStore())
+    head.handle(C.Configure(1, ["h"]))
+    learner = C.ChainReplica("j", MemoryLogStore())
+
+    def pass_to_learner(sends):
+        for send in sends:
+            if isinstance(send, C.Send) and send.to == "j":
+                learner.handle(C.PeerMessage("h", wire(send.mtype, send.body)))
+
+    (need,) = [i for i in learner.handle(C.Configure(2, ["h", "j"], frozenset({"j"})))
+               if i.mtype is P.NEED_FROM]
+    head.handle(C.Configure(2, ["h", "j"], frozenset({"j"})))
+    pass_to_learner(head.handle(C.PeerMessage("j", wire(need.mtype, need.body))))
+    assert learner.ready
+    out = head.handle(C.ClientWrite(b"c", 1, CID, [[1, OP_PUT, "kv", b"a", b"new"]], 2))
+    assert [r.mtype for r in out if isinstance(r, C.Reply)] == [P.WRITE_ACK]
+    # the FORWARD of that write is not delivered: the promotion reaches j first
+    promoted = learner.handle(C.Configure(3, ["h", "j"]))
+    read = C.ClientRead(b"r", 7, wire(P.READ, {"table": "kv", "key": b"a"}, 7))
+    (answer,) = learner.handle(read)
+    assert answer.mtype is P.ERROR and answer.body["code"] == P.ERR_NOT_READY
+    head.handle(C.Configure(3, ["h", "j"]))
+    (need,) = [i for i in promoted if i.mtype is P.NEED_FROM]
+    pass_to_learner(head.handle(C.PeerMessage("j", wire(need.mtype, need.body))))
+    (answer,) = learner.handle(read)
+    assert answer.mtype is P.READ_REPLY and answer.body["value"] == b"new"
+
+
 class ChainModel(RuleBasedStateMachine):
     @initialize(n=st.integers(1, 3))
     def start(self, n):

@@ -149,3 +149,38 @@ def test_subscriber_follows_a_joiner_promoted_to_tail(control_store, gcs_client)
         writer.put_async("nodes", f"b{i}", i)
     writer.flush(30)
     _wait(lambda: sum(k.startswith(b"b") for k in seen) == 200, 20)
+
+
+def test_subscriber_that_missed_the_configuration_push_finds_the_new_tail(
+        control_store, gcs_client, monkeypatch):
+    """The coordinator's configuration pushes go over PUB/SUB, which drops (a SUB whose
+    connection is not up yet); a client asks for the configuration itself only when a request
+    fails. A subscriber that missed the push of a new tail heard nothing more, for good (a
+    node manager's view of the nodes lacked a node that joined right after a learner's
+    promotion, in CI). A feed silent past FEED_SILENT_S now asks."""
+    from zactor.control import _client_io
+
+    store = control_store(replicas=2)
+    writer = gcs_client(store.address, timeout_s=30)
+    reader = gcs_client(store.address, timeout_s=30)
+    seen = []
+    reader.subscribe("nodes", lambda update: seen.append(update.key))
+    drain = _client_io._drain
+    pushes = reader._io.coord_sub
+
+    def drop_pushes(sock, limit=5000):
+        if sock is pushes:
+            list(drain(sock, limit))  # read and dropped: this client hears no push
+            return iter(())
+        return drain(sock, limit)
+
+    monkeypatch.setattr(_client_io, "_drain", drop_pushes)
+    head, tail = store.chain()
+    store.kill_replica(tail)
+    newcomer = store.start_replica()
+    store.wait_for(lambda c: [m[0] for m in c[0][1]] == [head, newcomer]
+                   and all(m[3] for m in c[0][1]), 20)
+    for i in range(50):
+        writer.put_async("nodes", f"b{i}", i)
+    writer.flush(30)
+    _wait(lambda: sum(k.startswith(b"b") for k in seen) == 50, 20)

@@ -52,6 +52,7 @@ class ClientIO(SubscriberIO):
         self.calls_out = collections.Counter()   # shard -> how many are sent
         self.next_timers = 0.0
         self.subsocks: dict = {}                 # shard -> (pub address, SUB)
+        self.heard: dict = {}                    # shard -> when its SUB last got anything
         self.feeds: dict = {}                    # (shard, table) -> Feed
         self.next_req = 1
         self.config_asked = 0.0
@@ -333,8 +334,10 @@ class ClientIO(SubscriberIO):
                             log.warning("bad reply from a replica: %s", exc)
             for shard, (_addr, sock) in list(self.subsocks.items()):
                 if sock in ready:
+                    self.heard[shard] = now
                     for frames in _drain(sock, 20_000):
                         self.on_published(shard, frames, now)
+            self.check_feeds(now)
             if c._have_config.is_set():
                 self.take_work(now)
             self.on_timers(now)

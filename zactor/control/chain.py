@@ -190,7 +190,7 @@ class ChainReplica:
         if ev.epoch <= self.epoch:
             return []
         out: list = []
-        old_pred, was_member = self.pred, self.me in self.chain
+        old_pred, was_member, was_tail = self.pred, self.me in self.chain, self.is_tail
         self.epoch, self.chain = ev.epoch, list(ev.chain)
         self.tail = next((r for r in reversed(self.chain) if r not in ev.learners),
                          self.chain[-1] if self.chain else None)
@@ -208,8 +208,13 @@ class ChainReplica:
         self.succ_synced = False
         if self.pred is None:
             self.ready = True  # a head needs nobody's state
-        elif not was_member:
+        elif not was_member or (self.is_tail and not was_tail):
+            # a joiner, or a learner promoted to tail: the old tail acknowledged writes this
+            # one may not have yet; it serves reads once its predecessor's sync says it has
+            # them all (else a read right after the promotion could miss an acknowledged
+            # write: a placement group created a moment before was "not found" in CI)
             self.ready = False
+            self.catchup_target = None
         if self.pred is not None:
             out.append(Send(self.pred, P.NEED_FROM,
                             {"epoch": self.epoch, "last_seq": self.store.last_seq}))

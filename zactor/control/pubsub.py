@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 
 OP_NAMES = {OP_PUT: "put", OP_DELETE: "delete", OP_ARCHIVE: "archive"}
 REPAIR_CHUNK = 10_000
+#: a shard's tail publishes a BEACON every heartbeat (100 ms): a SUB that hears nothing this
+#: long is on a tail that died or stopped being the tail, and the configuration push that
+#: said so was lost (the coordinator's PUB drops, e.g. before the SUB's connection is up;
+#: a client asks for the configuration itself only when a request fails)
+FEED_SILENT_S = 1.0
 
 
 class Update(NamedTuple):
@@ -147,6 +152,7 @@ class SubscriberIO:
             sock = curve_client(make_socket(self.c._ctx, zmq.SUB, hwm=1_000_000), self.c.keys)
             sock.connect(tail[2])
             self.subsocks[shard] = (tail[2], sock)
+            self.heard[shard] = now
             self.sockets_changed = True
         if shard in self.subsocks:
             for table in tables:
@@ -154,6 +160,23 @@ class SubscriberIO:
         if repair:
             for table in tables:
                 self.repair(self.feeds[(shard, table)], now)
+
+    def check_feeds(self, now: float) -> None:
+        """A silent feed (FEED_SILENT_S): ask for the configuration and re-read what may be
+        lost. The repair goes to the tail we know; a stale one refuses it or does not answer,
+        and either way the request is retried once the new configuration has moved it (and
+        ``on_config`` has moved the SUB). Without this a node manager's view of the nodes
+        stayed without a node that joined right after a learner's promotion, for good."""
+        for shard in list(self.subsocks):
+            if now - self.heard.get(shard, now) <= FEED_SILENT_S:
+                continue
+            self.heard[shard] = now
+            log.info("control store: no publication from shard %d's tail for %.1f s: asking "
+                     "for the configuration", shard, FEED_SILENT_S)
+            self.ask_config(now, force=True)
+            for (s, _table), feed in list(self.feeds.items()):
+                if s == shard:
+                    self.repair(feed, now)
 
     def repair(self, feed: Feed, now: float) -> None:
         if feed.repairing or feed.last is None:

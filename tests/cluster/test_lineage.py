@@ -278,23 +278,23 @@ def test_past_max_lineage_bytes_a_lost_object_says_its_lineage_was_evicted(tmp_p
         out = run_driver(PRELUDE.format(pid=b_pid, runs=str(tmp_path / "runs.txt")) + """
 from zactor.exceptions import ObjectReconstructionFailedLineageEvictedError
 
-@zactor.remote
+@zactor.remote(num_returns=2)
 def make(i):
     ran(f"make{i}")
-    return np.full(100_000, i)
+    return np.full(100_000, i), i  # the small one travels in the report to this node
 
-# the first 11 pinned to B (their lineage is dropped before their affinity matters), the
-# last one soft (re-run elsewhere) once B is idle again
-refs = [make.options(scheduling_strategy=NodeAffinitySchedulingStrategy(B, soft=False))
-        .remote(i) for i in range(11)]
-wait_runs(11)
-time.sleep(0.5)
+# make(0) first and alone: it finishes first, so its spec is the first the cap drops; the
+# next 10 pinned to B too (their lineage is dropped before their affinity matters), the last
+# one soft (re-run elsewhere). Getting each small result waits for its task's report here
+# without pulling the array from B (a fixed sleep for the reports was too short under load)
+hard_b = NodeAffinitySchedulingStrategy(B, soft=False)
+refs = [make.options(scheduling_strategy=hard_b).remote(0)]
+assert zactor.get(refs[0][1], timeout=60) == 0
+refs += [make.options(scheduling_strategy=hard_b).remote(i) for i in range(1, 11)]
+assert zactor.get([r[1] for r in refs], timeout=60) == list(range(11))
 refs.append(make.options(scheduling_strategy=on_b).remote(11))
-wait_runs(12)
-time.sleep(8.0)  # the REMOTE_DONEs reach this node (else make(0) still runs there, as seen
-# from here, and is resubmitted: its hard affinity to the dead B fails it; slow under CI load:
-# 4 s was not enough in one CI run. wait() would pull the objects here, fetch_local=False is
-# not implemented yet)
+assert zactor.get(refs[-1][1], timeout=60) == 11
+refs = [array for array, _small in refs]
 last_on_b = runs()[-1] == ["make11", B]
 os.kill(B_PID, signal.SIGKILL)
 assert int(zactor.get(refs[-1], timeout=60)[0]) == 11

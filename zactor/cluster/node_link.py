@@ -32,6 +32,9 @@ FENCE_CHECK_INTERVAL_S = 0.5
 #: interval) and otherwise this often: nobody watches it for liveness, and ten writes a
 #: second kept its control-store processes at ~4% of a CPU each while idle
 LOCAL_ROW_REFRESH_S = 5.0
+#: how long ``zactor.nodes()`` waits for the control store before answering from the
+#: subscription's view
+INFO_SCAN_TIMEOUT_S = 5.0
 
 
 class NodeLink:
@@ -53,6 +56,7 @@ class NodeLink:
         self._watching = False
         self.peers: dict[bytes, dict] = {}  # node id -> its row, as last published
         self.deaths: deque = deque()  # (node id, reason), from the control-store thread
+        self.info_answers: deque = deque()  # (reply, rows or None), from look-up threads
         self.fenced_reason = ""
         self.jobs: dict[int, bytes] = {}  # job id -> identity of its driver on this node
 
@@ -197,6 +201,38 @@ class NodeLink:
             rows.append(self.row())
         rows.sort(key=lambda r: r.get("node_id") != self.nm.node_id)
         return rows
+
+    def read_alive_nodes(self, reply) -> None:
+        """``reply(rows)`` on the loop, with the rows of the nodes alive (ours first, with
+        its live figures) as the control store has them: ``zactor.nodes()`` reads them there,
+        as Ray's reads its GCS, so a node that ``zactor start`` returned for is listed (the
+        subscription's view may still lack it: a driver started at once saw one node of two
+        in CI). The subscription's view when the store does not answer in time."""
+        client = self.nm.gcs.client
+        if not self.cluster or client is None:
+            reply(self.alive_nodes())
+            return
+
+        def scan() -> None:
+            try:
+                rows = [row for _key, row in client.scan("nodes", timeout_s=INFO_SCAN_TIMEOUT_S)
+                        if isinstance(row, dict) and row.get("state") == "alive"]
+            except Exception:  # noqa: BLE001 - answered from the subscription's view
+                rows = None
+            self.info_answers.append((reply, rows))
+            self.nm.wake()
+
+        threading.Thread(target=scan, daemon=True, name="zactor-node-info").start()
+
+    def answer_infos(self) -> None:
+        """The look-ups ``read_alive_nodes`` queued (the loop is woken for them)."""
+        while self.info_answers:
+            reply, rows = self.info_answers.popleft()
+            if rows is None:
+                rows = self.alive_nodes()
+            else:
+                rows = [self.row()] + [r for r in rows if r.get("node_id") != self.nm.node_id]
+            reply(rows)
 
     def fenced(self) -> None:
         print(f"zactor node manager: this node was declared dead by the cluster "

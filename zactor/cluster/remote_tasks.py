@@ -42,6 +42,8 @@ from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
+_STATE_NAMES = {m.OBJ_INLINE: "inline", m.OBJ_ERROR: "an error", m.OBJ_REMOTE: "on another node",
+                m.OBJ_PENDING: "not made yet"}
 PULL_ROOM_RETRY_S = 0.5  # a pull into a full store with nothing left to spill: tried again
 
 
@@ -511,18 +513,22 @@ class RemoteTasks:
         # third node may still be pulling it from the holder (its args name the holder)
         self.remote_copies[oid] = holder
 
-    def refetch(self, oid: bytes, reply) -> bool:
+    def refetch(self, oid: bytes, reply):
         """A reader found no copy here of an object pulled from another node: the store
         evicted it (a pulled copy is a cache; its holder keeps the primary until the object
-        is freed here). Pull it again and answer ``reply`` when it is back. False: not such
-        an object, or its holder is gone (the caller reports it missing)."""
+        is freed here). Pull it again and answer ``reply`` when it is back: None. Else why it
+        is not such an object (the caller reports it missing, with that)."""
         if oid in self.refetching:
             self.refetching[oid].append(reply)
-            return True
+            return None
         e = self.nm.objects.entries.get(oid)
         holder = self.remote_copies.get(oid)
-        if e is None or e.state != m.OBJ_STORE or holder is None:
-            return False
+        if e is None:
+            return "this node no longer tracks it: freed"
+        if e.state != m.OBJ_STORE:
+            return f"this node's entry says {_STATE_NAMES.get(e.state, e.state)}"
+        if holder is None:
+            return "a primary copy made on this node, not spilled"
         peer = self.link.peers.get(holder)
         del self.remote_copies[oid]
         self.refetching[oid] = [reply]
@@ -530,7 +536,7 @@ class RemoteTasks:
             e.state, e.data = m.OBJ_REMOTE, [holder, f"{peer['host']}:{peer['transfer_port']}",
                                               int(e.data)]
             self.ensure_local(oid)
-            return True
+            return None
         # the holder is gone too: re-made (by lineage here, or by the node it was borrowed
         # from), then pulled or made here; the reader waits for it (it failed with
         # ObjectLostError in two 10-minute chaos runs)
@@ -539,7 +545,7 @@ class RemoteTasks:
         self.wanted.add(oid)
         self._copy_gone(oid, f"its copy here was evicted and the node it was pulled from "
                              f"({holder.hex()[:16]}) is gone", holder)
-        return True
+        return None
 
     def answer_refetch(self, oid: bytes, state: int, data) -> None:
         """``oid`` is here again (re-made on this node) or known lost: answer the readers

@@ -162,6 +162,7 @@ class NodeManager(WorkerPool, TaskRouting):
             if self._wake_r in events:
                 _drain(self._wake_r)
                 self.link.handle_deaths()
+                self.link.answer_infos()
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
             spill_fd = self.spill.fileno()
@@ -381,22 +382,27 @@ class NodeManager(WorkerPool, TaskRouting):
         self._send(identity, m.INFO_REPLY, {"value": found})
 
     def on_info(self, identity, msg) -> None:
-        """Cluster information, from the rows of the nodes alive (this node's own figures
-        are live; the others' are as of their last heartbeat)."""
+        """Cluster information, from the rows of the nodes alive as the control store has
+        them (this node's own figures are live; the others' are as of their last
+        heartbeat); answered on a later loop turn once read (node_link.py)."""
         what = msg["what"]
-        rows = self.link.alive_nodes()
-        rows[0] = self.link.row()
-        if what in ("total", "available"):
-            field = "resources_total" if what == "total" else "resources_available"
-            value: dict = {}
-            for row in rows:
-                for name, amount in row.get(field, {}).items():
-                    value[name] = value.get(name, 0) + amount
-            if what == "available":
-                value = {k: v for k, v in value.items() if v > 0}
-        else:
-            value = [_ray_node_info(row) for row in rows]
-        self._send(identity, m.INFO_REPLY, {"value": value})
+        if what not in ("total", "available", "nodes"):
+            raise ValueError(f"unknown INFO {what!r} (nodes, total, available)")
+
+        def reply(rows) -> None:
+            if what in ("total", "available"):
+                field = "resources_total" if what == "total" else "resources_available"
+                value: dict = {}
+                for row in rows:
+                    for name, amount in row.get(field, {}).items():
+                        value[name] = value.get(name, 0) + amount
+                if what == "available":
+                    value = {k: v for k, v in value.items() if v > 0}
+            else:
+                value = [_ray_node_info(row) for row in rows]
+            self._send(identity, m.INFO_REPLY, {"value": value})
+
+        self.link.read_alive_nodes(reply)
 
     # ---- objects --------------------------------------------------------------------------
 

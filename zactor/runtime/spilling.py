@@ -69,8 +69,9 @@ class Spilling:
 
     def __init__(self, store, session_dir: str, config: dict, send):
         self.store = store
-        #: (oid, reply) -> bool, set on a cluster node (cluster/remote_tasks.py): a copy pulled
-        #: from another node is evictable, and one the store evicted is pulled again
+        #: (oid, reply) -> None when it took the reader, else why not (str); set on a cluster
+        #: node (cluster/remote_tasks.py): a copy pulled from another node is evictable, and
+        #: one the store evicted is pulled again
         self.refetch = None
         self.enabled = bool(config.get("automatic_object_spilling_enabled", True))
         self.directory = spill_directory(session_dir, config)
@@ -153,10 +154,12 @@ class Spilling:
         if self.store.contains(oid):
             reply({"op": "restore", "oid": oid})
         elif entry is None:
-            if self.refetch is not None and self.refetch(oid, reply):
+            why = self.refetch(oid, reply) if self.refetch is not None else ""
+            if why is None:
                 return  # an evicted copy of another node's object: pulled again
             reply({"op": "restore", "oid": oid,
-                   "error": "it is neither in the node's object store nor spilled to disk"})
+                   "error": "it is neither in the node's object store nor spilled to disk"
+                            + (f" ({why})" if why else "")})
         else:
             self.restoring[oid] = [reply]
             self._restore_tries[oid] = 0

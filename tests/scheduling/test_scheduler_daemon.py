@@ -376,3 +376,35 @@ def test_cli_help_and_refused_options():
                           "127.0.0.1:1", "--node-death-timeout", "0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "node-death-timeout" in out.stderr
+
+
+def test_affinity_to_a_node_the_feed_has_not_delivered_reads_the_table(tmp_path):
+    """A node joined a moment ago: its row is in the control store, not yet in the
+    scheduler's view (the subscription lags). A SPILL naming it re-reads the nodes table
+    rather than let a soft affinity fall back elsewhere (CI: an actor meant for a node that
+    had just joined landed on another one). In-process, without ``start``: no feed at all."""
+    from zactor.scheduling.scheduler_daemon import SchedulerDaemon
+
+    store = start_control_store(str(tmp_path / "gcs"))
+    daemon = None
+    try:
+        gcs = GcsClient.connect(store.address)
+        row = {"node_id": "c", "incarnation": 1, "host": "127.0.0.1", "node_port": 1,
+               "transfer_port": 0, "ipc_address": "", "resources_total": {"CPU": 1},
+               "resources_available": {"CPU": 1}, "queue_len": 0, "store_used": 0,
+               "store_capacity": 1 << 30, "state": "alive", "started_at": time.time()}
+        gcs.put("nodes", "c", row)
+        gcs.close()
+        daemon = SchedulerDaemon(store.address)
+        msg = P.decode(P.encode(M.SPILL, {"tasks": [task(b"soft", 0, ["node", "c", True]),
+                                                    task(b"hard", 0, ["node", "c", False])]}))
+        decisions = daemon.on_spill(b"origin", msg)
+        assert [(d[0], d[1]) for d in decisions] == [(b"soft", "c"), (b"hard", "c")], decisions
+        # a node that exists nowhere: soft falls back (here: no node fits), hard fails
+        msg = P.decode(P.encode(M.SPILL, {"tasks": [task(b"x", 0, ["node", "zz", False])]}))
+        [[_, node, reason]] = daemon.on_spill(b"origin", msg)
+        assert node is None and reason.startswith("failed"), reason
+    finally:
+        if daemon is not None:
+            daemon.close()
+        store.stop()

@@ -34,6 +34,7 @@ from zactor.scheduling.global_policy import (
     Decision,
     GlobalPolicy,
     node_key,
+    parse_strategy,
 )
 from zactor.scheduling.scheduler_pgs import GCS_TIMEOUT_S, PlacementGroups
 
@@ -45,6 +46,9 @@ MAX_PENDING_TASKS = 100_000
 SCHEDULER_KEY = b"cluster:scheduler"
 ERR_UNAVAILABLE = "unavailable"   # the control store did not answer: retry later
 ERR_INTERNAL = "internal"         # a scheduler bug, logged with its traceback
+#: a SPILL naming a node this view has no row for re-reads the nodes table at most this often
+#: (and waits at most this long for it)
+CATCH_UP_S = 0.2
 
 
 class SchedulerDaemon(PlacementGroups):
@@ -70,7 +74,7 @@ class SchedulerDaemon(PlacementGroups):
         self.pending = collections.OrderedDict()  # task_id -> (origin identity, task)
         self.dirty = False               # nodes changed: retry what did not fit
         self.running = True
-        self.next_tick = self.next_retry = 0.0
+        self.next_tick = self.next_retry = self.next_catch_up = 0.0
         self.stats = collections.Counter()
 
     # ---- start-up: rebuild from the control store -------------------------------------------
@@ -223,6 +227,7 @@ class SchedulerDaemon(PlacementGroups):
         if not isinstance(tasks, list) or not all(isinstance(t, dict) and "task_id" in t
                                                   for t in tasks):
             raise ValueError("tasks must be a list of maps with a task_id")
+        self._catch_up_on_nodes(tasks)
         out = []
         for task in tasks:
             try:
@@ -240,6 +245,37 @@ class SchedulerDaemon(PlacementGroups):
                 self.pending.pop(d.task_id, None)
             out.append(d.wire())
         return out
+
+    def _catch_up_on_nodes(self, tasks: list) -> None:
+        """A task with node affinity to a node this view has no row for: read the nodes
+        table now. The node may have joined a moment ago and its row not have come through
+        the subscription yet (a driver that saw it in ``zactor.nodes()`` names it at once);
+        deciding without it made a soft affinity fall back to another node (in CI) and a hard
+        one wait for the origin's retry. Rows of nodes already known are left to the feed."""
+        now = time.monotonic()
+        if now < self.next_catch_up:
+            return
+        unknown = False
+        for task in tasks:
+            try:
+                kind, args = parse_strategy(task.get("strategy"))
+            except (TypeError, ValueError):
+                continue  # answered as malformed by decide()
+            if kind == "node" and self.policy.resolve(args[0]) not in self.policy.nodes:
+                unknown = True
+                break
+        if not unknown:
+            return
+        self.next_catch_up = now + CATCH_UP_S
+        self._drain_updates(now)
+        try:
+            rows = list(self.gcs.scan("nodes", timeout_s=CATCH_UP_S))
+        except ControlStoreError as exc:
+            log.info("reading the nodes table for an unknown node failed: %s", exc)
+            return
+        for key, row in rows:
+            if isinstance(row, dict) and row.get("node_id") not in self.policy.nodes:
+                self._on_row(key, row, "put", now)
 
     def _retry_pending(self) -> None:
         for pg_id, row in list(self.pgs.items()):

@@ -513,6 +513,18 @@ class RemoteTasks:
         # third node may still be pulling it from the holder (its args name the holder)
         self.remote_copies[oid] = holder
 
+    def describe(self) -> str:
+        """Where this node's tasks went and what it is fetching (NodeManager.describe)."""
+        def ids(keys):
+            return [k.hex()[:16] for k in list(keys)[:20]]
+        return "\n".join([
+            f"  forwarded: {[(t.hex()[:16], n.hex()[:8]) for t, n in list(self.forwarded.items())[:20]]}",
+            f"  spilling: {ids(self.spilling)} unsent: {ids(self.unsent)}",
+            f"  wanted: {ids(self.wanted)} refetching: {ids(self.refetching)}",
+            f"  affinity_unknown: {ids(self.affinity_unknown)}",
+            f"  peers alive: {[k.hex()[:8] for k, r in self.link.peers.items() if r.get('state') == 'alive']}",
+            f"  pulls: {ids(self.transfer.client._pulls)}"])
+
     def refetch(self, oid: bytes, reply):
         """A reader found no copy here of an object pulled from another node: the store
         evicted it (a pulled copy is a cache; its holder keeps the primary until the object

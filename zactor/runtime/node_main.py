@@ -53,8 +53,8 @@ def main(argv=None) -> int:
                      zygote_pid=zpid, zygote_cmd_fd=cmd_fd, zygote_report_fd=report_fd,
                      config=config, initial_workers=args.workers)
     signal.signal(signal.SIGTERM, lambda *_: nm.stop("SIGTERM"))
-    signal.signal(signal.SIGUSR2, lambda *_: print(  # a developer's view of the scheduler
-        f"zactor node manager {os.getpid()}:\n{nm.scheduler.describe()}", file=sys.stderr))
+    signal.signal(signal.SIGUSR2, lambda *_: print(  # a developer's view of its state
+        f"zactor node manager {os.getpid()}:\n{nm.describe()}", file=sys.stderr, flush=True))
     os.write(args.ready_fd, f"READY {nm.address}\n".encode())
     if args.ready_fd != 1:
         os.close(args.ready_fd)

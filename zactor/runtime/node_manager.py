@@ -189,6 +189,23 @@ class NodeManager(WorkerPool, TaskRouting):
                 self._flush_outbox()
         self._shutdown()
 
+    def describe(self) -> str:
+        """A developer's view (printed on SIGUSR2): the scheduler's state, the tasks it
+        knows, the objects something waits for, and what went to other nodes."""
+        lines = [self.scheduler.describe()]
+        for task_id, task in list(self.tasks.items())[:50]:
+            lines.append(f"  task {task_id.hex()[:16]} {task.spec.get('name')} "
+                         f"deps={[d.hex()[:16] for d in task.deps]}")
+        for oid, e in list(self.objects.entries.items()):
+            if e.waiters or e.state in (None, m.OBJ_REMOTE, m.OBJ_PENDING):
+                data = e.data if e.state == m.OBJ_REMOTE else ""
+                lines.append(f"  object {oid.hex()[:16]}..{oid.hex()[-8:]} state={e.state} "
+                             f"waiters={len(e.waiters or ())} producer="
+                             f"{(e.producer or b'').hex()[:16]} {data}")
+        if self.remote is not None:
+            lines.append(self.remote.describe())
+        return "\n".join(lines)
+
     def wake(self) -> None:
         """Called from another thread (the control store's, a look-up's) that queued work for
         the loop: handle it now rather than at the next timer turn (up to LOOP_POLL_MS)."""

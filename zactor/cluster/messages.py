@@ -132,3 +132,12 @@ LOCATE_OBJECTS = define(0x6B, "LOCATE_OBJECTS", required=("oids",))
 #   malformed request was refused ("" when none was)
 OBJECT_LOCATIONS = define(0x6C, "OBJECT_LOCATIONS", required=("objects",),
                           optional={"error": ""})
+
+# origin -> executor, for tasks forwarded there FORWARD_CHECK_S ago or more and still not
+#   reported (REMOTE_DONE): which of them it does not hold. Sent on the DEALER that carried
+#   the FORWARD_TASKS, so the executor has handled those first; its answer, TASKS_MISSING,
+#   travels behind any REMOTE_DONE it sent before, so a task it finished is never named.
+#   The origin schedules the missing ones again (a FORWARD_TASKS or REMOTE_DONE was lost:
+#   seen as a chaos-run hang after a link-down of a third node).
+TASKS_HELD = define(0x6D, "TASKS_HELD", required=("task_ids",))
+TASKS_MISSING = define(0x6E, "TASKS_MISSING", required=("task_ids", "node_id"))

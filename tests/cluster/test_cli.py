@@ -180,3 +180,36 @@ def test_a_client_without_the_cluster_keys_is_refused(head, tmp_path):
     assert joined.returncode != 0 and "cannot reach the cluster" in joined.stderr
     status = zactor_cli("status", "--address", head.address)  # the head kept serving
     assert "nodes: 1 alive" in status.stdout, status.stdout + status.stderr
+
+
+def test_a_head_starts_with_an_empty_control_store_and_leaves_none_behind():
+    """A head's control-store directory is named by its supervisor's pid; a SIGKILLed head
+    leaves one behind, and a later head whose pid is the same found the dead cluster's nodes
+    and actors in it (CI: "nodes: 1 alive, 3 dead" on a fresh two-node cluster, a named actor
+    of another cluster). Stale ones are removed when a head starts; a stopped head removes
+    its own."""
+    import subprocess
+    import sys
+
+    from zactor.cluster.supervisor import remove_stale_gcs_dirs, runtime_dir, session_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = os.path.join(runtime_dir(), f"gcs_{dead.pid}")
+    os.makedirs(os.path.join(stale, "shard0"), exist_ok=True)
+    mine = os.path.join(runtime_dir(), f"gcs_{os.getpid()}")  # a live process's: kept
+    os.makedirs(mine, exist_ok=True)
+    try:
+        assert f"gcs_{dead.pid}" in remove_stale_gcs_dirs()
+        assert not os.path.exists(stale) and os.path.isdir(mine)
+    finally:
+        os.rmdir(mine)
+    cluster = CliCluster(num_cpus=1)
+    try:
+        head_pid = int(next(r for r in session_files() if r["address"] == cluster.address
+                            and r.get("head"))["pid"])
+        own = os.path.join(runtime_dir(), f"gcs_{head_pid}")
+        assert os.path.isdir(own)
+    finally:
+        cluster.stop()
+    assert not os.path.exists(own)

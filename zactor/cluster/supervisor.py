@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,7 @@ class Supervisor:
         self.head = bool(args.head)
         self.host = args.host
         self.control = None          # LocalControlStore (head only)
+        self.gcs_data_dir = ""       # its directory, removed when the head stops
         self.scheduler = None        # subprocess.Popen of the scheduler daemon (head only)
         self.node = None             # LocalNode
         self.address = args.address  # the coordinator's host:port
@@ -90,7 +92,11 @@ class Supervisor:
         if self.head:
             from zactor.control.cluster import LocalControlStore
 
-            data_dir = os.path.join(runtime_dir(), f"gcs_{os.getpid()}")
+            data_dir = self.gcs_data_dir = os.path.join(runtime_dir(), f"gcs_{os.getpid()}")
+            remove_stale_gcs_dirs()
+            # named by our pid: one there already is a dead supervisor's, whose pid we reuse
+            # (its nodes and actors showed up in this cluster's status and lookups in CI)
+            shutil.rmtree(data_dir, ignore_errors=True)
             self.control = LocalControlStore(data_dir, self.args.gcs_shards,
                                              self.args.gcs_replicas, self.args.port,
                                              host=self.host, keys=self.args.key_file
@@ -224,6 +230,33 @@ class Supervisor:
             _stop_process(self.scheduler, 5.0)
         if self.control is not None:
             self.control.stop()
+            # the cluster's state ends with it: a new head starts empty (it never resumes a
+            # stopped cluster's control store)
+            shutil.rmtree(self.gcs_data_dir, ignore_errors=True)
+
+
+def remove_stale_gcs_dirs() -> list:
+    """Remove the control-store directories (``gcs_<pid>``) of head supervisors that are gone
+    (SIGKILLed: they could not remove their own)."""
+    removed = []
+    root = runtime_dir()
+    try:
+        names = os.listdir(root)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith("gcs_") or not name[4:].isdigit():
+            continue
+        try:
+            os.kill(int(name[4:]), 0)
+            continue  # alive (or another user's): not ours to remove
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+        removed.append(name)
+    return removed
 
 
 def _exit_text(code) -> str:

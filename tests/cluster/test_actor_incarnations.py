@@ -40,6 +40,23 @@ class Tally:
 def node_row(node):
     return next((n for n in zactor.nodes() if n["NodeID"] == node), None)
 
+def node_table():
+    # every row of the control store's nodes table (dead ones too), for failure messages
+    from zactor.api import context
+    from zactor.control.client import GcsClient
+
+    client = context.client()
+    with GcsClient.connect(client.config["gcs_address"], timeout_s=30,
+                           keys=client.config.get("key_file")) as gcs:
+        return [(bytes(r.get("node_id") or b"").hex()[:12], r.get("state"), r.get("reason"))
+                for _k, r in gcs.scan("nodes", timeout_s=30) if isinstance(r, dict)]
+
+def check_on(actor, node):
+    # the soft affinity put the actor on `node` (it falls back to another node only if
+    # `node` is dead or full: the message says which)
+    home = zactor.get(actor.where.remote(), timeout=60)
+    assert home == node, f"placed on {home[:12]}, not on {node[:12]}: nodes {node_table()}"
+
 def wait_for(what, check, timeout=60):
     deadline = time.monotonic() + timeout
     while not check():
@@ -104,12 +121,17 @@ def test_a_copy_whose_row_moved_on_stops_serving(head_and_b):
         B = OTHERS[0]
         c = Tally.options(scheduling_strategy=On(B, soft=True)).remote()
         assert zactor.get(c.inc.remote(), timeout=60) == 1
+        check_on(c, B)
         pid = zactor.get(c.pid.remote(), timeout=60)
         client = context.client()
         with GcsClient.connect(client.config["gcs_address"], timeout_s=30,
                                keys=client.config.get("key_file")) as gcs:
-            aid = next(k for k, row in gcs.scan("actors", timeout_s=30)
-                       if row.get("node") == bytes.fromhex(B) and row.get("class") == "Tally")
+            def b_row():  # the node writes the actor's row asynchronously, off the call path
+                return next((k for k, row in gcs.scan("actors", timeout_s=30)
+                             if row.get("node") == bytes.fromhex(B) and
+                             row.get("class") == "Tally"), None)
+            wait_for("the actor's row names B", lambda: b_row() is not None)
+            aid = b_row()
             row = gcs.get("actors", aid, timeout_s=30)
             gcs.put("actors", aid, {**row, "incarnation": 1, "state": "DEAD",
                                     "death": "superseded in this test"}, timeout_s=30)
@@ -146,6 +168,7 @@ def test_a_paused_node_resumed_serves_nothing(head_and_b):
         c = Tally.options(max_restarts=-1, checkpoint_interval=5,
                           scheduling_strategy=On(B, soft=True)).remote()
         assert [zactor.get(c.inc.remote(), timeout=60) for _ in range(7)] == list(range(1, 8))
+        check_on(c, B)
         old = zactor.get(c.pid.remote(), timeout=60)
         print("STEP pause", flush=True)
         sys.stdin.readline()

@@ -41,6 +41,7 @@ from zactor.exceptions import (
     RaySystemError,
 )
 from zactor.ids import JobID, ObjectID, TaskID
+from zactor.net.frames import has_input, recv_frames, send_frames, send_routed
 from zactor.net.sockets import make_socket
 from zactor.object_ref import ObjectRef
 from zactor.runtime import messages as m
@@ -94,6 +95,10 @@ class CoreClient(ClientValues):
         # finished tasks' reports with what they keep alive, appended by any thread (the
         # threads and event loop of a concurrent actor too: deque appends need no lock)
         self._done: deque = deque()
+        # reports of direct calls and tasks whose callers have their results already, held
+        # for up to RECORD_DELAY_S so that one TASK_DONE carries several (see flush)
+        self._held: list = []
+        self._held_since = 0.0
         #: lines a worker's tasks printed, for their driver (output_relay.py), any thread
         self.output: deque = deque()
         self.output_dropped = 0
@@ -107,6 +112,7 @@ class CoreClient(ClientValues):
         self._expected: set = set()
         self._subscribed: set = set()
         self._cluster = False  # set from WELCOME
+        self._spare_waiters: list = []  # Waiters of finished waits, for the next ones
         self._functions_sent: set = set()
         self._put_counter = 0
         self._closed = False
@@ -161,7 +167,7 @@ class CoreClient(ClientValues):
     # ---- sending ------------------------------------------------------------------------
 
     def _raw_send(self, mtype, body=None) -> None:
-        self._sock.send_multipart(protocol.encode(mtype, body))
+        send_frames(self._sock, protocol.encode(mtype, body))
 
     def send(self, mtype, body=None) -> None:
         """Send one message after everything buffered (order on the socket is kept)."""
@@ -194,24 +200,57 @@ class CoreClient(ClientValues):
             self.direct.flush_requests()
         if self.output:  # before TASK_DONE: a task's lines reach its driver before its result
             self._raw_send(m.WORKER_OUTPUT, {"lines": output_relay.take_queued(self)})
-        if self._done:
-            items = []
-            while True:
-                try:
-                    items.append(self._done.popleft())
-                except IndexError:
-                    break
-            replies: dict = {}
-            for entry, _, reply_to in items:
-                if reply_to is not None and not entry[2] & _NM_DECIDES:
-                    replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
-            for identity, objects in replies.items():  # direct calls' callers first
-                self._router.send_multipart([identity, *protocol.encode(
-                    m.DIRECT_RESULTS, {"objects": objects})])
-            self._raw_send(m.TASK_DONE, {"done": [item[0] for item in items]})
-            # only now may the refs inside those results be released: a release sent
-            # before the TASK_DONE that holds them could free their objects (see task_done)
-            del items
+        if self._done or self._held:
+            self._report_done(lazy)
+
+    def _report_done(self, lazy: bool) -> None:
+        """Results of direct calls and tasks go to their callers at once (DIRECT_RESULTS);
+        the reports go to the node manager in TASK_DONE. A lazy flush (the worker's run
+        loop between tasks) holds reports the node manager only records (every item direct,
+        answered already, and marked deferrable by the worker) for up to RECORD_DELAY_S: a
+        synchronous caller's loop then costs the worker one send per call, not two, and the
+        node manager one wake-up per few calls. Anything else in the batch, or an older
+        held report, sends them all, in order."""
+        items = []
+        while True:
+            try:
+                items.append(self._done.popleft())
+            except IndexError:
+                break
+        replies: dict = {}
+        deferrable = True
+        for entry, _, reply_to, *defer in items:
+            if reply_to is not None and not entry[2] & _NM_DECIDES:
+                replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
+                deferrable = deferrable and bool(defer)
+            else:
+                deferrable = False
+        for identity, objects in replies.items():  # direct calls' callers first
+            send_routed(self._router, identity,
+                        protocol.encode(m.DIRECT_RESULTS, {"objects": objects}))
+        held = self._held
+        first = items and not held
+        if first:
+            self._held_since = time.monotonic()
+        held.extend(items)
+        if lazy and deferrable and time.monotonic() - self._held_since < RECORD_DELAY_S:
+            if first:
+                self._wake.set()  # the flusher sends them in RECORD_DELAY_S if no one has
+            return
+        self._held = []
+        self._raw_send(m.TASK_DONE, {"done": [item[0] for item in held]})
+        # only now may the refs inside those results be released: a release sent before
+        # the TASK_DONE that holds them could free their objects (see task_done)
+        del held, items
+
+    def holds_reports(self) -> bool:
+        return bool(self._held)
+
+    def _held_wait(self) -> float:
+        """Seconds until the held reports are due, when nothing else waits to be sent."""
+        if not self._held or self._done or self._submits or self._puts:
+            return 0.0
+        return max(0.0, self._held_since + RECORD_DELAY_S - time.monotonic())
 
     def _flush_loop(self) -> None:
         next_tick = 0.0
@@ -219,11 +258,13 @@ class CoreClient(ClientValues):
             if self._wake.wait(FLUSH_INTERVAL_S):
                 # woken by the first buffered item: give the caller a moment to add more,
                 # so a burst of submissions (or of finished tiny tasks) goes out as one message
-                time.sleep(BATCH_DELAY_S)
+                # (held reports: until they are RECORD_DELAY_S old, see _report_done)
+                time.sleep(self._held_wait() or BATCH_DELAY_S)
             self._wake.clear()
             if self._closed:
                 return
-            busy = self._submits or self._ref_events or self._done or self._puts
+            busy = self._submits or self._ref_events or self._done or self._puts or \
+                self._held
             self._check_node()
             if self._dead_reason is not None:
                 return
@@ -314,8 +355,8 @@ class CoreClient(ClientValues):
         sock = self._sock
         # asking the socket whether a message waits costs ~2 us; ending a drain on zmq.Again
         # (an exception object with its strerror) ~10 us, on every read
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+        while has_input(sock):
+            frames = recv_frames(sock)
             got = True
             msg = protocol.decode(frames)
             if msg.mtype is m.OBJECTS:
@@ -339,16 +380,16 @@ class CoreClient(ClientValues):
     def _read_router(self) -> bool:
         got = False
         router = self._router
-        while router.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = router.recv_multipart(zmq.NOBLOCK)
+        while has_input(router):
+            frames = recv_frames(router)
             got = True
             self.on_direct(frames[0], protocol.decode(frames[1:]))
         return got
 
     def direct_refused(self, identity: bytes, task_ids) -> None:
         """A worker's answer to direct calls it will not run. Caller holds the lock."""
-        self._router.send_multipart([identity, *protocol.encode(
-            m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)})])
+        send_routed(self._router, identity, protocol.encode(
+            m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)}))
 
     def _store_results(self, objects) -> None:
         self._fold_refs()  # so that _refs says exactly which objects are still wanted
@@ -489,7 +530,8 @@ class CoreClient(ClientValues):
                     self._wake.set()
             return refs
 
-    def task_done(self, entry, keep_alive=None, reply_to=None, wake: bool = True) -> None:
+    def task_done(self, entry, keep_alive=None, reply_to=None, wake: bool = True,
+                  defer: bool = False) -> None:
         """Buffer a finished task's report (a worker's); sent with the next flush, which the
         flusher makes within ~BATCH_DELAY_S even while the next task runs for long.
 
@@ -498,8 +540,11 @@ class CoreClient(ClientValues):
         makes the results hold their targets, or those objects could be freed in between.
         ``reply_to``: the caller of a direct call, sent the results at the same flush.
         ``wake=False``: the worker's main thread flushes it itself at once (no task is queued
-        behind this one), so the flusher is not woken for it (a thread wake-up per task)."""
-        self._done.append((entry, keep_alive, reply_to))
+        behind this one), so the flusher is not woken for it (a thread wake-up per task).
+        ``defer``: the node manager only records this report (the caller has the results):
+        a lazy flush may hold it (``_report_done``)."""
+        self._done.append((entry, keep_alive, reply_to, True) if defer else
+                          (entry, keep_alive, reply_to))
         if len(self._done) != 1:
             # not the first since the last flush took them all (it takes until the deque is
             # empty): the wake-ups below were made for the first and it goes out with it
@@ -537,13 +582,16 @@ class CoreClient(ClientValues):
         # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
         # registered under the lock before looking, so that no arrival is missed (another
         # thread, the flusher, may read messages whenever the lock is free)
-        waiter = Waiter()
+        waiter = self._spare_waiters.pop() if self._spare_waiters else Waiter()
         arrived = waiter.arrived
         with self._lock:
             self._add_waiter(waiter)
             try:
                 self.flush(lazy=True)
-                self.pump(0)
+                if self._cluster:
+                    # results that came already need no SUBSCRIBE (below); on one node the
+                    # loop's first poll reads them (they are expected: nothing is asked)
+                    self.pump(0)
             except BaseException:
                 self._remove_waiter(waiter)
                 raise
@@ -587,18 +635,24 @@ class CoreClient(ClientValues):
                         blocked = True
                         self.blocked_hook(True)
                     self.flush(lazy=True)
-                    self.pump(slice_ms)
+                    got = self.pump(slice_ms)
                     if self.direct.leases:
                         self.direct.rebalance()
                 finally:
                     self._lock.release()
-                self._check_node()
-                self.check_alive()
+                if not got:  # (a node manager that sends nothing may have died)
+                    self._check_node()
+                    self.check_alive()
         finally:
             with self._lock:
                 self._remove_waiter(waiter)
                 if blocked:
                     self.blocked_hook(False)
+            # kept for this process's next wait (an Event costs ~5 us to make); a holder of
+            # the old tuple of waiters may still set its event: a spurious wake-up, re-checked
+            del arrived[:]
+            waiter.may_sleep = False
+            self._spare_waiters.append(waiter)
 
     def _add_waiter(self, waiter: Waiter) -> None:  # under the lock
         self._arrivals[id(waiter)] = waiter

@@ -51,6 +51,7 @@ import time
 import zmq
 
 from zactor import protocol
+from zactor.net.frames import has_input, recv_frames, send_frames
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 
@@ -310,7 +311,7 @@ class DirectCalls:
                 functions = self.fn_out.pop(addr, None)
                 if functions:
                     body["functions"] = functions
-            self._sock(addr).send_multipart(protocol.encode(m.DIRECT_CALLS, body))
+            send_frames(self._sock(addr), protocol.encode(m.DIRECT_CALLS, body))
 
     def flush_requests(self) -> None:
         requests, self.requests = self.requests, []
@@ -319,8 +320,8 @@ class DirectCalls:
 
     def read(self, sock) -> bool:
         got = False
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # (cheaper than ending on zmq.Again)
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+        while has_input(sock):
+            frames = recv_frames(sock)
             got = True
             msg = protocol.decode(frames)
             if msg.mtype is m.DIRECT_RESULTS:

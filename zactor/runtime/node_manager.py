@@ -28,6 +28,7 @@ from zactor import serialization as ser
 from zactor.cluster.messages import HEARTBEAT_INTERVAL_S
 from zactor.cluster.node_link import NodeLink
 from zactor.exceptions import ObjectLostError
+from zactor.net.frames import has_input, recv_frames, send_routed
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
 from zactor.runtime.actor_manager import ActorManager
@@ -156,9 +157,9 @@ class NodeManager(WorkerPool, TaskRouting):
                 sock = self.sock
                 for _ in range(10_000):  # bounded: timers and the zygote get their turn
                     # asking costs ~2 us, ending on zmq.Again (an exception) ~10 us
-                    if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    if not has_input(sock):
                         break
-                    self._on_frames(sock.recv_multipart(zmq.NOBLOCK))
+                    self._on_frames(recv_frames(sock))
             if self._wake_r in events:
                 _drain(self._wake_r)
                 self.link.handle_deaths()
@@ -219,7 +220,7 @@ class NodeManager(WorkerPool, TaskRouting):
         self.stop_reason = reason
 
     def _send(self, identity: bytes, mtype, body) -> None:
-        self.sock.send_multipart([identity, *protocol.encode(mtype, body)])
+        send_routed(self.sock, identity, protocol.encode(mtype, body))
 
     def _notify(self, identity: bytes, triple) -> None:
         self.outbox.setdefault(identity, []).append(triple)

@@ -160,7 +160,9 @@ class TaskRouting:
         entries = self.objects.entries
         while pending and pending[0][0] <= now - LINEAGE_DELAY_S:
             _, spec, returns = pending.popleft()
-            if spec.get("actor") or any(oid in entries for oid in returns):
+            actor = spec.get("actor")
+            if (actor is not None and actor.get("op") == "create") or \
+                    any(oid in entries for oid in returns):
                 self.gcs.task_finished(spec)  # asynchronous, batched, to the archive
 
     def _fail_task(self, task_id: bytes, error: BaseException) -> None:

@@ -73,6 +73,10 @@ class _PrefixedStream:
         return getattr(self._stream, name)
 
 
+#: how long the idle loop waits for work while it holds reports (CoreClient._report_done)
+HELD_REPORT_POLL_MS = 2
+
+
 class Worker(DirectWorker):
     def __init__(self, node_address: str, worker_id: bytes, config: dict):
         self.worker_id = worker_id
@@ -105,6 +109,9 @@ class Worker(DirectWorker):
         self.actor_instance = None
         self.concurrency = None  # ActorConcurrency for threaded and async actors
         self.checkpoint_every = 0  # calls between checkpoints (checkpointable actors)
+        #: reports of answered direct calls may wait RECORD_DELAY_S (CoreClient.task_done):
+        #: direct tasks, and calls of an actor without task retries
+        self.reports_deferrable = True
         self.calls_since_checkpoint = 0
         self.parent = os.getppid()
         context.set_client(self.client, "worker")
@@ -175,17 +182,19 @@ class Worker(DirectWorker):
                 if self._unflushed:  # reported without waking the flusher: send it now
                     self._unflushed = False
                     with client._lock:
-                        client.flush()
+                        client.flush(lazy=True)  # (reports the node manager only records
+                        # may wait a few ms for the next ones: CoreClient._report_done)
                 if not self.queue:  # pick up tasks that arrived meanwhile before reporting
                     with client._lock:
                         client.pump(0)
             with client._lock:
-                client.flush()  # results of the batch just run go out in one message
-                got = client.pump(100)
+                client.flush(lazy=True)  # results of the batch just run go out in one message
+                wait_ms = HELD_REPORT_POLL_MS if client.holds_reports() else 100
+                got = client.pump(wait_ms)
             if got:
                 idle_ms = 0
                 continue
-            idle_ms += 100
+            idle_ms += wait_ms
             if self.parked:
                 self._release_parked(time.monotonic())
             if idle_ms >= PARENT_CHECK_EVERY_MS:
@@ -315,6 +324,9 @@ class Worker(DirectWorker):
                                                           actor.get("max_concurrency"))
             if actor.get("checkpointable"):
                 self.checkpoint_every = actor.get("checkpoint_interval") or 100
+            # a call is re-run after this worker dies only with task retries: then the node
+            # manager must hear of an answered call at once (it would run it a second time)
+            self.reports_deferrable = not actor.get("max_task_retries")
             returns = [None]
         results = []
         try:
@@ -357,7 +369,10 @@ class Worker(DirectWorker):
         # this result back)
         flush_here = threading.get_ident() == self._main_thread and not self.queue
         self._unflushed = self._unflushed or flush_here
-        self.client.task_done(entry, returns, reply_to, wake=not flush_here)  # thread-safe
+        defer = reply_to is not None and len(entry) == 3 and (
+            actor is None or self.reports_deferrable)
+        self.client.task_done(entry, returns, reply_to, wake=not flush_here,  # thread-safe
+                              defer=defer)
 
     def _maybe_checkpoint(self, actor_id: bytes):
         """Every ``checkpoint_interval`` calls: the actor's state, for its TASK_DONE."""

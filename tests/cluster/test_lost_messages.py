@@ -1,8 +1,13 @@
-"""A message between two live nodes that never arrives: the origin of a forwarded task asks
-its executor after a while whether it holds it (TASKS_HELD), and schedules it again when it
-does not (zactor/cluster/remote_tasks.py). Found as a chaos-run hang: a task forwarded while a
-third node's link was down was neither run nor reported. The loss is made here by the
-origin's test hook that drops FORWARD_TASKS messages instead of sending them."""
+"""Messages that never arrive, and rows that arrive late (zactor/cluster/remote_tasks.py).
+
+A message between two live nodes that never arrives: the origin of a forwarded task asks its
+executor after a while whether it holds it (TASKS_HELD), and schedules it again when it does
+not. Found as a chaos-run hang: a task forwarded while a third node's link was down was
+neither run nor reported. The loss is made here by the origin's test hook that drops
+FORWARD_TASKS messages instead of sending them.
+
+A node's row that the nodes-table feed has not delivered when work is placed on that node:
+the row is read, and the work goes there."""
 
 from __future__ import annotations
 
@@ -41,5 +46,50 @@ def test_a_lost_forward_is_scheduled_again(monkeypatch):
               what="node B registered")
         out = run_driver(DRIVER, env=cluster.env, timeout=200)
         assert "GOT True" in out.stdout, out.stdout + out.stderr
+    finally:
+        cluster.stop()
+
+
+SOFT_AND_HARD = """
+import zactor
+from zactor.util.scheduling_strategies import NodeAffinitySchedulingStrategy as On
+zactor.init(address="auto")
+me = zactor.get_runtime_context().get_node_id()
+other = next(n["NodeID"] for n in zactor.nodes() if n["NodeID"] != me)
+
+@zactor.remote
+def where():
+    return zactor.get_runtime_context().get_node_id()
+
+@zactor.remote(num_cpus=0)
+class Home:
+    def where(self):
+        return zactor.get_runtime_context().get_node_id()
+
+hard = where.options(scheduling_strategy=On(other, soft=False)).remote()
+soft = where.options(scheduling_strategy=On(other, soft=True)).remote()
+actor = Home.options(scheduling_strategy=On(other, soft=True)).remote()
+print("ON B", [zactor.get(r, timeout=90) == other for r in (hard, soft, actor.where.remote())],
+      flush=True)
+zactor.shutdown()
+"""
+
+
+def test_work_placed_on_a_node_whose_row_has_not_come_goes_there(monkeypatch):
+    """The node-table feed of the driver's node has not delivered node B's row (it lags
+    behind B's join; a test hook mutes it) when the scheduler places work on B: the node
+    reads B's row and forwards the work, instead of running it itself (an actor with soft
+    affinity to a node that had just joined started on the head in CI; a task with hard
+    affinity would have run on the wrong node too)."""
+    monkeypatch.setenv("ZACTOR_TEST_MUTE_NODE_FEED", "1")
+    cluster = CliCluster(num_cpus=1)
+    try:
+        monkeypatch.delenv("ZACTOR_TEST_MUTE_NODE_FEED")
+        cluster.add_node(1)
+        _wait(lambda: "nodes: 2 alive" in zactor_cli("status", "--address",
+                                                     cluster.address).stdout,
+              what="node B registered")
+        out = run_driver(SOFT_AND_HARD, env=cluster.env, timeout=200)
+        assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr
     finally:
         cluster.stop()

@@ -42,6 +42,7 @@ from zactor.net.sockets import bind_free, make_socket, tcp_address
 from zactor.runtime import messages as m
 
 SPILL_RESEND_S = 2.0      # a SPILL without PLACE is sent again (the scheduler restarted)
+ROW_WAIT_S = 0.2          # placed on a node whose row is being read: asked again after this
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
 _STATE_NAMES = {m.OBJ_INLINE: "inline", m.OBJ_ERROR: "an error", m.OBJ_REMOTE: "on another node",
                 m.OBJ_PENDING: "not made yet"}
@@ -296,11 +297,18 @@ class RemoteTasks:
         if node_id is None and is_failure(reason) and self._scheduler_behind(task, reason):
             self.spilling[task_id] = [task, time.monotonic(), entry[2]]  # asked again later
             return
-        self.affinity_unknown.pop(task_id, None)
         if node_id is None and is_failure(reason):
+            self.affinity_unknown.pop(task_id, None)
             self.nm._fail_task(task_id, ValueError(
                 f"task {task.spec.get('name')} cannot be scheduled: {reason}"))
             return
+        if node_id is not None and node_id != self.nm.node_id and \
+                self._peer(node_id) is None and self._row_coming(task, node_id):
+            # placed on a node this one has no row for yet: asked again once it is read
+            self.spilling[task_id] = [task, time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S,
+                                      entry[2]]
+            return
+        self.affinity_unknown.pop(task_id, None)
         if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
             if node_id is None and task_id not in self.warned:
                 self.warned.add(task_id)
@@ -316,6 +324,18 @@ class RemoteTasks:
             self.pull_missing([request])
             return
         self._forward(task, node_id)
+
+    def _row_coming(self, task, node_id) -> bool:
+        """The scheduler placed ``task`` on a node whose row this node's subscription has
+        not delivered (it joined a moment ago): read the row and ask again shortly, for at
+        most AFFINITY_GRACE_S; then (or for a node known dead) the task runs here."""
+        if node_id in self.link.peers or not isinstance(node_id, (bytes, bytearray)):
+            return False
+        first = self.affinity_unknown.setdefault(task.spec["id"], time.monotonic())
+        if time.monotonic() - first >= AFFINITY_GRACE_S:
+            return False
+        self.link.read_row(bytes(node_id))
+        return True
 
     def _scheduler_behind(self, task, reason: str) -> bool:
         """Hard affinity to a node the deciding view does not know: the scheduler (or this

@@ -36,16 +36,23 @@ zactor.shutdown()
 
 
 def test_a_lost_forward_is_scheduled_again(monkeypatch):
-    monkeypatch.setenv("ZACTOR_TEST_DROP_FORWARDS", "2")  # the head drops its first two
+    # the head drops its first two forwards (node B's node manager sends all)
+    out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_DROP_FORWARDS", "2", DRIVER)
+    assert "GOT True" in out.stdout, out.stdout + out.stderr
+
+
+def _drive_with_head_hook(monkeypatch, hook: str, value: str, driver: str):
+    """Start a head with the test hook ``hook`` set, then a node B without it, run
+    ``driver`` on the head; the driver's completed process."""
+    monkeypatch.setenv(hook, value)
     cluster = CliCluster(num_cpus=1)
     try:
-        monkeypatch.delenv("ZACTOR_TEST_DROP_FORWARDS")  # (node B's node manager sends all)
+        monkeypatch.delenv(hook)
         cluster.add_node(1)
         _wait(lambda: "nodes: 2 alive" in zactor_cli("status", "--address",
                                                      cluster.address).stdout,
               what="node B registered")
-        out = run_driver(DRIVER, env=cluster.env, timeout=200)
-        assert "GOT True" in out.stdout, out.stdout + out.stderr
+        return run_driver(driver, env=cluster.env, timeout=200)
     finally:
         cluster.stop()
 
@@ -81,15 +88,5 @@ def test_work_placed_on_a_node_whose_row_has_not_come_goes_there(monkeypatch):
     reads B's row and forwards the work, instead of running it itself (an actor with soft
     affinity to a node that had just joined started on the head in CI; a task with hard
     affinity would have run on the wrong node too)."""
-    monkeypatch.setenv("ZACTOR_TEST_MUTE_NODE_FEED", "1")
-    cluster = CliCluster(num_cpus=1)
-    try:
-        monkeypatch.delenv("ZACTOR_TEST_MUTE_NODE_FEED")
-        cluster.add_node(1)
-        _wait(lambda: "nodes: 2 alive" in zactor_cli("status", "--address",
-                                                     cluster.address).stdout,
-              what="node B registered")
-        out = run_driver(SOFT_AND_HARD, env=cluster.env, timeout=200)
-        assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr
-    finally:
-        cluster.stop()
+    out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_MUTE_NODE_FEED", "1", SOFT_AND_HARD)
+    assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr

@@ -58,11 +58,13 @@ def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
     Raises ``RayTaskError`` (the user's exception wrapped, traceback attached) or
     ``TaskCancelledError``; any other exception escaping here is a bug in zactor.
     """
-    name = function_name(fn)
     try:
-        return split_returns(fn(*args, **kwargs), num_returns, name)
+        result = fn(*args, **kwargs)
+        if num_returns == 1:  # (the name is made only when it is needed: ~2 us a task)
+            return [result]
+        return split_returns(result, num_returns, function_name(fn))
     except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
-        failure = _task_failure(exc, name, task_id_hex, actor_repr)
+        failure = _task_failure(exc, function_name(fn), task_id_hex, actor_repr)
         if failure is exc:
             raise
         raise failure from _cause(exc)
@@ -71,11 +73,10 @@ def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
 async def run_task_async(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
                          *, task_id_hex: str = "", actor_repr: str | None = None) -> list:
     """``run_task`` for an ``async def`` method of an async actor (awaited on its loop)."""
-    name = function_name(fn)
     try:
-        return split_returns(await fn(*args, **kwargs), num_returns, name)
+        return split_returns(await fn(*args, **kwargs), num_returns, function_name(fn))
     except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
-        failure = _task_failure(exc, name, task_id_hex, actor_repr)
+        failure = _task_failure(exc, function_name(fn), task_id_hex, actor_repr)
         if failure is exc:
             raise
         raise failure from _cause(exc)

@@ -179,15 +179,16 @@ class Worker(DirectWorker):
                     self.concurrency.submit(self, task)  # threaded / async actor
                 else:
                     self._execute(*task)
-                if self._unflushed:  # reported without waking the flusher: send it now
+                if self._unflushed and self.queue:
+                    # reported without waking the flusher, and more work came meanwhile:
+                    # send it before running that (with the queue empty, the flush below
+                    # sends it; reports the node manager only records may wait a few ms
+                    # for the next ones: CoreClient._report_done)
                     self._unflushed = False
                     with client._lock:
-                        client.flush(lazy=True)  # (reports the node manager only records
-                        # may wait a few ms for the next ones: CoreClient._report_done)
-                if not self.queue:  # pick up tasks that arrived meanwhile before reporting
-                    with client._lock:
-                        client.pump(0)
+                        client.flush(lazy=True)
             with client._lock:
+                self._unflushed = False
                 client.flush(lazy=True)  # results of the batch just run go out in one message
                 wait_ms = HELD_REPORT_POLL_MS if client.holds_reports() else 100
                 got = client.pump(wait_ms)

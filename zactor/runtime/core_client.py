@@ -207,7 +207,8 @@ class CoreClient(ClientValues):
         """Results of direct calls and tasks go to their callers at once (DIRECT_RESULTS);
         the reports go to the node manager in TASK_DONE. A lazy flush (the worker's run
         loop between tasks) holds reports the node manager only records (every item direct,
-        answered already, and marked deferrable by the worker) for up to RECORD_DELAY_S: a
+        answered already, and marked deferrable by the worker) for up to RECORD_DELAY_S
+        (longer only while a long call runs right after: until the flusher's next turn): a
         synchronous caller's loop then costs the worker one send per call, not two, and the
         node manager one wake-up per few calls. Anything else in the batch, or an older
         held report, sends them all, in order."""
@@ -229,13 +230,14 @@ class CoreClient(ClientValues):
             send_routed(self._router, identity,
                         protocol.encode(m.DIRECT_RESULTS, {"objects": objects}))
         held = self._held
-        first = items and not held
-        if first:
+        if items and not held:
             self._held_since = time.monotonic()
         held.extend(items)
         if lazy and deferrable and time.monotonic() - self._held_since < RECORD_DELAY_S:
-            if first:
-                self._wake.set()  # the flusher sends them in RECORD_DELAY_S if no one has
+            # sent by the worker's loop within ~RECORD_DELAY_S while it is idle, by its next
+            # flush, or by the flusher's FLUSH_INTERVAL_S turn while a long call runs (waking
+            # the flusher for each batch cost the worker ~30 us of CPU per call, its lock
+            # taken against the loop's)
             return
         self._held = []
         self._raw_send(m.TASK_DONE, {"done": [item[0] for item in held]})
@@ -246,20 +248,13 @@ class CoreClient(ClientValues):
     def holds_reports(self) -> bool:
         return bool(self._held)
 
-    def _held_wait(self) -> float:
-        """Seconds until the held reports are due, when nothing else waits to be sent."""
-        if not self._held or self._done or self._submits or self._puts:
-            return 0.0
-        return max(0.0, self._held_since + RECORD_DELAY_S - time.monotonic())
-
     def _flush_loop(self) -> None:
         next_tick = 0.0
         while not self._closed:
             if self._wake.wait(FLUSH_INTERVAL_S):
                 # woken by the first buffered item: give the caller a moment to add more,
                 # so a burst of submissions (or of finished tiny tasks) goes out as one message
-                # (held reports: until they are RECORD_DELAY_S old, see _report_done)
-                time.sleep(self._held_wait() or BATCH_DELAY_S)
+                time.sleep(BATCH_DELAY_S)
             self._wake.clear()
             if self._closed:
                 return

@@ -84,6 +84,37 @@ def test_direct_results_are_visible_to_other_processes(cluster):
     assert cluster.get(total.remote([small])) == sum(range(100))
 
 
+def test_a_held_report_reaches_the_node_while_the_actor_runs_a_long_call(cluster):
+    """The worker holds the report of an answered direct call for a few ms so that one
+    TASK_DONE carries several (CoreClient._report_done); a long call right after must not
+    hold it for its whole length: another process asking the node for the result gets it
+    while that call still runs."""
+    @cluster.remote
+    class Slow:
+        def quick(self):
+            return 7
+
+        def sleep(self, seconds):
+            time.sleep(seconds)
+            return seconds
+
+    @cluster.remote
+    def unbox(box):
+        return cluster.get(box[0])  # a ref nested in a value: the worker asks the node
+
+    actor = Slow.remote()
+    cluster.get(actor.quick.remote())
+    sent = _direct().sent
+    answer = actor.quick.remote()
+    assert cluster.get(answer) == 7
+    long_call = actor.sleep.remote(20)  # runs right after: the held report must not wait
+    assert _direct().sent == sent + 2
+    # ~0.1 s here; the get's deadline is far below the 20 s the long call runs
+    assert cluster.get(unbox.remote([answer]), timeout=10) == 7
+    cluster.kill(actor)
+    del long_call
+
+
 def test_calls_after_a_restart_reach_the_new_incarnation(cluster):
     @cluster.remote(max_restarts=1, max_task_retries=0)
     class Fragile:

@@ -110,7 +110,7 @@ class Worker(DirectWorker):
         self.concurrency = None  # ActorConcurrency for threaded and async actors
         self.checkpoint_every = 0  # calls between checkpoints (checkpointable actors)
         #: reports of answered direct calls may wait RECORD_DELAY_S (CoreClient.task_done):
-        #: direct tasks, and calls of an actor without task retries
+        #: calls of an actor without task retries, and direct tasks without retries
         self.reports_deferrable = True
         self.calls_since_checkpoint = 0
         self.parent = os.getppid()
@@ -370,8 +370,10 @@ class Worker(DirectWorker):
         # this result back)
         flush_here = threading.get_ident() == self._main_thread and not self.queue
         self._unflushed = self._unflushed or flush_here
+        # a report may wait only where no retry would run an answered call or task again
+        # should this worker die before it is sent
         defer = reply_to is not None and len(entry) == 3 and (
-            actor is None or self.reports_deferrable)
+            self.reports_deferrable if actor is not None else spec.get("retries") == 0)
         self.client.task_done(entry, returns, reply_to, wake=not flush_here,  # thread-safe
                               defer=defer)
 

@@ -74,7 +74,8 @@ class Home:
         return zactor.get_runtime_context().get_node_id()
 
 hard = where.options(scheduling_strategy=On(other, soft=False)).remote()
-soft = where.options(scheduling_strategy=On(other, soft=True)).remote()
+# (no CPU: the hard one may hold B's only CPU, and soft affinity yields to a full node)
+soft = where.options(num_cpus=0, scheduling_strategy=On(other, soft=True)).remote()
 actor = Home.options(scheduling_strategy=On(other, soft=True)).remote()
 print("ON B", [zactor.get(r, timeout=90) == other for r in (hard, soft, actor.where.remote())],
       flush=True)

@@ -92,6 +92,7 @@ class CliCluster:
                          str(num_cpus), "--object-store-memory", str(256 << 20), *extra)
         assert out.returncode == 0, out.stdout + out.stderr
         self.start_output = out.stdout
+        self.log_paths = [_log_path(out.stdout)]
         from zactor.cluster.supervisor import session_files
 
         record = next(r for r in session_files() if r["address"] == self.address)
@@ -107,11 +108,24 @@ class CliCluster:
         out = zactor_cli("start", "--address", self.address, "--num-cpus", str(num_cpus),
                          "--object-store-memory", str(256 << 20), *extra)
         assert out.returncode == 0, out.stdout + out.stderr
+        self.log_paths.append(_log_path(out.stdout))
         pid = next(int(r["pid"]) for r in session_files()
                    if r["address"] == self.address and int(r["pid"]) not in before)
         self.nodes.append(pid)
         self.processes += cluster_processes(pid)
         return pid
+
+    def logs(self, tail: int = 3000) -> str:
+        """The last ``tail`` characters of each node's supervisor log (its node manager's and
+        scheduler's stderr), for failure messages."""
+        out = []
+        for path in self.log_paths:
+            try:
+                with open(path, errors="replace") as f:
+                    out.append(f"--- {path}:\n{f.read()[-tail:]}")
+            except (OSError, TypeError):
+                out.append(f"--- {path}: not readable")
+        return "\n".join(out)
 
     def record(self, supervisor_pid: int) -> dict:
         from zactor.cluster.supervisor import session_files
@@ -128,6 +142,14 @@ class CliCluster:
                 return
             time.sleep(0.05)  # polling for exits with a deadline
         raise AssertionError(f"processes left after zactor stop: {alive}")
+
+
+def _log_path(start_output: str):
+    """The supervisor log ``zactor start`` printed ("Logs: <path>")."""
+    for line in start_output.splitlines():
+        if line.strip().startswith("Logs:"):
+            return line.split("Logs:", 1)[1].strip()
+    return None
 
 
 def _running(p: psutil.Process) -> bool:

@@ -115,11 +115,11 @@ def _run_and_kill(cluster, body: str) -> str:
                             stderr=subprocess.PIPE)
     try:
         line = proc.stdout.readline()
-        assert line.startswith("READY"), line + proc.stderr.read()
+        assert line.startswith("READY"), line + proc.stderr.read() + cluster.logs()
         ancestors = {int(p) for p in line.split()[2:]}
         managers = [int(cluster.record(pid)["node_pid"]) for pid in cluster.nodes]
         doomed = [pid for pid in managers if pid in ancestors]
-        assert len(doomed) == 1, (line, managers)
+        assert len(doomed) == 1, (line, managers, cluster.logs())
         os.kill(doomed[0], signal.SIGKILL)
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -128,7 +128,7 @@ def _run_and_kill(cluster, body: str) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, line + out + err
+    assert proc.returncode == 0, line + out + err + cluster.logs()
     return line + out
 
 

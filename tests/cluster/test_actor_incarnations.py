@@ -87,7 +87,7 @@ def _drive(cluster, body: str, on_step=None) -> str:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 0, "".join(out) + err
+    assert proc.returncode == 0, "".join(out) + err + cluster.logs()
     return "".join(out)
 
 

@@ -276,9 +276,19 @@ class RemoteTasks:
         return out
 
     def _decide_here(self, task_id: bytes, request: dict) -> None:
-        """The scheduler's policy, run here while no scheduler daemon is registered."""
+        """The scheduler's policy, run here while no scheduler daemon is registered (or this
+        node has not read where it listens yet)."""
         from zactor.cluster.placement import decide
 
+        strategy = request.get("strategy")
+        entry = self.spilling.get(task_id)
+        if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "node" and \
+                entry is not None:
+            target = self._resolve(strategy[1])
+            if target and target != self.nm.node_id and self._row_coming(entry[0], target):
+                # a node this one has no row for yet: decided once the row is read
+                entry[1] = time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S
+                return
         node_id, reason = decide(self.link.alive_nodes(), request)
         self._place(task_id, node_id, reason)
 
@@ -309,6 +319,13 @@ class RemoteTasks:
                                       entry[2]]
             return
         self.affinity_unknown.pop(task_id, None)
+        strategy = task.spec.get("strategy")
+        if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "node" and \
+                node_id != self._resolve(strategy[1]):
+            # rare, and the first question when an actor turns up elsewhere: say why
+            print(f"zactor node manager: {task.spec.get('name')} asked for node "
+                  f"{str(strategy[1])[:16]} (soft: {bool(strategy[2])}) and goes to "
+                  f"{_hex(node_id)[:16]}: {reason or 'decided here'}", file=sys.stderr)
         if node_id is None or node_id == self.nm.node_id or self._peer(node_id) is None:
             if node_id is None and task_id not in self.warned:
                 self.warned.add(task_id)
@@ -324,6 +341,15 @@ class RemoteTasks:
             self.pull_missing([request])
             return
         self._forward(task, node_id)
+
+    def _resolve(self, node) -> bytes:
+        """A node id as the nodes table keys it (strategies name nodes in hex)."""
+        if isinstance(node, str):
+            try:
+                return bytes.fromhex(node)
+            except ValueError:
+                return b""
+        return bytes(node) if isinstance(node, (bytes, bytearray)) else b""
 
     def _row_coming(self, task, node_id) -> bool:
         """The scheduler placed ``task`` on a node whose row this node's subscription has
@@ -784,3 +810,9 @@ class TransferLink:
     def close(self) -> None:
         self.client.close()
         self.server.close()
+
+
+def _hex(node_id) -> str:
+    if isinstance(node_id, (bytes, bytearray)):
+        return bytes(node_id).hex()
+    return str(node_id)

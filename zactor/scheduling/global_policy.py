@@ -372,7 +372,9 @@ class GlobalPolicy:
         if ok and all_busy:
             return node_id, f"{PLACED}: node affinity (all busy)"
         best = self._best_fitting(demand, deps)
-        return best.node_id, f"{PLACED}: soft affinity fell back"
+        why = ("unknown" if view is None else "dead" if not view.alive else
+               f"too small for {demand}" if not ok else f"full ({view.available})")
+        return best.node_id, f"{PLACED}: soft affinity fell back ({node_key(node_id)} {why})"
 
     def _decide_pg(self, demand, deps, pg_id, index):
         pg = self.pgs.get(pg_id)

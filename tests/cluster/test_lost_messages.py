@@ -41,13 +41,16 @@ def test_a_lost_forward_is_scheduled_again(monkeypatch):
     assert "GOT True" in out.stdout, out.stdout + out.stderr
 
 
-def _drive_with_head_hook(monkeypatch, hook: str, value: str, driver: str):
-    """Start a head with the test hook ``hook`` set, then a node B without it, run
-    ``driver`` on the head; the driver's completed process."""
-    monkeypatch.setenv(hook, value)
+def _drive_with_head_hook(monkeypatch, hook: str, value: str, driver: str, *more):
+    """Start a head with the test hook ``hook`` set (and the ``more`` hooks, set to "1"),
+    then a node B without them, run ``driver`` on the head; the driver's completed process."""
+    hooks = {hook: value, **{name: "1" for name in more}}
+    for name, setting in hooks.items():
+        monkeypatch.setenv(name, setting)
     cluster = CliCluster(num_cpus=1)
     try:
-        monkeypatch.delenv(hook)
+        for name in hooks:
+            monkeypatch.delenv(name)
         cluster.add_node(1)
         _wait(lambda: "nodes: 2 alive" in zactor_cli("status", "--address",
                                                      cluster.address).stdout,
@@ -90,4 +93,12 @@ def test_work_placed_on_a_node_whose_row_has_not_come_goes_there(monkeypatch):
     affinity to a node that had just joined started on the head in CI; a task with hard
     affinity would have run on the wrong node too)."""
     out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_MUTE_NODE_FEED", "1", SOFT_AND_HARD)
+    assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr
+
+
+def test_a_node_deciding_by_itself_reads_the_row_first(monkeypatch):
+    """The same, where the driver's node decides placements itself (it has not read where
+    the scheduler listens: a test hook) over its own view of the nodes, which lacks B."""
+    out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_MUTE_NODE_FEED", "1", SOFT_AND_HARD,
+                                "ZACTOR_TEST_NO_SCHEDULER")
     assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr

@@ -49,6 +49,7 @@ _STATE_NAMES = {m.OBJ_INLINE: "inline", m.OBJ_ERROR: "an error", m.OBJ_REMOTE: "
 #: a task forwarded this long ago without a report: ask its executor whether it holds it
 FORWARD_CHECK_S = 5.0
 DROP_FORWARDS_ENV = "ZACTOR_TEST_DROP_FORWARDS"
+NO_SCHEDULER_ENV = "ZACTOR_TEST_NO_SCHEDULER"
 PULL_ROOM_RETRY_S = 0.5  # a pull into a full store with nothing left to spill: tried again
 
 
@@ -79,6 +80,8 @@ class RemoteTasks:
         self._next_forward_check = 0.0
         #: tests only: this many FORWARD_TASKS are dropped instead of sent (a lost message)
         self._drop_forwards = int(os.environ.get(DROP_FORWARDS_ENV, "0") or 0)
+        #: tests only: never read where the scheduler listens (this node decides by itself)
+        self._no_scheduler = os.environ.get(NO_SCHEDULER_ENV) == "1"
         self.held_for_peer: dict[bytes, bytes] = {}  # oid -> origin node (at the executor)
         self.free_out: dict[bytes, list] = {}    # node id -> oids to free there
         self.functions_sent: dict[bytes, set] = {}
@@ -240,7 +243,7 @@ class RemoteTasks:
 
     def _lookup_scheduler(self) -> None:
         client = self.nm.gcs.client
-        if client is None:
+        if client is None or self._no_scheduler:
             return
         try:
             row = client.get("kv", b"cluster:scheduler", timeout_s=0.2)

@@ -35,6 +35,7 @@ from zactor import protocol
 from zactor import serialization as ser
 from zactor.cluster import messages as cm
 from zactor.cluster.borrowed_objects import PEER_PREFIX
+from zactor.cluster.forward_check import ForwardCheck
 from zactor.cluster.remote_actors import AFFINITY_GRACE_S
 from zactor.exceptions import WorkerCrashedError
 from zactor.net.security import curve_client
@@ -46,9 +47,6 @@ ROW_WAIT_S = 0.2          # placed on a node whose row is being read: asked agai
 SCHEDULER_LOOKUP_S = 1.0  # how often to re-read where the scheduler listens
 _STATE_NAMES = {m.OBJ_INLINE: "inline", m.OBJ_ERROR: "an error", m.OBJ_REMOTE: "on another node",
                 m.OBJ_PENDING: "not made yet"}
-#: a task forwarded this long ago without a report: ask its executor whether it holds it
-FORWARD_CHECK_S = 5.0
-DROP_FORWARDS_ENV = "ZACTOR_TEST_DROP_FORWARDS"
 NO_SCHEDULER_ENV = "ZACTOR_TEST_NO_SCHEDULER"
 PULL_ROOM_RETRY_S = 0.5  # a pull into a full store with nothing left to spill: tried again
 
@@ -76,10 +74,7 @@ class RemoteTasks:
         link.transfer_port = self.transfer.port
         self.spilling: dict[bytes, list] = {}   # task id -> [Task, SPILL sent at or None]
         self.forwarded: dict[bytes, bytes] = {}  # task id -> node id (at the origin)
-        self.forwarded_at: dict[bytes, float] = {}  # task id -> when last sent or checked
-        self._next_forward_check = 0.0
-        #: tests only: this many FORWARD_TASKS are dropped instead of sent (a lost message)
-        self._drop_forwards = int(os.environ.get(DROP_FORWARDS_ENV, "0") or 0)
+        self.forward_check = ForwardCheck(self)  # forwards lost on the way are sent again
         #: tests only: never read where the scheduler listens (this node decides by itself)
         self._no_scheduler = os.environ.get(NO_SCHEDULER_ENV) == "1"
         self.held_for_peer: dict[bytes, bytes] = {}  # oid -> origin node (at the executor)
@@ -136,7 +131,8 @@ class RemoteTasks:
                    "FENCED": self.on_fenced, "KILL_ACTOR_REMOTE": self.actors.on_kill_actor,
                    "LOCATE_OBJECTS": self.borrowed.on_locate,
                    "OBJECT_LOCATIONS": self.borrowed.on_locations,
-                   "TASKS_HELD": self.on_tasks_held, "TASKS_MISSING": self.on_tasks_missing,
+                   "TASKS_HELD": self.forward_check.on_tasks_held,
+                   "TASKS_MISSING": self.forward_check.on_tasks_missing,
                    "WORKER_OUTPUT": self.nm.output.on_output}.get(msg.name)
         if handler is None:
             return
@@ -176,8 +172,7 @@ class RemoteTasks:
         if self.room_retry:
             self._retry_pulls_for_room(now)
         self.incarnations.tick(now)
-        if self.forwarded_at:
-            self._check_forwarded(now)
+        self.forward_check.tick(now)
         self.pump(now, resend=True)
 
     def pump(self, now: float, resend: bool = False) -> None:
@@ -391,65 +386,16 @@ class RemoteTasks:
         self.forwarded[task.spec["id"]] = node_id
         actor = task.spec.get("actor")
         if actor is None:  # (actor calls and creations are followed by their own rules)
-            self.forwarded_at[task.spec["id"]] = time.monotonic()
+            self.forward_check.sent(task.spec["id"])
         if actor is not None and actor["op"] == "create":
             self.actors.moved(actor["aid"], node_id)
         elif actor is not None:
             self.failover.sent(task)  # kept for replay until a checkpoint covers it
             actor["inc"] = self.actors.incs.get(actor["aid"])  # the home refuses another
-        if self._drop_forwards > 0:  # tests: a FORWARD_TASKS lost on the way
-            self._drop_forwards -= 1
+        if self.forward_check.dropped():  # tests: a FORWARD_TASKS lost on the way
             return
         self._peer(node_id).send_multipart(protocol.encode(
             cm.FORWARD_TASKS, {"tasks": [[task.spec, args]], "functions": functions}))
-
-    def _check_forwarded(self, now: float) -> None:
-        """Ask the executors of tasks forwarded FORWARD_CHECK_S ago and not reported yet
-        whether they hold them (TASKS_HELD, cluster/messages.py)."""
-        if now < self._next_forward_check:
-            return
-        self._next_forward_check = now + 1.0
-        ask: dict = {}
-        for task_id, at in list(self.forwarded_at.items()):
-            node = self.forwarded.get(task_id)
-            if node is None:
-                del self.forwarded_at[task_id]
-            elif now - at >= FORWARD_CHECK_S:
-                self.forwarded_at[task_id] = now
-                ask.setdefault(node, []).append(task_id)
-        for node, task_ids in ask.items():
-            sock = self.dealers.get(node)
-            if sock is not None:
-                sock.send_multipart(protocol.encode(cm.TASKS_HELD, {"task_ids": task_ids}))
-
-    def on_tasks_held(self, identity, msg) -> None:
-        """(executor) Name the asked tasks this node does not hold: never received, or lost
-        here. A finished one's REMOTE_DONE went out before this answer, on the same pipe."""
-        task_ids = msg["task_ids"]
-        if not isinstance(task_ids, list):
-            raise ValueError("TASKS_HELD task_ids must be a list")
-        missing = [t for t in task_ids if t not in self.nm.tasks]
-        if missing:
-            self.router.send_multipart([identity, *protocol.encode(
-                cm.TASKS_MISSING, {"task_ids": missing, "node_id": self.nm.node_id})])
-
-    def on_tasks_missing(self, _identity, msg) -> None:
-        """(origin) Tasks an executor does not hold though it was sent them: scheduled
-        again (not counted against max_retries: the task did not fail)."""
-        node_id = msg.get("node_id")
-        for task_id in msg["task_ids"]:
-            task = self.nm.tasks.get(task_id)
-            if task is None or self.forwarded.get(task_id) != node_id:
-                continue  # reported meanwhile, or sent elsewhere since
-            del self.forwarded[task_id]
-            self.forwarded_at.pop(task_id, None)
-            self.functions_sent.get(node_id, set()).discard(task.spec.get("fid"))
-            print(f"zactor node manager: task {task.spec.get('name')} "
-                  f"({task_id.hex()[:16]}) was forwarded to node {node_id.hex()[:16]}, "
-                  f"which does not hold it (a message was lost): scheduling it again",
-                  file=sys.stderr)
-            self.spilling[task_id] = [task, None, "its executor did not hold it"]
-            self.unsent.add(task_id)
 
     def on_remote_done(self, _identity, msg) -> None:
         objects = {o[0]: o for o in msg.get("objects", ())}

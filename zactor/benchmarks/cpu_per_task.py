@@ -14,14 +14,12 @@ second). Figures only; nothing is asserted.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 
 import psutil
-import zmq
+
+from zactor.benchmarks.transport import zmq_round_trip_us
 
 
 def _cpu(p: psutil.Process) -> float:
@@ -38,40 +36,6 @@ def _snapshot() -> dict:
         except psutil.NoSuchProcess:
             pass
     return out
-
-
-def zmq_round_trip_us(n: int = 2000) -> float:
-    """Mean time of n DEALER -> ROUTER -> DEALER round trips between two processes."""
-    where = tempfile.mkdtemp(prefix="zactor-pp-")
-    addr = f"ipc://{where}/pp.sock"
-    pid = os.fork()
-    if pid == 0:
-        ctx = zmq.Context()
-        r = ctx.socket(zmq.ROUTER)
-        r.bind(addr)
-        while True:
-            frames = r.recv_multipart()
-            if frames[1] == b"stop":
-                os._exit(0)
-            r.send_multipart(frames)
-    ctx = zmq.Context()
-    d = ctx.socket(zmq.DEALER)
-    d.setsockopt(zmq.LINGER, 0)
-    d.connect(addr)
-    for _ in range(100):
-        d.send(b"x")
-        d.recv()
-    t = time.perf_counter()
-    for _ in range(n):
-        d.send(b"x")
-        d.recv()
-    elapsed = time.perf_counter() - t
-    d.send(b"stop")
-    os.waitpid(pid, 0)
-    d.close(0)
-    ctx.term()
-    shutil.rmtree(where, ignore_errors=True)
-    return elapsed / n * 1e6
 
 
 CASES = ("burst", "sync", "actor-sync", "async-actor", "chain", "idle")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -41,8 +42,9 @@ from zactor.exceptions import (
     RaySystemError,
 )
 from zactor.ids import JobID, ObjectID, TaskID
-from zactor.net.frames import has_input, recv_frames, send_frames, send_routed
+from zactor.net.frames import has_input, recv_frames, send_frames
 from zactor.net.sockets import make_socket
+from zactor.net.stream import StreamSet
 from zactor.object_ref import ObjectRef
 from zactor.runtime import messages as m
 from zactor.runtime import output_relay
@@ -123,13 +125,14 @@ class CoreClient(ClientValues):
         self.blocked_hook = None
         #: read incoming messages from the flusher thread too (workers; see _flush_loop)
         self.pump_in_background = False
+        #: the Unix-socket connections of the direct paths (net/stream.py): a caller's to the
+        #: workers it calls, a worker's listener and the connections of its callers
+        self.streams = StreamSet(self._poller)
         self.direct = DirectCalls(self)
-        #: a worker's ROUTER for direct calls (runtime/direct.py), and its handler
-        self._router = None
+        #: a worker's handler of direct calls: ``on_direct(connection, message)``
         self.on_direct = None
         if direct_address:
-            self._router = make_socket(self._ctx, zmq.ROUTER, hwm=0)
-            self._router.bind(direct_address)
+            self.streams.listen(direct_address, self._on_stream_message)
         self._raw_send(m.HELLO, {"kind": kind, "pid": os.getpid(), "worker_id": worker_id,
                                  "job_id": job_id, "address": direct_address})
         welcome = self._recv_one(timeout_s)
@@ -157,8 +160,6 @@ class CoreClient(ClientValues):
         self._task_id_suffix = b"\xff" * 12 + self.job_id.binary()
         self._poller.register(self._sock, zmq.POLLIN)
         self._poller.register(self._wake_r, zmq.POLLIN)
-        if self._router is not None:
-            self._poller.register(self._router, zmq.POLLIN)
         self._owner_thread = threading.get_ident()
         self._flusher = threading.Thread(target=self._flush_loop, daemon=True,
                                          name="zactor-flusher")
@@ -226,9 +227,8 @@ class CoreClient(ClientValues):
                 deferrable = deferrable and bool(defer)
             else:
                 deferrable = False
-        for identity, objects in replies.items():  # direct calls' callers first
-            send_routed(self._router, identity,
-                        protocol.encode(m.DIRECT_RESULTS, {"objects": objects}))
+        for caller, objects in replies.items():  # direct calls' callers first
+            self.streams.send(caller, protocol.encode(m.DIRECT_RESULTS, {"objects": objects}))
         held = self._held
         if items and not held:
             self._held_since = time.monotonic()
@@ -291,11 +291,13 @@ class CoreClient(ClientValues):
                         return
                     finally:
                         self._lock.release()
-            if busy or self.pump_in_background:
+            if busy or self.pump_in_background or self.streams.unsent:
                 with self._lock:
                     if self._closed:
                         return
                     try:
+                        if self.streams.unsent:  # no thread may be polling for it
+                            self.streams.write_pending()
                         self.flush()
                         if self.pump_in_background:
                             # a worker whose main thread runs user code still answers
@@ -340,11 +342,10 @@ class CoreClient(ClientValues):
                 pass
             got = True
         if len(events) > (self._wake_r in events) + (self._sock in events):
-            for sock in events:
-                if sock is self._router:
-                    got = self._read_router() or got
-                elif sock in self.direct.socks.values():
-                    got = self.direct.read(sock) or got
+            service = self.streams.service
+            for key, flags in events.items():
+                if key.__class__ is int and key != self._wake_r:
+                    got = service(key, flags) or got
         if self._sock not in events:
             return got
         sock = self._sock
@@ -372,18 +373,19 @@ class CoreClient(ClientValues):
                 self.on_message(msg)
         return got
 
-    def _read_router(self) -> bool:
-        got = False
-        router = self._router
-        while has_input(router):
-            frames = recv_frames(router)
-            got = True
-            self.on_direct(frames[0], protocol.decode(frames[1:]))
-        return got
+    def _on_stream_message(self, conn, frames) -> None:
+        try:
+            msg = protocol.decode(frames)
+        except protocol.ProtocolError as exc:  # a caller's bug or garbage: drop the caller
+            print(f"zactor worker {os.getpid()}: dropped a direct-call connection: {exc}",
+                  file=sys.stderr, flush=True)
+            conn.abort(f"a garbage message: {exc}")
+            return
+        self.on_direct(conn, msg)
 
-    def direct_refused(self, identity: bytes, task_ids) -> None:
+    def direct_refused(self, conn, task_ids) -> None:
         """A worker's answer to direct calls it will not run. Caller holds the lock."""
-        send_routed(self._router, identity, protocol.encode(
+        self.streams.send(conn, protocol.encode(
             m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)}))
 
     def _store_results(self, objects) -> None:
@@ -729,8 +731,7 @@ class CoreClient(ClientValues):
 
     def _close_sockets(self) -> None:
         self.direct.close()
-        if self._router is not None:
-            self._router.close(0)
+        self.streams.close()
         self._sock.close(0)
         self._ctx.term()
         for fd in (self._wake_r, self._wake_w):

@@ -48,11 +48,8 @@ from __future__ import annotations
 
 import time
 
-import zmq
-
 from zactor import protocol
-from zactor.net.frames import has_input, recv_frames, send_frames
-from zactor.net.sockets import make_socket
+from zactor.net.stream import StreamConn
 from zactor.runtime import messages as m
 
 LEASE_IDLE_S = 1.0
@@ -73,7 +70,7 @@ class DirectCalls:
     def __init__(self, client):
         self.client = client
         self.routes: dict = {}       # actor id -> (address, incarnation)
-        self.socks: dict = {}        # address -> DEALER
+        self.conns: dict = {}        # address -> StreamConn (net/stream.py)
         self.out: dict = {}          # address -> [[spec, resolved]...] not yet sent
         self.nm_pending: dict = {}   # actor id -> calls routed through the NM, unanswered
         self.nm_oid: dict = {}       # first return of such a call -> actor id
@@ -108,18 +105,27 @@ class DirectCalls:
         self.out.pop(addr, None)
         self.fn_out.pop(addr, None)
         self.fn_sent = {x for x in self.fn_sent if x[0] != addr}
-        sock = self.socks.pop(addr, None)
-        if sock is not None:
-            self.client._poller.unregister(sock)
-            sock.close(0)
+        conn = self.conns.pop(addr, None)
+        if conn is not None:
+            self.client.streams.drop(conn)
 
-    def _sock(self, addr: str):
-        sock = self.socks.get(addr)
-        if sock is None:
-            sock = self.socks[addr] = make_socket(self.client._ctx, zmq.DEALER, hwm=0)
-            sock.connect(addr)
-            self.client._poller.register(sock, zmq.POLLIN)
-        return sock
+    def _connected(self, addr: str) -> bool:
+        """Whether a connection to that worker is up (made now if need be). Asked before a
+        call is marked direct: a call that could not be sent must go through the node
+        manager, never be lost. A worker that has exited refuses the connection; its node
+        manager tells the callers (a new route, a dropped lease)."""
+        conn = self.conns.get(addr)
+        if conn is not None and not conn.closed:
+            return True
+        if conn is not None:
+            self._close(addr)
+        try:
+            conn = StreamConn.connect(addr)
+        except OSError:
+            return False
+        self.conns[addr] = conn
+        self.client.streams.add(conn, self._on_message)
+        return True
 
     def submit(self, spec: dict) -> bool:
         """Route an actor call: True if it goes direct (queued for the next flush). Caller
@@ -137,6 +143,9 @@ class DirectCalls:
                 return self._via_node(spec, aid)
             resolved.append([oid, value[0], value[1]])
         addr, inc = route
+        if not self._connected(addr):
+            self.on_route(aid, "", 0)
+            return self._via_node(spec, aid)
         actor["inc"] = inc
         actor["to"] = addr  # the node manager tells a refusal coming from a lost call
         spec["direct"] = 1
@@ -170,6 +179,10 @@ class DirectCalls:
         if lease is None or len(lease.inflight) > 1:
             self._want_lease(key, cpu)
         if lease is None:
+            return False
+        if not self._connected(lease.addr):
+            self._drop_lease(lease)  # its worker is gone: the node manager says so soon
+            self.client._raw_send(m.LEASE_RETURN, {"lid": lease.lid})
             return False
         spec["direct"] = lease.lid
         fid = spec["fid"]
@@ -257,7 +270,7 @@ class DirectCalls:
             for lease in granted:
                 if len(lease.inflight) > 1 and lease.progress < now - REBALANCE_S:
                     lease.progress = now
-                    self._sock(lease.addr).send_multipart(protocol.encode(m.DIRECT_BOUNCE))
+                    self._send(lease.addr, protocol.encode(m.DIRECT_BOUNCE))
 
     def tick(self) -> None:
         """Give back leases idle for LEASE_IDLE_S, unless tasks are still being submitted
@@ -301,6 +314,11 @@ class DirectCalls:
 
     # ---- sending and receiving ----------------------------------------------------------
 
+    def _send(self, addr: str, frames) -> None:
+        conn = self.conns.get(addr)
+        if conn is not None:  # else the worker is gone and the node manager handles its calls
+            self.client.streams.send(conn, frames)
+
     def flush(self) -> None:
         if not self.out:
             return
@@ -311,39 +329,37 @@ class DirectCalls:
                 functions = self.fn_out.pop(addr, None)
                 if functions:
                     body["functions"] = functions
-            send_frames(self._sock(addr), protocol.encode(m.DIRECT_CALLS, body))
+            self._send(addr, protocol.encode(m.DIRECT_CALLS, body))
 
     def flush_requests(self) -> None:
         requests, self.requests = self.requests, []
         for body in requests:
             self.client._raw_send(m.LEASE_REQUEST, body)
 
-    def read(self, sock) -> bool:
-        got = False
-        while has_input(sock):
-            frames = recv_frames(sock)
-            got = True
+    def _on_message(self, conn, frames) -> None:
+        """A worker's answer (StreamSet handler; runs in pump, under the lock)."""
+        try:
             msg = protocol.decode(frames)
-            if msg.mtype is m.DIRECT_RESULTS:
-                self.client._store_results(msg["objects"])
-                if msg["refused"]:
-                    # the node manager re-queues refused calls; drop the stale route
-                    self.refused += len(msg["refused"])
-                    for task_id in msg["refused"]:
-                        oid = task_id + (1).to_bytes(4, "little")
-                        lease = self.task_lease.pop(oid, None)
-                        if lease is not None:  # a leased worker blocked: not in flight here
-                            lease.inflight.discard(oid)
-                    stale = [aid for aid, (addr, _) in self.routes.items()
-                             if self.socks.get(addr) is sock]
-                    for aid in stale:
-                        self.on_route(aid, "", 0)
-                    if stale:
-                        return got  # that socket may be closed now
-        return got
+        except protocol.ProtocolError as exc:
+            conn.abort(f"a garbage message: {exc}")  # its calls are the node manager's
+            return
+        if msg.mtype is not m.DIRECT_RESULTS:
+            return
+        self.client._store_results(msg["objects"])
+        if msg["refused"]:
+            # the node manager re-queues refused calls; drop the stale route
+            self.refused += len(msg["refused"])
+            for task_id in msg["refused"]:
+                oid = task_id + (1).to_bytes(4, "little")
+                lease = self.task_lease.pop(oid, None)
+                if lease is not None:  # a leased worker blocked: not in flight here
+                    lease.inflight.discard(oid)
+            for aid in [aid for aid, (addr, _) in self.routes.items()
+                        if self.conns.get(addr) is conn]:
+                self.on_route(aid, "", 0)
 
     def close(self) -> None:
-        for addr in list(self.socks):
+        for addr in list(self.conns):
             self._close(addr)
 
 

@@ -81,10 +81,10 @@ class Worker(DirectWorker):
     def __init__(self, node_address: str, worker_id: bytes, config: dict):
         self.worker_id = worker_id
         self.config = config
-        # direct calls from callers (runtime/direct.py) arrive on this worker's own ROUTER,
-        # an ipc socket in the session directory (mode 0700, like the node's socket)
+        # direct calls from callers (runtime/direct.py) arrive on this worker's own Unix
+        # socket (net/stream.py) in the session directory (mode 0700, like the node's socket)
         session_dir = os.path.dirname(node_address[len("ipc://"):])
-        direct = f"ipc://{os.path.join(session_dir, f'w-{worker_id.hex()[:20]}.sock')}"
+        direct = os.path.join(session_dir, f"w-{worker_id.hex()[:20]}.sock")
         self.client = CoreClient(node_address, "worker", worker_id=worker_id,
                                  direct_address=direct)
         self.client.on_message = self._on_message

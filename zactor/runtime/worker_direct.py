@@ -1,5 +1,5 @@
 """A worker's side of the direct paths (runtime/direct.py): direct calls and tasks arriving on
-its own ROUTER, the calls routed through the node manager that must wait for an earlier direct
+its own Unix socket (net/stream.py), the calls routed through the node manager that must wait for an earlier direct
 one (``after``), cancels of direct tasks, and handing back queued direct tasks when the running
 one blocks. A mixin of Worker (worker.py), split out to keep that module small."""
 
@@ -16,7 +16,7 @@ PARKED_MAX_S = 2.0  # a call held for a direct one that never came runs anyway a
 
 
 class DirectWorker:
-    def _on_direct(self, identity: bytes, msg) -> None:
+    def _on_direct(self, caller, msg) -> None:
         """DIRECT_CALLS from a caller (runs under the client's lock, in pump)."""
         if msg.mtype is m.DIRECT_BOUNCE:
             self._bounce_direct()  # the caller saw them stuck behind the running task
@@ -39,13 +39,13 @@ class DirectWorker:
                     refused.append(task_id)  # the node manager schedules it
                     self.client.task_done([task_id, [], m.TASK_REFUSED])
                 else:
-                    self.queue.append([spec, resolved, [], 0, identity])
+                    self.queue.append([spec, resolved, [], 0, caller])
                 continue
             if actor["aid"] != self.actor_id or actor.get("inc") != self.incarnation:
                 refused.append(task_id)  # meant for another incarnation: the NM re-queues
                 self.client.task_done([task_id, [], m.TASK_REFUSED])
                 continue
-            self.queue.append([spec, resolved, [], 0, identity])
+            self.queue.append([spec, resolved, [], 0, caller])
             seen[task_id] = None
             if len(seen) > SEEN_DIRECT_MAX:
                 seen.popitem(last=False)
@@ -53,7 +53,7 @@ class DirectWorker:
                 for _, entry in parked.pop(task_id, ()):
                     self.queue.append(entry)
         if refused:
-            self.client.direct_refused(identity, refused)
+            self.client.direct_refused(caller, refused)
 
     def _cancel_task(self, task_id: bytes, force: bool, direct: bool) -> None:
         """Cancel a task of this worker (INTERRUPT from the node manager, which cannot tell
@@ -87,8 +87,8 @@ class DirectWorker:
         for t in back:
             self.client.task_done([t[0]["id"], [], m.TASK_REFUSED])
             by_caller.setdefault(t[4], []).append(t[0]["id"])
-        for identity, task_ids in by_caller.items():
-            self.client.direct_refused(identity, task_ids)
+        for caller, task_ids in by_caller.items():
+            self.client.direct_refused(caller, task_ids)
 
     def _release_parked(self, now: float) -> None:
         for key in [k for k, v in self.parked.items() if v[0][0] < now - PARKED_MAX_S]:

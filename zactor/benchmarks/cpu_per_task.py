@@ -2,11 +2,12 @@
 and the bare cost of a ZeroMQ round trip between two Python processes, for comparison.
 
     python -m zactor.benchmarks.cpu_per_task [--tasks 10000] [--case burst|sync|actor-sync|
-                                              async-actor|chain|idle]
+                                              actor-async|async-actor|chain|idle]
 
 Reads each process's user+system CPU (psutil) before and after the case, after the control
 store is up: ``burst`` one get of --tasks tiny tasks; ``sync`` a loop of task + get;
-``actor-sync`` the same with actor calls; ``async-actor`` one get of calls to an async actor;
+``actor-sync`` the same with actor calls; ``actor-async`` one get of --tasks calls to a plain
+actor; ``async-actor`` the same to an async actor;
 ``chain`` chains of 100 dependent tasks (per hop); ``idle`` 5 s of an idle cluster (CPU per
 second). Figures only; nothing is asserted.
 """
@@ -38,7 +39,7 @@ def _snapshot() -> dict:
     return out
 
 
-CASES = ("burst", "sync", "actor-sync", "async-actor", "chain", "idle")
+CASES = ("burst", "sync", "actor-sync", "actor-async", "async-actor", "chain", "idle")
 
 
 def _case(zactor, case: str, n: int):
@@ -67,8 +68,8 @@ def _case(zactor, case: str, n: int):
         return lambda: zactor.get([tiny.remote(i) for i in range(n)]) and n
     if case == "sync":
         return lambda: [zactor.get(tiny.remote(i)) for i in range(n)] and n
-    if case in ("actor-sync", "async-actor"):
-        server = (Server if case == "actor-sync" else AsyncServer).remote()
+    if case in ("actor-sync", "actor-async", "async-actor"):
+        server = (AsyncServer if case == "async-actor" else Server).remote()
         zactor.get(server.ping.remote())
         if case == "actor-sync":
             return lambda: [zactor.get(server.ping.remote(i)) for i in range(n)] and n

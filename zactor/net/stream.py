@@ -44,7 +44,14 @@ READ_CHUNK = 1 << 16
 LISTEN_BACKLOG = 1024  # connects complete without the worker accepting: it may be busy
 
 
+_TWO_FRAMES = struct.Struct("<IIII")
+
+
 def encode_message(frames) -> bytes:
+    if len(frames) == 2:  # header and body: every message of the direct paths
+        head, body = frames
+        return b"".join((_TWO_FRAMES.pack(12 + len(head) + len(body), 2, len(head),
+                                          len(body)), head, body))
     lengths = [len(f) for f in frames]
     head = struct.pack(f"<II{len(frames)}I", 4 + 4 * len(frames) + sum(lengths),
                        len(frames), *lengths)
@@ -118,6 +125,7 @@ class StreamConn:
         """Every whole message readable now, as lists of frames (bytes); [] if none. On EOF
         or garbage the connection is closed (``closed``, ``error``)."""
         buf = self._in
+        data = None  # one read that holds whole messages: parsed without the buffer
         while not self.closed:
             try:
                 chunk = self.sock.recv(READ_CHUNK)
@@ -129,12 +137,16 @@ class StreamConn:
             if not chunk:  # the whole messages before the EOF are still read below
                 self._close("closed by the peer", keep_input=True)
                 break
+            if not buf and len(chunk) < READ_CHUNK:
+                data = chunk  # (the usual case: one small message, read at once)
+                break
             buf += chunk
             if len(chunk) < READ_CHUNK:
                 break
+        src = buf if data is None else data
         messages = []
-        view = memoryview(buf)
-        at, end = 0, len(buf)
+        view = memoryview(src)
+        at, end = 0, len(src)
         try:
             while end - at >= 8:
                 total, count = _U32_PAIR.unpack_from(view, at)
@@ -161,6 +173,9 @@ class StreamConn:
             view.release()
         if self.closed:  # (cleared here: the view above had to be released first)
             buf.clear()
+        elif data is not None:
+            if at < end:
+                buf += data[at:]  # the start of a message whose rest has not come yet
         elif at:
             del buf[:at]
         return messages

@@ -203,13 +203,14 @@ class ActorMethod:
     def remote(self, *args, **kwargs):
         client = context.client()
         nret = self._options.get("num_returns", self._num_returns)
-        parent = context.current_task_id() or client.driver_task_id
-        task_id = client.new_task_id()
-        enc_args, enc_kwargs, held = encode_args(client, args, kwargs, parent)
+        current = context.current_task_id()
+        enc_args, enc_kwargs, held = encode_args(client, args, kwargs,
+                                                 current or client.driver_task_id)
         spec = {
-            "id": task_id, "fid": b"", "name": f"{self._handle._class_name}.{self._name}",
+            "id": client.new_task_id(), "fid": b"",
+            "name": f"{self._handle._class_name}.{self._name}",
             "args": enc_args, "kwargs": enc_kwargs, "nret": nret, "res": {}, "retries": 0,
-            "retry_exc": False, "parent": context.current_task_id() or b"", "held": held,
+            "retry_exc": False, "parent": current or b"", "held": held,
             "actor": {"op": "call", "aid": self._handle._actor_id, "method": self._name},
         }
         refs = client.submit(spec, None)

@@ -28,6 +28,9 @@ class ClientValues:
     def encode_value(self, value, oid):
         """(state, data, contained refs, oid) for ``value``; large values go to the store
         as ``oid`` (bytes, or a callable making the id, called only when it is needed)."""
+        data = ser.dumps_scalar(value)
+        if data is not None and len(data) <= self.inline_threshold:
+            return m.OBJ_INLINE, data, (), oid
         with collecting_refs() as c:
             s = ser.serialize(value)
         if s.total_size <= self.inline_threshold:

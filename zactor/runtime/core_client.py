@@ -72,6 +72,27 @@ _POLL_SLICE_MS = 50
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
 
+def _slice_ms(deadline) -> int:
+    if deadline is None:
+        return _POLL_SLICE_MS
+    return max(0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
+
+
+def _past(deadline) -> bool:
+    return deadline is not None and time.monotonic() >= deadline
+
+
+def _count_arrivals(arrived: list, missing: set, have: int) -> int:
+    """Take a waiter's recorded arrivals: ``have`` plus those it was missing."""
+    batch = arrived[:]
+    del arrived[:len(batch)]
+    for oid in batch:
+        if oid in missing:
+            missing.discard(oid)
+            have += 1
+    return have
+
+
 class CoreClient(ClientValues):
     def __init__(self, node_address: str, kind: str, *, worker_id: bytes = b"",
                  job_id: int = 0, timeout_s: float = CONNECT_TIMEOUT_S, liveness=None,
@@ -401,8 +422,11 @@ class CoreClient(ClientValues):
                 for waiter in arrivals.values():
                     waiter.arrived.append(oid)
         for waiter in arrivals.values():
-            if waiter.arrived:
-                waiter.event.set()  # wakes a thread that waits while another one reads
+            if waiter.arrived and waiter.may_sleep:
+                # wakes a thread that waits while another one reads; one that may not sleep
+                # yet looks at its arrivals before it does (or is this thread), and one
+                # that set may_sleep after this check is woken by the lock's release
+                waiter.event.set()
 
     # ---- reference counting -------------------------------------------------------------
 
@@ -493,13 +517,15 @@ class CoreClient(ClientValues):
 
     def submit(self, spec: dict, function_blob) -> list:
         """Buffer a task; returns the ObjectRefs of its returns."""
-        self.check_alive()
+        if self._dead_reason is not None:
+            self.check_alive()
         with self._lock:
             fid = spec["fid"]
             if fid and fid not in self._functions_sent:  # actor calls carry no function
                 self._functions.append([fid, function_blob()])
                 self._functions_sent.add(fid)
-            self._fold_refs()  # earlier ref changes go before this task (see module doc)
+            if self._ref_events:
+                self._fold_refs()  # earlier ref changes go before this task (module doc)
             actor = spec.get("actor")
             if actor is None:
                 self.direct.submit_task(spec, function_blob)  # to a leased worker, if it can
@@ -581,70 +607,69 @@ class CoreClient(ClientValues):
         # thread, the flusher, may read messages whenever the lock is free)
         waiter = self._spare_waiters.pop() if self._spare_waiters else Waiter()
         arrived = waiter.arrived
-        with self._lock:
+        lock = self._lock
+        blocked = False
+        lock.acquire()
+        held = True
+        try:
             self._add_waiter(waiter)
-            try:
-                self.flush(lazy=True)
-                if self._cluster:
-                    # results that came already need no SUBSCRIBE (below); on one node the
-                    # loop's first poll reads them (they are expected: nothing is asked)
-                    self.pump(0)
-            except BaseException:
-                self._remove_waiter(waiter)
-                raise
+            self.flush(lazy=True)
+            if self._cluster:
+                # results that came already need no SUBSCRIBE (below); on one node the
+                # first poll reads them (they are expected: nothing is asked)
+                self.pump(0)
             missing = {o for o in oids if o not in results}
             have = len(set(oids)) - len(missing)
             if have >= num_ready:
-                self._remove_waiter(waiter)
                 return
             self._ask_for(missing)
-        blocked = False
-        try:
             while True:
+                if held:
+                    # the first slice runs in the same hold as the set-up above (a
+                    # synchronous call's result usually comes in it: one lock hold per get)
+                    if not blocked and self.blocked_hook is not None:
+                        blocked = True
+                        self.blocked_hook(True)
+                    got = self.pump(_slice_ms(deadline))
+                    if self.direct.leases:
+                        self.direct.rebalance()
+                    have = _count_arrivals(arrived, missing, have)
+                    if have >= num_ready or _past(deadline):
+                        return
+                    if not got:  # (a node manager that sends nothing may have died)
+                        self._check_node()
+                        self.check_alive()
+                    held = False
+                    lock.release()  # the other threads may use the client between slices
                 # cleared before looking and before trying the lock: an arrival or a
                 # release after this point sets it again, so the wait below misses neither
                 waiter.event.clear()
                 if arrived:  # recorded by whichever thread read them (list ops are atomic)
-                    batch = arrived[:]
-                    del arrived[:len(batch)]
-                    for oid in batch:
-                        if oid in missing:
-                            missing.discard(oid)
-                            have += 1
+                    have = _count_arrivals(arrived, missing, have)
                     if have >= num_ready:
                         return
-                if deadline is not None and time.monotonic() >= deadline:
+                if _past(deadline):
                     return
-                slice_ms = _POLL_SLICE_MS if deadline is None else max(
-                    0, min(_POLL_SLICE_MS, int((deadline - time.monotonic()) * 1000)))
                 waiter.may_sleep = True
-                if not self._lock.acquire(blocking=False):
-                    # another thread holds the lock, most likely reading messages (those
-                    # for us too): wait for it to record ours, or to let the lock go,
-                    # rather than compete for the lock, which a thread looping in get()
-                    # re-takes before a waiting one wakes (that starved other threads'
-                    # gets until their timeouts)
-                    waiter.event.wait(slice_ms / 1000)
-                    continue
-                waiter.may_sleep = False
-                try:
-                    if not blocked and self.blocked_hook is not None:
-                        blocked = True
-                        self.blocked_hook(True)
+                if lock.acquire(blocking=False):
+                    held = True
+                    waiter.may_sleep = False
                     self.flush(lazy=True)
-                    got = self.pump(slice_ms)
-                    if self.direct.leases:
-                        self.direct.rebalance()
-                finally:
-                    self._lock.release()
-                if not got:  # (a node manager that sends nothing may have died)
-                    self._check_node()
-                    self.check_alive()
+                    continue
+                # another thread holds the lock, most likely reading messages (those for us
+                # too): wait for it to record ours, or to let the lock go, rather than
+                # compete for the lock, which a thread looping in get() re-takes before a
+                # waiting one wakes (that starved other threads' gets until their timeouts)
+                waiter.event.wait(_slice_ms(deadline) / 1000)
         finally:
-            with self._lock:
+            if not held:
+                lock.acquire()
+            try:
                 self._remove_waiter(waiter)
                 if blocked:
                     self.blocked_hook(False)
+            finally:
+                lock.release()
             # kept for this process's next wait (an Event costs ~5 us to make); a holder of
             # the old tuple of waiters may still set its event: a spurious wake-up, re-checked
             del arrived[:]

@@ -64,7 +64,7 @@ class DirectLedger:
         node = self.node
         spec = task.spec
         task_id = spec["id"]
-        node._submit(task)
+        node._submit(task, request=False)
         early = self.early.pop(task_id, None)
         if early is not None:
             if early[2] & _DECIDE:

@@ -78,7 +78,9 @@ class TaskRouting:
             self.remote.pull_missing(requests)
         self._apply_deltas(client, deltas, -1)
 
-    def _submit(self, task: Task) -> None:
+    def _submit(self, task: Task, request: bool = True):
+        """Register a task (returns pending, arguments held); its scheduler request, if
+        ``request`` (a direct call's record needs none: it runs on its actor or lease)."""
         spec = task.spec
         self.tasks[spec["id"]] = task
         parent = spec.get("parent")
@@ -92,7 +94,7 @@ class TaskRouting:
             self.objects.add_ref(oid)
         for oid in task.held:
             self.objects.add_ref(oid)
-        return self._request(task)
+        return self._request(task) if request else None
 
     def make_task(self, spec, submitter) -> Task:
         return Task(spec, submitter)

@@ -29,20 +29,26 @@ from zactor.runtime.options import TASK_DEFAULTS, merged, validate_task_options
 
 def encode_args(client, args, kwargs, parent_task_id: bytes):
     """(args, kwargs, held refs) in spec form; large values go to the store first."""
-    held = []
+    held: list = []
+    if not args and not kwargs:
+        return [], [], held
+    limit = client.inline_threshold
 
-    def one(value):
+    def one(value) -> list:
+        data = ser.dumps_scalar(value)  # most arguments of tiny tasks: no refs inside
+        if data is not None and len(data) <= limit:
+            return [0, data]
         if isinstance(value, ObjectRef):
-            return 1, value.binary()
+            return [1, value.binary()]
         state, data, contained, oid = client.encode_value(
             value, lambda: client.next_put_id(parent_task_id))
         held.extend(contained)
         if state == m.OBJ_STORE:
             client.put_arg(oid, state, data, contained)
-            return 1, oid
-        return 0, data
+            return [1, oid]
+        return [0, data]
 
-    enc_args = [list(one(a)) for a in args]
+    enc_args = [one(a) for a in args]
     enc_kwargs = [[k, *one(v)] for k, v in kwargs.items()]
     return enc_args, enc_kwargs, held
 

@@ -28,6 +28,7 @@ from zactor import protocol as P
 from zactor.control import chain as C
 from zactor.control.log_store import SqliteLogStore
 from zactor.control.schema import TABLES, topic
+from zactor.idle_trim import IdleTrim
 from zactor.net.liveness import HEARTBEAT_INTERVAL_MS, POLL_INTERVAL_MS
 from zactor.net.security import curve_client, curve_server, keys_from, start_authenticator
 from zactor.net.sockets import MonitoredPeer, bind_endpoint, endpoint, make_socket
@@ -236,8 +237,13 @@ class ReplicaProcess:
         poller.register(self.coord, zmq.POLLIN)
         now = time.monotonic() * 1000
         next_hb = next_compact = next_register = now
+        idle_trim = IdleTrim()
         while self.running:
             events = dict(poller.poll(POLL_INTERVAL_MS))
+            if self.router in events:  # (the coordinator's heartbeats are not work)
+                idle_trim.worked(time.monotonic())
+            else:
+                idle_trim.tick(time.monotonic())
             if self.coord in events:
                 while True:
                     try:

@@ -28,6 +28,7 @@ from zactor import serialization as ser
 from zactor.cluster.messages import HEARTBEAT_INTERVAL_S
 from zactor.cluster.node_link import NodeLink
 from zactor.exceptions import ObjectLostError
+from zactor.idle_trim import IdleTrim
 from zactor.net.frames import has_input, recv_frames, send_routed
 from zactor.net.sockets import make_socket
 from zactor.runtime import messages as m
@@ -149,10 +150,13 @@ class NodeManager(WorkerPool, TaskRouting):
 
     def serve(self) -> None:
         next_parent_check = 0.0
+        idle_trim = IdleTrim()
         while self.running:
             if self.poller_changed:
                 poller = self._make_poller()
             events = dict(poller.poll(LOOP_POLL_MS))
+            if events:
+                idle_trim.worked(time.monotonic())
             if self.sock in events:
                 sock = self.sock
                 for _ in range(10_000):  # bounded: timers and the zygote get their turn
@@ -188,6 +192,7 @@ class NodeManager(WorkerPool, TaskRouting):
                 self.direct.expire(now)
                 self.direct.want_back()
                 self._flush_outbox()
+                idle_trim.tick(now)
         self._shutdown()
 
     def describe(self) -> str:

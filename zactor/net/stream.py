@@ -4,9 +4,9 @@ Runs in every process that makes direct calls (drivers, workers calling actors) 
 worker (which takes them). Everything else between processes is ZeroMQ; the direct paths
 (runtime/direct.py: a caller's actor calls and leased tasks straight to a worker, and the
 results straight back) are the latency of a synchronous call, and a ZeroMQ message crosses an
-I/O thread on each side: measured here (``python -m zactor.benchmarks.transport``), a
-two-process ping-pong of a small message costs about 100 us per round trip over ZeroMQ ipc and
-about 25 us over a Unix socket the two processes read and write themselves.
+I/O thread on each side: ``python -m zactor.benchmarks.transport`` (a two-process ping-pong
+of a small message, 5 runs alternated) measured a median round trip of 139 us over ZeroMQ
+ipc and 56 us over this module's stream, both polled through a zmq.Poller.
 
 A message is the same list of frames protocol.encode makes, framed on the stream as
 

@@ -68,9 +68,6 @@ BATCH_DELAY_S = 0.0005
 #: per few calls instead of one per call (the record is off the critical path: direct.py)
 RECORD_DELAY_S = 0.005
 SUBMIT_BATCH_MAX = 512
-#: direct calls and tasks queued for workers before they are sent without waiting for the
-#: caller's next wait (a burst of 2,000 calls kept the actor idle until the 512th)
-DIRECT_BATCH_MAX = 64
 #: results the node manager settles (retry, stray interrupt) are not sent straight back
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
 
@@ -529,8 +526,6 @@ class CoreClient(ClientValues, ClientWaits):
                 # thread wake-up per synchronous call
                 if not self._records_since:
                     self._records_since = time.monotonic()
-                if self.direct.queued >= DIRECT_BATCH_MAX:
-                    self.direct.flush()  # a burst's first calls start while it goes on
             else:
                 self._nm_submits += 1
                 if self._nm_submits == 1:

@@ -72,7 +72,6 @@ class DirectCalls:
         self.routes: dict = {}       # actor id -> (address, incarnation)
         self.conns: dict = {}        # address -> StreamConn (net/stream.py)
         self.out: dict = {}          # address -> [[spec, resolved]...] not yet sent
-        self.queued = 0              # calls and tasks in ``out``
         self.nm_pending: dict = {}   # actor id -> calls routed through the NM, unanswered
         self.nm_oid: dict = {}       # first return of such a call -> actor id
         self.nm_only: set = set()    # actors this process calls through the NM for good
@@ -103,7 +102,7 @@ class DirectCalls:
             self._close(old[0])
 
     def _close(self, addr: str) -> None:
-        self.queued -= len(self.out.pop(addr, ()))
+        self.out.pop(addr, None)
         self.fn_out.pop(addr, None)
         self.fn_sent = {x for x in self.fn_sent if x[0] != addr}
         conn = self.conns.pop(addr, None)
@@ -151,7 +150,6 @@ class DirectCalls:
         actor["to"] = addr  # the node manager tells a refusal coming from a lost call
         spec["direct"] = 1
         self.out.setdefault(addr, []).append([spec, resolved])
-        self.queued += 1
         self.last_direct[aid] = [spec["id"], inc]
         self.sent += 1
         return True
@@ -192,7 +190,6 @@ class DirectCalls:
             self.fn_sent.add((lease.addr, fid))
             self.fn_out.setdefault(lease.addr, []).append([fid, function_blob()])
         self.out.setdefault(lease.addr, []).append([spec, resolved])
-        self.queued += 1
         oid = spec["id"] + (1).to_bytes(4, "little")
         if not lease.inflight:
             lease.progress = time.monotonic()
@@ -326,7 +323,6 @@ class DirectCalls:
         if not self.out:
             return
         out, self.out = self.out, {}
-        self.queued = 0
         for addr, calls in out.items():
             body = {"calls": calls}
             if self.fn_out:

@@ -102,3 +102,28 @@ def test_a_node_deciding_by_itself_reads_the_row_first(monkeypatch):
     out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_MUTE_NODE_FEED", "1", SOFT_AND_HARD,
                                 "ZACTOR_TEST_NO_SCHEDULER")
     assert "ON B [True, True, True]" in out.stdout, out.stdout + out.stderr
+
+
+PG_PROBE = """
+import zactor
+from zactor.exceptions import GetTimeoutError
+from zactor.util.placement_group import placement_group, remove_placement_group
+zactor.init(address="auto")
+pg = placement_group([{"CPU": 1}], strategy="PACK")
+assert pg.wait(60)
+try:  # the head cannot reach the scheduler (test hook): the probe waits, it does not fail
+    print("READY", zactor.get(pg.ready(), timeout=3) == pg, flush=True)
+except GetTimeoutError:
+    print("WAITING", flush=True)
+remove_placement_group(pg)
+"""
+
+
+def test_a_node_that_has_not_read_the_scheduler_address_never_fails_a_placement_group_task(
+        monkeypatch):
+    """Placement groups exist only in the scheduler daemon: a node deciding placements
+    itself (it has not read the scheduler's address: a test hook) must wait for it rather
+    than fail the group's tasks with "does not exist" (seen in CI under load)."""
+    out = _drive_with_head_hook(monkeypatch, "ZACTOR_TEST_NO_SCHEDULER", "1", PG_PROBE)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "WAITING" in out.stdout, out.stdout + out.stderr

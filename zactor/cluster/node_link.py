@@ -58,7 +58,6 @@ class NodeLink:
         self.peers: dict[bytes, dict] = {}  # node id -> its row, as last published
         self._rows_reading: set = set()  # node ids read_row is reading
         self.deaths: deque = deque()  # (node id, reason), from the control-store thread
-        self.info_answers: deque = deque()  # (reply, rows or None), from look-up threads
         self.fenced_reason = ""
         self.jobs: dict[int, bytes] = {}  # job id -> identity of its driver on this node
 
@@ -202,27 +201,23 @@ class NodeLink:
             self.fenced_reason = row.get("reason") or "missed heartbeats"
 
     def read_row(self, node_id: bytes) -> None:
-        """Read one node's row now, in a thread (the loop is woken when it is in): work was
-        placed on a node whose row the subscription has not delivered here yet (it joined a
-        moment ago). Without it the work ran here instead (CI: an actor with soft affinity
-        to a node that had just joined started on the head)."""
+        """Read one node's row now, in a thread (answered on the loop): work was placed on a
+        node whose row the subscription has not delivered here yet (it joined a moment
+        ago). Without it the work ran here instead (CI: an actor with soft affinity to a
+        node that had just joined started on the head)."""
         client = self.nm.gcs.client
         if client is None or node_id in self._rows_reading:
             return
         self._rows_reading.add(node_id)
 
-        def read() -> None:
-            try:
-                row = client.get("nodes", node_id, timeout_s=INFO_SCAN_TIMEOUT_S)
-                if isinstance(row, dict) and node_id not in self.peers:
-                    self._on_row(node_id, row)
-            except Exception:  # noqa: BLE001 - the subscription delivers it later
-                pass
-            finally:
-                self._rows_reading.discard(node_id)
-                self.nm.wake()
+        def answer(row) -> None:  # None: not readable now; the subscription delivers it
+            self._rows_reading.discard(node_id)
+            if isinstance(row, dict) and node_id not in self.peers:
+                self._on_row(node_id, row)
 
-        threading.Thread(target=read, daemon=True, name="zactor-node-row").start()
+        self.nm.thread_reads.start(
+            "zactor-node-row",
+            lambda: client.get("nodes", node_id, timeout_s=INFO_SCAN_TIMEOUT_S), answer)
 
     def alive_nodes(self) -> list:
         """Rows of the nodes the cluster believes alive (ours first)."""
@@ -243,26 +238,17 @@ class NodeLink:
             reply(self.alive_nodes())
             return
 
-        def scan() -> None:
-            try:
-                rows = [row for _key, row in client.scan("nodes", timeout_s=INFO_SCAN_TIMEOUT_S)
-                        if isinstance(row, dict) and row.get("state") == "alive"]
-            except Exception:  # noqa: BLE001 - answered from the subscription's view
-                rows = None
-            self.info_answers.append((reply, rows))
-            self.nm.wake()
+        def scan() -> list:
+            return [row for _key, row in client.scan("nodes", timeout_s=INFO_SCAN_TIMEOUT_S)
+                    if isinstance(row, dict) and row.get("state") == "alive"]
 
-        threading.Thread(target=scan, daemon=True, name="zactor-node-info").start()
-
-    def answer_infos(self) -> None:
-        """The look-ups ``read_alive_nodes`` queued (the loop is woken for them)."""
-        while self.info_answers:
-            reply, rows = self.info_answers.popleft()
+        def answer(rows) -> None:
             if rows is None:
-                rows = self.alive_nodes()
+                reply(self.alive_nodes())
             else:
-                rows = [self.row()] + [r for r in rows if r.get("node_id") != self.nm.node_id]
-            reply(rows)
+                reply([self.row()] + [r for r in rows if r.get("node_id") != self.nm.node_id])
+
+        self.nm.thread_reads.start("zactor-node-info", scan, answer)
 
     def fenced(self) -> None:
         print(f"zactor node manager: this node was declared dead by the cluster "

@@ -45,10 +45,9 @@ class RemoteActors:
         self.lookups: deque = deque()  # (actor id, row) answers from the lookup threads
         self.looking_up: set = set()
         self.superseded: set = set()  # actors whose look-up in flight is to be ignored
-        self.named_answers: deque = deque()  # (client, actor or None) for GET_ACTOR
 
     def pump(self) -> None:
-        if self.calls or self.lookups or self.named_answers or self.pending_kills:
+        if self.calls or self.lookups or self.pending_kills:
             self._pump()
 
     def moved(self, aid: bytes, node_id: bytes) -> None:
@@ -127,30 +126,29 @@ class RemoteActors:
         self.nm.wake()
 
     def find_named_actor(self, identity: bytes, name: str, namespace: str) -> None:
+        """GET_ACTOR of a name this node does not host: the actors table is scanned in a
+        thread; the client is answered on the loop (None: not found, or no answer in time)."""
         def scan():
-            found = None
-            try:
-                for aid, row in self.nm.gcs.client.scan("actors",
-                                                        timeout_s=ACTOR_LOOKUP_TIMEOUT_S):
-                    if isinstance(row, dict) and row.get("name") == name and \
-                            row.get("namespace", "") == namespace and \
-                            row.get("state") != "DEAD" and \
-                            self.link.peers.get(row.get("node"), {}).get("state") == "alive":
-                        found = {"aid": aid, "methods": row.get("methods") or {},
-                                 "cls": row.get("class", "")}
-                        self.lookups.append((aid, row))  # and where it lives
-                        break
-            except Exception:  # noqa: BLE001 - answered as "not found"
-                found = None
-            self.named_answers.append((identity, found))
-            self.nm.wake()
+            for aid, row in self.nm.gcs.client.scan("actors", timeout_s=ACTOR_LOOKUP_TIMEOUT_S):
+                if isinstance(row, dict) and row.get("name") == name and \
+                        row.get("namespace", "") == namespace and \
+                        row.get("state") != "DEAD" and \
+                        self.link.peers.get(row.get("node"), {}).get("state") == "alive":
+                    return aid, row
+            return None
 
-        threading.Thread(target=scan, daemon=True, name="zactor-named-actor").start()
+        def answer(hit) -> None:
+            found = None
+            if hit is not None:
+                aid, row = hit
+                found = {"aid": aid, "methods": row.get("methods") or {},
+                         "cls": row.get("class", "")}
+                self.lookups.append((aid, row))  # and where it lives
+            self.nm._send(identity, m.INFO_REPLY, {"value": found})
+
+        self.nm.thread_reads.start("zactor-named-actor", scan, answer)
 
     def _pump(self) -> None:
-        while self.named_answers:
-            identity, found = self.named_answers.popleft()
-            self.nm._send(identity, m.INFO_REPLY, {"value": found})
         while self.lookups:
             aid, row = self.lookups.popleft()
             self.looking_up.discard(aid)

@@ -40,6 +40,7 @@ from zactor.runtime.node_tasks import Task, TaskRouting
 from zactor.runtime.object_table import ObjectTable
 from zactor.runtime.output_relay import OutputRelay
 from zactor.runtime.spilling import Spilling
+from zactor.runtime.thread_reads import ThreadReads
 from zactor.runtime.worker_pool import WorkerPool
 from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
@@ -104,6 +105,8 @@ class NodeManager(WorkerPool, TaskRouting):
         self.zygote_cmd_fd = zygote_cmd_fd
         self.zygote_report_fd = zygote_report_fd
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        #: control-store reads in threads, answered on this loop (runtime/thread_reads.py)
+        self.thread_reads = ThreadReads(self.wake)
         self._zygote_buf = b""
         self.ctx = zmq.Context()
         self.sock = make_socket(self.ctx, zmq.ROUTER, hwm=0)
@@ -167,7 +170,7 @@ class NodeManager(WorkerPool, TaskRouting):
             if self._wake_r in events:
                 _drain(self._wake_r)
                 self.link.handle_deaths()
-                self.link.answer_infos()
+                self.thread_reads.answer_all()
             if self.zygote_report_fd in events:
                 self._on_zygote_reports()
             spill_fd = self.spill.fileno()

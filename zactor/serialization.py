@@ -107,7 +107,7 @@ class SerializedValue:
 
     def to_bytes(self) -> bytes:
         if not self.buffers:  # the common small case: one concatenation
-            return _HEAD.pack(MAGIC, 0, len(self.pickled)) + self.pickled
+            return _inline(self.pickled)
         out = bytearray(self.total_size)
         self.write_to(out)
         return bytes(out)
@@ -129,21 +129,22 @@ def _plain(value) -> bool:
     return all(type(v) in _SCALARS for v in items)
 
 
-_SMALL_HEAD = _HEAD.pack(MAGIC, 0, 0)[:8]  # magic and "no buffers"; the length follows
+SCALAR_MAX_LEN = 4096
+
+
+def _inline(pickled: bytes) -> bytes:
+    """The format above for a value with no out-of-band buffers."""
+    return _HEAD.pack(MAGIC, 0, len(pickled)) + pickled
 
 
 def dumps_scalar(value) -> bytes | None:
     """The bytes ``dumps`` makes for an int, float, bool, None, or a str or bytes of at most
-    ``max_len`` characters, made without SerializedValue; None for anything else. Such values
-    hold no ObjectRef. (The per-call path: arguments and returns of tiny tasks.)"""
+    SCALAR_MAX_LEN characters, made without SerializedValue; None for anything else. Such
+    values hold no ObjectRef. (The per-call path: arguments and returns of tiny tasks.)"""
     t = type(value)
     if t not in _SCALARS or (t is str or t is bytes) and len(value) > SCALAR_MAX_LEN:
         return None
-    pickled = pickle.dumps(value, protocol=5)
-    return _SMALL_HEAD + len(pickled).to_bytes(8, "little") + pickled
-
-
-SCALAR_MAX_LEN = 4096
+    return _inline(pickle.dumps(value, protocol=5))
 
 
 def serialize(value) -> SerializedValue:

@@ -284,14 +284,14 @@ class RemoteTasks(RemoteObjects):
             # node's view knows none, and failed the group's tasks with "does not exist"
             # while it had not read where the scheduler listens (CI: a ready() probe under
             # load). Asked again shortly; placed once the scheduler's address is read.
-            entry[1] = time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S
+            entry[1] = _ask_again_soon()
             return
         if isinstance(strategy, (list, tuple)) and strategy and strategy[0] == "node" and \
                 entry is not None:
             target = self._resolve(strategy[1])
             if target and target != self.nm.node_id and self._row_coming(entry[0], target):
                 # a node this one has no row for yet: decided once the row is read
-                entry[1] = time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S
+                entry[1] = _ask_again_soon()
                 return
         node_id, reason = decide(self.link.alive_nodes(), request)
         self._place(task_id, node_id, reason)
@@ -319,8 +319,7 @@ class RemoteTasks(RemoteObjects):
         if node_id is not None and node_id != self.nm.node_id and \
                 self._peer(node_id) is None and self._row_coming(task, node_id):
             # placed on a node this one has no row for yet: asked again once it is read
-            self.spilling[task_id] = [task, time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S,
-                                      entry[2]]
+            self.spilling[task_id] = [task, _ask_again_soon(), entry[2]]
             return
         self.affinity_unknown.pop(task_id, None)
         strategy = task.spec.get("strategy")
@@ -604,6 +603,11 @@ class RemoteTasks(RemoteObjects):
         self.transfer.close()
         if self.auth is not None:
             self.auth.stop()
+
+
+def _ask_again_soon() -> float:
+    """A SPILL's sent-at time that makes the resend loop ask again ROW_WAIT_S from now."""
+    return time.monotonic() - SPILL_RESEND_S + ROW_WAIT_S
 
 
 def _hex(node_id) -> str:

@@ -17,14 +17,15 @@ little-endian. Invariants:
 - a connection carries whole messages in the order they were sent, one writer per end (the
   process's client lock serialises writers);
 - sends never block: what the socket does not take now waits in ``pending`` and goes out
-  when the owner polls the socket writable (``wants_write``) and calls ``write_pending``, so
+  when the owner polls the socket writable and calls ``write_pending``, so
   two processes that each send a lot and read later never deadlock (ZeroMQ's unbounded queues
   gave the same);
 - a peer that goes away (EOF, reset, a broken pipe) marks the connection ``closed``: later
   sends are dropped, as ZeroMQ drops messages to a vanished peer. The callers' node manager
   learns of the dead worker and re-runs or fails its calls (runtime/direct.py);
-- garbage (a length over MAX_MESSAGE_BYTES, frame lengths that do not add up) closes the
-  connection with ``error`` saying what was wrong; it never raises into the reader's loop.
+- garbage (a length over MAX_MESSAGE_BYTES, frame lengths that do not add up, or a message
+  its handler cannot decode: ``abort``) closes the connection with ``error`` saying what was
+  wrong, printed once by StreamSet; it never raises into the reader's loop.
 """
 
 from __future__ import annotations
@@ -44,14 +45,7 @@ READ_CHUNK = 1 << 16
 LISTEN_BACKLOG = 1024  # connects complete without the worker accepting: it may be busy
 
 
-_TWO_FRAMES = struct.Struct("<IIII")
-
-
 def encode_message(frames) -> bytes:
-    if len(frames) == 2:  # header and body: every message of the direct paths
-        head, body = frames
-        return b"".join((_TWO_FRAMES.pack(12 + len(head) + len(body), 2, len(head),
-                                          len(body)), head, body))
     lengths = [len(f) for f in frames]
     head = struct.pack(f"<II{len(frames)}I", 4 + 4 * len(frames) + sum(lengths),
                        len(frames), *lengths)
@@ -95,9 +89,6 @@ class StreamConn:
         sent = self._send_some(data)
         if sent < len(data) and not self.closed:
             self.pending.append(memoryview(data)[sent:])
-
-    def wants_write(self) -> bool:
-        return bool(self.pending) and not self.closed
 
     def write_pending(self) -> None:
         """Send what waits, as far as the socket takes it now."""
@@ -189,8 +180,9 @@ class StreamConn:
                 self._in.clear()
 
     def abort(self, why: str) -> None:
-        """Stop using the connection (its owner's StreamSet drops it on the next poll)."""
-        self._close(why)
+        """Stop using the connection: a handler got a message it cannot decode (its
+        StreamSet reports ``why`` and drops the connection once the handler returns)."""
+        self._close(f"garbage message: {why}")
 
     def close(self) -> None:
         self._close("closed here")
@@ -203,7 +195,7 @@ class StreamListener:
 
     def __init__(self, path: str):
         try:
-            os.unlink(path)  # left by a dead worker of the same id (never: ids are unique)
+            os.unlink(path)  # bind fails on an existing path (worker ids are unique)
         except FileNotFoundError:
             pass
         self.path = path

@@ -41,7 +41,6 @@ def _count_arrivals(arrived: list, missing: set, have: int) -> int:
     return have
 
 
-
 class ClientWaits:
     def _ask_for(self, oids) -> None:
         # in a cluster a result made on another node stays there until asked for

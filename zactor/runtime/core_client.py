@@ -1,7 +1,8 @@
 """The core client: one per process (the driver, each worker), its link to the node manager.
 
 It submits tasks, creates objects (``put``), resolves ObjectRefs (``get``/``wait``) and keeps
-the process's reference counts. It owns one DEALER socket. Calls run in the caller's thread
+the process's reference counts. It owns one DEALER socket to its node manager (and the direct
+paths' Unix sockets, net/stream.py). Calls run in the caller's thread
 under one lock; messages that arrive meanwhile wait in ZeroMQ's queue until a call reads them.
 
 Batching. A message costs a send, thread wake-ups and a decode in two processes (a bare ZeroMQ
@@ -28,7 +29,6 @@ from __future__ import annotations
 
 import os
 import random
-import sys
 import threading
 import time
 from collections import deque
@@ -377,9 +377,7 @@ class CoreClient(ClientValues, ClientWaits):
         try:
             msg = protocol.decode(frames)
         except protocol.ProtocolError as exc:  # a caller's bug or garbage: drop the caller
-            print(f"zactor worker {os.getpid()}: dropped a direct-call connection: {exc}",
-                  file=sys.stderr, flush=True)
-            conn.abort(f"a garbage message: {exc}")
+            conn.abort(str(exc))
             return
         self.on_direct(conn, msg)
 

@@ -2,7 +2,8 @@
 
 Runs in every process that calls actors (the driver, workers). Once an actor is placed, the
 node manager tells each process that calls it where the actor's worker listens (ACTOR_ROUTE:
-the worker's ipc ROUTER in the session directory, and the actor's incarnation). From then on
+the worker's Unix socket in the session directory, net/stream.py, and the actor's
+incarnation). From then on
 the caller sends calls straight to that worker (DIRECT_CALLS, batched per flush) and the
 worker sends the results straight back (DIRECT_RESULTS): two messages per round trip instead
 of four, and no third process on the critical path.
@@ -341,7 +342,7 @@ class DirectCalls:
         try:
             msg = protocol.decode(frames)
         except protocol.ProtocolError as exc:
-            conn.abort(f"a garbage message: {exc}")  # its calls are the node manager's
+            conn.abort(str(exc))  # its calls are the node manager's
             return
         if msg.mtype is not m.DIRECT_RESULTS:
             return

@@ -59,7 +59,7 @@ class Client:
 
     def __init__(self, identity, kind, pid, worker_id, address=""):
         self.identity, self.kind, self.pid, self.worker_id = identity, kind, pid, worker_id
-        self.address = address  # a worker's ROUTER for direct calls
+        self.address = address  # a worker's Unix socket for direct calls (net/stream.py)
         self.refs: dict = {}
         self.functions: set = set()
 

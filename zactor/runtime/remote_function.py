@@ -32,12 +32,8 @@ def encode_args(client, args, kwargs, parent_task_id: bytes):
     held: list = []
     if not args and not kwargs:
         return [], [], held
-    limit = client.inline_threshold
 
     def one(value) -> list:
-        data = ser.dumps_scalar(value)  # most arguments of tiny tasks: no refs inside
-        if data is not None and len(data) <= limit:
-            return [0, data]
         if isinstance(value, ObjectRef):
             return [1, value.binary()]
         state, data, contained, oid = client.encode_value(

@@ -1,7 +1,8 @@
 """A worker's side of the direct paths (runtime/direct.py): direct calls and tasks arriving on
-its own Unix socket (net/stream.py), the calls routed through the node manager that must wait for an earlier direct
-one (``after``), cancels of direct tasks, and handing back queued direct tasks when the running
-one blocks. A mixin of Worker (worker.py), split out to keep that module small."""
+its own Unix socket (net/stream.py), the calls routed through the node manager that must wait
+for an earlier direct one (``after``), cancels of direct tasks, and handing back queued direct
+tasks when the running one blocks. A mixin of Worker (worker.py), split out to keep that
+module small."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ class BuildExtAndBytecode(build_ext):
     """Builds the C store; an in-place build (``pip install -e .``) also byte-compiles the
     package, as pip does for a regular install. Without it, where PYTHONDONTWRITEBYTECODE is
     set (this project's CI machines), every process of a session compiled all of zactor's
-    modules at its start: ``zactor.init()`` + the first task took 0.36-0.41 s instead of
-    0.17-0.18 s here (docs/performance.md)."""
+    modules at its start: ``zactor.init()`` + the first task took 0.27-0.42 s instead of
+    0.18-0.27 s here (docs/performance.md, runs K, with the command)."""
 
     def run(self):
         super().run()

@@ -4,7 +4,7 @@ and the bare cost of a ZeroMQ round trip between two Python processes, for compa
     python -m zactor.benchmarks.cpu_per_task [--tasks 10000] [--case burst|sync|actor-sync|
                                               actor-async|async-actor|chain|idle]
 
-Reads each process's user+system CPU (psutil) before and after the case, after the control
+Reads each process's user and system CPU (psutil; printed as their sum, then each) before and after the case, after the control
 store is up: ``burst`` one get of --tasks tiny tasks; ``sync`` a loop of task + get;
 ``actor-sync`` the same with actor calls; ``actor-async`` one get of --tasks calls to a plain
 actor; ``async-actor`` the same to an async actor;
@@ -23,9 +23,9 @@ import psutil
 from zactor.benchmarks.transport import zmq_round_trip_us
 
 
-def _cpu(p: psutil.Process) -> float:
+def _cpu(p: psutil.Process) -> tuple:
     t = p.cpu_times()
-    return t.user + t.system
+    return t.user, t.system
 
 
 def _snapshot() -> dict:
@@ -105,10 +105,12 @@ def main(argv=None) -> int:
         zactor.shutdown()
     unit = {"chain": "hop", "idle": "second"}.get(args.case, "task")
     print(f"{args.case}: {units / elapsed:,.0f} {unit}s/s; CPU per {unit} by process:")
-    for key, cpu in sorted(after.items()):
+    for key, (user, system) in sorted(after.items()):
         if key in before:
-            print(f"  {key[0][:60]:60s} pid {key[1]:>7}  "
-                  f"{(cpu - before[key]) / units * 1e6:8.1f} us")
+            user = (user - before[key][0]) / units * 1e6
+            system = (system - before[key][1]) / units * 1e6
+            print(f"  {key[0][:50]:50s} pid {key[1]:>7}  {user + system:8.1f} us "
+                  f"(user {user:.1f}, system {system:.1f})")
     return 0
 
 

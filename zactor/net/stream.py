@@ -39,8 +39,8 @@ _POLLIN, _POLLOUT, _POLLERR = 1, 2, 4  # zmq.POLLIN / POLLOUT / POLLERR, as zmq.
 _U32_PAIR = struct.Struct("<II")
 MAX_MESSAGE_BYTES = 1 << 30  # larger than any message the direct paths build
 MAX_FRAMES = 1 << 16
-# recv(n) allocates n bytes before it reads: 256 KB crossed malloc's mmap threshold, which
-# added ~28 us to every read here (an ad-hoc timeit of send + recv on a socketpair)
+# recv(n) allocates n bytes before it reads: 256 KB is above malloc's mmap threshold, so
+# each read mapped and unmapped its buffer
 READ_CHUNK = 1 << 16
 LISTEN_BACKLOG = 1024  # connects complete without the worker accepting: it may be busy
 

@@ -6,7 +6,7 @@ paths' Unix sockets, net/stream.py). Calls run in the caller's thread
 under one lock; messages that arrive meanwhile wait in ZeroMQ's queue until a call reads them.
 
 Batching. A message costs a send, thread wake-ups and a decode in two processes (a bare ZeroMQ
-round trip between two Python processes is ~65 us on a 2-vCPU VM: benchmarks/cpu_per_task.py), so the
+round trip between two Python processes: ``python -m zactor.benchmarks.transport``), so the
 per-task path sends as little as it can: submitted tasks and reference changes are buffered
 and go out together as one SUBMIT, when the caller blocks (``get``/``wait``), when the buffer
 is full, or at the latest when the background flusher wakes (it is woken by the first buffered

@@ -49,11 +49,14 @@ class MessageType:
     (Plain classes here, not dataclasses: every process imports this module at start, and
     the dataclasses module with what it imports costs ~15 ms of a node's start.)"""
 
-    __slots__ = ("code", "name", "required", "optional")
+    __slots__ = ("code", "name", "required", "optional", "plain_header")
 
     def __init__(self, code: int, name: str, required: tuple = (), optional=None):
         self.code, self.name = code, name
         self.required, self.optional = tuple(required), dict(optional or {})
+        #: frame 0 of this type's messages without a request id (most of them): made once,
+        #: and recognised by ``decode`` with one dict look-up
+        self.plain_header = _HEADER.pack(PROTOCOL_VERSION, code, 0)
 
     def __repr__(self) -> str:
         return f"MessageType({self.code:#x}, {self.name!r})"
@@ -61,6 +64,7 @@ class MessageType:
 
 _BY_CODE: dict[int, MessageType] = {}
 _BY_NAME: dict[str, MessageType] = {}
+_BY_PLAIN_HEADER: dict[bytes, MessageType] = {}
 
 
 def define(code: int, name: str, required=(), optional=None) -> MessageType:
@@ -72,6 +76,7 @@ def define(code: int, name: str, required=(), optional=None) -> MessageType:
     mtype = MessageType(code, name, tuple(required), dict(optional or {}))
     _BY_CODE[code] = mtype
     _BY_NAME[name] = mtype
+    _BY_PLAIN_HEADER[mtype.plain_header] = mtype
     return mtype
 
 
@@ -131,7 +136,8 @@ def encode(mtype: MessageType, body: dict | None = None, req_id: int = 0,
         packed = _packer.pack(body)
     except (TypeError, ValueError, OverflowError) as exc:
         raise ProtocolError(f"{mtype.name}: body cannot be encoded: {exc}") from exc
-    return [_HEADER.pack(PROTOCOL_VERSION, mtype.code, req_id), packed, *payload]
+    head = _HEADER.pack(PROTOCOL_VERSION, mtype.code, req_id) if req_id else mtype.plain_header
+    return [head, packed, *payload] if payload else [head, packed]
 
 
 def decode_header(frame) -> tuple[MessageType, int]:
@@ -155,11 +161,17 @@ def decode(frames) -> Message:
     """Parse a whole message (frames after any identity frames). Raises only ``ProtocolError``."""
     if not isinstance(frames, (list, tuple)) or len(frames) < 2:
         raise ProtocolError("a message needs a header frame and a body frame")
-    mtype, req_id = decode_header(frames[0])
-    try:
-        raw = bytes(frames[1])
-    except TypeError as exc:
-        raise ProtocolError("body frame is not bytes") from exc
+    head, raw = frames[0], frames[1]
+    mtype = _BY_PLAIN_HEADER.get(head) if head.__class__ is bytes else None
+    if mtype is not None:  # the usual header (no request id), without parsing it
+        req_id = 0
+    else:
+        mtype, req_id = decode_header(head)
+    if raw.__class__ is not bytes:
+        try:
+            raw = bytes(raw)
+        except TypeError as exc:
+            raise ProtocolError("body frame is not bytes") from exc
     if len(raw) > MAX_BODY_BYTES:
         raise ProtocolError(f"{mtype.name}: body of {len(raw)} bytes is too large")
     try:
@@ -174,7 +186,8 @@ def decode(frames) -> Message:
             raise ProtocolError(f"{mtype.name}: missing field {name!r}")
     for name, default in mtype.optional.items():
         body.setdefault(name, default)
-    return Message(mtype, req_id, body, [bytes(f) for f in frames[2:]])
+    return Message(mtype, req_id, body, [bytes(f) for f in frames[2:]] if len(frames) > 2
+                   else [])
 
 
 def pack_value(value: Any) -> bytes:

@@ -52,4 +52,4 @@ def test_keyboard_interrupt_means_cancelled():
         raise KeyboardInterrupt
 
     with pytest.raises(TaskCancelledError, match="cancelled"):
-        run_task(f, (), {}, 1, task_id_hex="ab")
+        run_task(f, (), {}, 1, task_id=b"\xab")

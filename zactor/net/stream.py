@@ -37,6 +37,7 @@ import sys
 
 _POLLIN, _POLLOUT, _POLLERR = 1, 2, 4  # zmq.POLLIN / POLLOUT / POLLERR, as zmq.Poller has them
 _U32_PAIR = struct.Struct("<II")
+_U32_QUAD = struct.Struct("<IIII")
 MAX_MESSAGE_BYTES = 1 << 30  # larger than any message the direct paths build
 MAX_FRAMES = 1 << 16
 # recv(n) allocates n bytes before it reads: 256 KB is above malloc's mmap threshold, so
@@ -46,10 +47,24 @@ LISTEN_BACKLOG = 1024  # connects complete without the worker accepting: it may 
 
 
 def encode_message(frames) -> bytes:
+    if len(frames) == 2:  # (the usual message: header and body)
+        head, body = frames
+        return b"".join((_U32_QUAD.pack(12 + len(head) + len(body), 2, len(head), len(body)),
+                         head, body))
     lengths = [len(f) for f in frames]
     head = struct.pack(f"<II{len(frames)}I", 4 + 4 * len(frames) + sum(lengths),
                        len(frames), *lengths)
     return b"".join((head, *frames))
+
+
+def _one_plain_message(chunk: bytes):
+    """``[[frame, frame]]`` when ``chunk`` (16 bytes or more) is exactly one message of two
+    frames, the usual form of a direct call or result; None for anything else, which
+    ``StreamConn.read``'s general parser takes (garbage included)."""
+    total, count, first, second = _U32_QUAD.unpack_from(chunk)
+    if count != 2 or total + 4 != len(chunk) or first + second + 12 != total:
+        return None
+    return [[chunk[16:16 + first], chunk[16 + first:]]]
 
 
 class StreamConn:
@@ -130,6 +145,10 @@ class StreamConn:
                 break
             if not buf and len(chunk) < READ_CHUNK:
                 data = chunk  # (the usual case: one small message, read at once)
+                if len(chunk) >= 16:
+                    whole = _one_plain_message(chunk)
+                    if whole is not None:
+                        return whole
                 break
             buf += chunk
             if len(chunk) < READ_CHUNK:

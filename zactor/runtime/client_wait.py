@@ -51,12 +51,16 @@ class ClientWaits:
             self._subscribed.update(missing)
             self._raw_send(m.SUBSCRIBE, {"oids": missing})
 
-    def wait_ready(self, oids, num_ready: int, timeout_s) -> None:
+    def wait_ready(self, oids, num_ready: int, timeout_s, taken=None) -> None:
         """Block until ``num_ready`` of ``oids`` have results here, or the deadline passes.
+        ``taken``: a list to extend with each oid's (state, data), None for those not here
+        (read in the lock hold that ends the wait: ``get`` needs no second one).
         Raises LocalRayletDiedError when the node manager dies meanwhile."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         results = self._results
         if num_ready <= 0 or all(o in results for o in oids):
+            if taken is not None:  # the caller holds refs to them: they stay
+                taken.extend([results.get(o) for o in oids])
             return  # all here already: no message needed
         # arrivals are recorded while we wait, so each batch costs O(its size), not O(oids);
         # registered under the lock before looking, so that no arrival is missed (another
@@ -122,6 +126,8 @@ class ClientWaits:
                 lock.acquire()
             try:
                 self._remove_waiter(waiter)
+                if taken is not None:
+                    taken.extend([results.get(o) for o in oids])
                 if blocked:
                     self.blocked_hook(False)
             finally:
@@ -141,15 +147,18 @@ class ClientWaits:
         self._lock.waiters = tuple(self._arrivals.values())
 
     def get(self, oids, timeout_s=None) -> list:
-        self.wait_ready(oids, len(set(oids)), timeout_s)
-        with self._lock:
-            missing = [o for o in oids if o not in self._results]
+        results = self._results
+        # the caller holds refs to ``oids``: a result here stays here (no lock needed to look)
+        found = [results.get(o) for o in oids]
+        if None in found:
+            found = []
+            self.wait_ready(oids, len(set(oids)), timeout_s, found)
+            missing = [o for o, value in zip(oids, found) if value is None]
             if missing:
                 raise GetTimeoutError(f"Get timed out: {len(missing)} of {len(oids)} objects "
                                       f"were not ready after {timeout_s} s (first: "
                                       f"{missing[0].hex()})")
-            results = [self._results[o] for o in oids]
-        return [self.decode_value(o, state, data) for o, (state, data) in zip(oids, results)]
+        return [self.decode_value(o, state, data) for o, (state, data) in zip(oids, found)]
 
     def ready(self, oid: bytes) -> bool:
         return oid in self._results

@@ -180,7 +180,8 @@ class CoreClient(ClientValues, ClientWaits):
         """Send buffered tasks, reference changes and task results. Caller holds the lock.
         ``lazy``: a SUBMIT holding only direct records (and reference changes) younger than
         RECORD_DELAY_S is kept for later (a waiting caller's flush; see RECORD_DELAY_S)."""
-        self._fold_refs()
+        if self._ref_events:
+            self._fold_refs()
         if self.direct.out:
             self.direct.flush()  # the critical path first; the records follow in SUBMIT
         if (self._submits or self._deltas or self._puts) and not (
@@ -213,12 +214,10 @@ class CoreClient(ClientValues, ClientWaits):
         synchronous caller's loop then costs the worker one send per call, not two, and the
         node manager one wake-up per few calls. Anything else in the batch, or an older
         held report, sends them all, in order."""
+        done = self._done
         items = []
-        while True:
-            try:
-                items.append(self._done.popleft())
-            except IndexError:
-                break
+        while done:  # until empty (task_done relies on it); only lock holders take from it
+            items.append(done.popleft())
         replies: dict = {}
         deferrable = True
         for entry, _, reply_to, *defer in items:
@@ -387,7 +386,8 @@ class CoreClient(ClientValues, ClientWaits):
             m.DIRECT_RESULTS, {"objects": [], "refused": list(task_ids)}))
 
     def _store_results(self, objects) -> None:
-        self._fold_refs()  # so that _refs says exactly which objects are still wanted
+        if self._ref_events:  # so that _refs says exactly which objects are still wanted
+            self._fold_refs()
         arrivals = self._arrivals
         answered = self.direct.answered
         for oid, state, data in objects:
@@ -423,11 +423,8 @@ class CoreClient(ClientValues, ClientWaits):
 
     def _fold_refs(self) -> None:
         events, counts, deltas = self._ref_events, self._refs, self._deltas
-        while True:
-            try:
-                oid, d = events.popleft()
-            except IndexError:
-                return
+        while events:  # other threads only append; only lock holders take from it
+            oid, d = events.popleft()
             before = counts.get(oid, 0)
             after = before + d
             if after > 0:

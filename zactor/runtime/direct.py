@@ -346,11 +346,12 @@ class DirectCalls:
             return
         if msg.mtype is not m.DIRECT_RESULTS:
             return
-        self.client._store_results(msg["objects"])
-        if msg["refused"]:
+        body = msg.body
+        self.client._store_results(body["objects"])
+        if body["refused"]:
             # the node manager re-queues refused calls; drop the stale route
-            self.refused += len(msg["refused"])
-            for task_id in msg["refused"]:
+            self.refused += len(body["refused"])
+            for task_id in body["refused"]:
                 oid = task_id + (1).to_bytes(4, "little")
                 lease = self.task_lease.pop(oid, None)
                 if lease is not None:  # a leased worker blocked: not in flight here

@@ -52,7 +52,7 @@ def user_traceback(exc: BaseException) -> str:
 
 
 def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
-             *, task_id_hex: str = "", actor_repr: str | None = None) -> list:
+             *, task_id: bytes = b"", actor_repr: str | None = None) -> list:
     """Call ``fn`` and return its list of return values.
 
     Raises ``RayTaskError`` (the user's exception wrapped, traceback attached) or
@@ -64,19 +64,19 @@ def run_task(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
             return [result]
         return split_returns(result, num_returns, function_name(fn))
     except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
-        failure = _task_failure(exc, function_name(fn), task_id_hex, actor_repr)
+        failure = _task_failure(exc, function_name(fn), task_id.hex(), actor_repr)
         if failure is exc:
             raise
         raise failure from _cause(exc)
 
 
 async def run_task_async(fn: Callable, args: tuple, kwargs: dict, num_returns: int,
-                         *, task_id_hex: str = "", actor_repr: str | None = None) -> list:
+                         *, task_id: bytes = b"", actor_repr: str | None = None) -> list:
     """``run_task`` for an ``async def`` method of an async actor (awaited on its loop)."""
     try:
         return split_returns(await fn(*args, **kwargs), num_returns, function_name(fn))
     except BaseException as exc:  # noqa: BLE001 - sorted out by _task_failure
-        failure = _task_failure(exc, function_name(fn), task_id_hex, actor_repr)
+        failure = _task_failure(exc, function_name(fn), task_id.hex(), actor_repr)
         if failure is exc:
             raise
         raise failure from _cause(exc)

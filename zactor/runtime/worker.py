@@ -221,15 +221,11 @@ class Worker(DirectWorker):
         if actor is None or actor.get("op") == "create":
             self.client.adopt_job(spec["id"])
         try:
-            with self._runtime_env(spec, actor):
-                fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
-                self.in_user_code = True
-                try:
-                    returns = execution.run_task(fn, args, kwargs, spec["nret"],
-                                                 task_id_hex=spec["id"].hex())
-                finally:
-                    self.in_user_code = False
-            del args, kwargs
+            if spec.get("env"):
+                with self._runtime_env(spec, actor):
+                    returns = self._run(spec, resolved, gpu_ids, actor)
+            else:
+                returns = self._run(spec, resolved, gpu_ids, actor)
             returns, results = self._encode_returns(spec, actor, returns)
         except (RayTaskError, TaskCancelledError, RuntimeEnvSetupError) as err:
             results, flags = self._error_results(spec, err)
@@ -237,6 +233,16 @@ class Worker(DirectWorker):
             self.current_task = None
             context.set_current_task(None)
         self._report(spec, actor, results, flags, returns, reply_to)
+
+    def _run(self, spec, resolved, gpu_ids, actor) -> list:
+        """The task's return values (its arguments are let go on return, before the values
+        are encoded)."""
+        fn, args, kwargs = self._prepare(spec, resolved, gpu_ids, actor)
+        self.in_user_code = True
+        try:
+            return execution.run_task(fn, args, kwargs, spec["nret"], task_id=spec["id"])
+        finally:
+            self.in_user_code = False
 
     def _chained_arguments(self, spec, resolved):
         """A chained task's arguments, from the results of the tasks run before it here;
@@ -267,7 +273,7 @@ class Worker(DirectWorker):
         try:
             fn, args, kwargs = self._prepare(spec, resolved, [], actor, adapt=False)
             returns = await execution.run_task_async(fn, args, kwargs, spec["nret"],
-                                                     task_id_hex=spec["id"].hex())
+                                                     task_id=spec["id"])
             del args, kwargs
             returns, results = self._encode_returns(spec, actor, returns)
         except (RayTaskError, TaskCancelledError) as err:

@@ -25,11 +25,12 @@ class DirectWorker:
         if msg.mtype is not m.DIRECT_CALLS:
             return
         refused = []
-        for fid, blob in msg["functions"]:
+        body = msg.body
+        for fid, blob in body["functions"]:
             if fid not in self.functions:
                 self.blobs.setdefault(fid, blob)
         seen, parked = self.seen_direct, self.parked
-        for spec, resolved in msg["calls"]:
+        for spec, resolved in body["calls"]:
             actor = spec.get("actor")
             task_id = spec["id"]
             if actor is None:  # a task on this (leased) worker

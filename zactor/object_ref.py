@@ -54,6 +54,15 @@ class ObjectRef:
         if _add_ref and self._client is not None:
             self._client.add_local_ref(object_id)
 
+    @classmethod
+    def _counted(cls, object_id: bytes, client) -> "ObjectRef":
+        """A ref to a valid id that ``client`` has counted already (its own task's return:
+        the per-call path, without the checks and the +1 of the constructor)."""
+        ref = cls.__new__(cls)
+        ref._id = object_id
+        ref._client = client
+        return ref
+
     def __del__(self):
         client = self._client
         if client is not None:

@@ -7,6 +7,7 @@ import glob
 import os
 import socket
 import struct
+import time
 
 import pytest
 import zmq
@@ -15,6 +16,8 @@ from hypothesis import strategies as st
 
 import zactor
 from tests.conftest import assert_no_cluster_left
+from zactor.net.fd_poller import FdPoller
+from zactor.net.frames import has_input, recv_frames, send_frames
 from zactor.net.stream import StreamConn, StreamSet, encode_message
 
 frames_lists = st.lists(st.binary(max_size=300), min_size=1, max_size=6)
@@ -113,9 +116,10 @@ def test_garbage_closes_the_connection_with_the_reason(garbage, why):
     reader.close()
 
 
-def test_a_stream_set_serves_a_listener_and_its_connections_through_a_zmq_poller(tmp_path):
-    poller = zmq.Poller()
-    server, client = StreamSet(poller), StreamSet(zmq.Poller())
+@pytest.mark.parametrize("poller_class", [zmq.Poller, FdPoller])
+def test_a_stream_set_serves_a_listener_and_its_connections(tmp_path, poller_class):
+    poller = poller_class()
+    server, client = StreamSet(poller), StreamSet(poller_class())
     seen = []
 
     def echo(conn, frames):
@@ -160,6 +164,83 @@ def test_a_stream_set_serves_a_listener_and_its_connections_through_a_zmq_poller
         server.close()
         client.close()
     assert not os.path.exists(tmp_path / "w.sock")
+
+
+@pytest.mark.parametrize("poller_class", [zmq.Poller, FdPoller])
+def test_dropping_a_dead_connection_again_keeps_the_newer_one_on_its_descriptor(poller_class):
+    """A connection whose peer went away is dropped by the set when it reads the EOF; its
+    owner drops it again later (DirectCalls._close). The descriptor's number may belong to
+    a newer connection by then, which must stay polled (its answers were never read)."""
+    streams = StreamSet(poller_class())
+    got = []
+    old, old_peer = pair()
+    streams.add(old, lambda c, frames: got.append(("old", frames)))
+    old_peer.close()
+    for _ in range(50):
+        for fd, flags in streams.poller.poll(100):
+            streams.service(fd, flags)
+        if not streams.conns:
+            break
+    assert streams.conns == {} and old.closed
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    if a.fileno() != old.fd:  # the newer connection on the old one's descriptor number
+        os.dup2(a.fileno(), old.fd)
+        a.close()
+        a = socket.socket(fileno=old.fd)
+    new, new_peer = StreamConn(a), StreamConn(b)
+    streams.add(new, lambda c, frames: got.append(("new", frames)))
+    streams.drop(old)
+    assert set(streams.conns) == {new.fd}
+    new_peer.send([b"answer"])
+    for _ in range(50):
+        for fd, flags in streams.poller.poll(100):
+            streams.service(fd, flags)
+        if got:
+            break
+    assert got == [("new", [b"answer"])]
+    streams.close()
+    new_peer.close()
+
+
+def test_fd_poller_reports_a_zmq_socket_whose_messages_wait_after_a_send():
+    """ZMQ_FD's contract (net/fd_poller.py): a poll reports the socket when its state may
+    have changed; after any operation on it the owner checks its events before sleeping."""
+    ctx = zmq.Context()
+    router, dealer = ctx.socket(zmq.ROUTER), ctx.socket(zmq.DEALER)
+    try:
+        port = router.bind_to_random_port("tcp://127.0.0.1")
+        dealer.setsockopt(zmq.IDENTITY, b"d")
+        dealer.connect(f"tcp://127.0.0.1:{port}")
+        poller = FdPoller()
+        poller.register(dealer, zmq.POLLIN)
+        send_frames(dealer, [b"hello"])
+        assert router.poll(5000)
+        ident, hello = router.recv_multipart()
+        assert hello == b"hello"
+        assert not has_input(dealer)  # the check the owner makes before it sleeps
+        router.send_multipart([ident, b"one"])
+        reported = []
+        for _ in range(50):
+            reported = [k for k, _ in poller.poll(100)]
+            if reported:
+                break
+        assert reported == [dealer]
+        # a send before the read may take the signal: the events check still finds it
+        router.send_multipart([ident, b"two"])
+        time.sleep(0.2)
+        send_frames(dealer, [b"again"])
+        got = []
+        while has_input(dealer):
+            got.append(recv_frames(dealer))
+        assert got == [[b"one"], [b"two"]]
+        assert poller.poll(0) == [] or not has_input(dealer)
+        poller.unregister(dealer)
+        with pytest.raises(KeyError):
+            poller.unregister(dealer)
+    finally:
+        router.close(0)
+        dealer.close(0)
+        ctx.term()
 
 
 @pytest.mark.timeout(120)

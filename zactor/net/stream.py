@@ -306,8 +306,14 @@ class StreamSet:
         return True
 
     def drop(self, conn: StreamConn) -> None:
+        """Stop polling ``conn`` and close it. A connection dropped here before (its peer
+        went away) may be dropped again by its owner: by then its descriptor's number can
+        belong to a newer connection, which must stay (it did not: that connection's
+        answers were never read, and its caller waited for them for good)."""
         self.unsent.discard(conn)
-        if self.conns.pop(conn.fd, None) is not None:
+        entry = self.conns.get(conn.fd)
+        if entry is not None and entry[0] is conn:
+            del self.conns[conn.fd]
             try:
                 self.poller.unregister(conn.fd)
             except KeyError:

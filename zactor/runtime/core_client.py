@@ -42,6 +42,7 @@ from zactor.exceptions import (
     RaySystemError,
 )
 from zactor.ids import JobID, ObjectID, TaskID
+from zactor.net.fd_poller import FdPoller
 from zactor.net.frames import has_input, recv_frames, send_frames
 from zactor.net.sockets import make_socket
 from zactor.net.stream import StreamSet
@@ -70,6 +71,8 @@ RECORD_DELAY_S = 0.005
 SUBMIT_BATCH_MAX = 512
 #: results the node manager settles (retry, stray interrupt) are not sent straight back
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
+#: a task's first return is the object id task id + this
+_FIRST_RETURN = (1).to_bytes(4, "little")
 
 
 class CoreClient(ClientValues, ClientWaits):
@@ -108,7 +111,10 @@ class CoreClient(ClientValues, ClientWaits):
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._poller = zmq.Poller()
+        # plain descriptors, the DEALER by its ZMQ_FD (net/fd_poller.py says why and what
+        # that asks of pump): True while a message may wait on the DEALER unannounced
+        self._poller = FdPoller()
+        self._zmq_unchecked = True
         self._results: dict = {}
         self._arrivals: dict = {}  # id -> _Waiter, one per thread waiting in wait_ready
         self._expected: set = set()
@@ -168,6 +174,7 @@ class CoreClient(ClientValues, ClientWaits):
     # ---- sending ------------------------------------------------------------------------
 
     def _raw_send(self, mtype, body=None) -> None:
+        self._zmq_unchecked = True  # (a send may take the DEALER's signal of an arrival)
         send_frames(self._sock, protocol.encode(mtype, body))
 
     def send(self, mtype, body=None) -> None:
@@ -324,6 +331,7 @@ class CoreClient(ClientValues, ClientWaits):
     # ---- receiving ----------------------------------------------------------------------
 
     def _recv_one(self, timeout_s):
+        self._zmq_unchecked = True
         if self._sock.poll(int(timeout_s * 1000)):
             return protocol.decode(self._sock.recv_multipart(copy=True))
         return None
@@ -332,24 +340,29 @@ class CoreClient(ClientValues, ClientWaits):
         """Read every message waiting (up to ``timeout_ms`` for the first); True if any.
         Caller holds the lock."""
         got = False
-        events = dict(self._poller.poll(timeout_ms))
-        if self._wake_r in events:  # another thread has something to send: return to send it
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
-            got = True
-        if len(events) > (self._wake_r in events) + (self._sock in events):
-            service = self.streams.service
-            for key, flags in events.items():
-                if key.__class__ is int and key != self._wake_r:
-                    got = service(key, flags) or got
-        if self._sock not in events:
-            return got
         sock = self._sock
+        check = self._zmq_unchecked
+        if check and has_input(sock):
+            timeout_ms = 0  # a message waits already (its descriptor may not say so)
+        for key, flags in self._poller.poll(timeout_ms):
+            if key is sock:
+                check = True
+            elif key == self._wake_r:  # another thread has something to send: return
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+                got = True
+            else:
+                got = self.streams.service(key, flags) or got
+        if not check:
+            return got
         # asking the socket whether a message waits costs ~2 us; ending a drain on zmq.Again
-        # (an exception object with its strerror) ~10 us, on every read
+        # (an exception object with its strerror) ~10 us, on every read. Until the drain
+        # ends on a check that finds nothing, a message may wait unannounced (a handler
+        # that raises leaves the rest for the next pump)
+        self._zmq_unchecked = True
         while has_input(sock):
             frames = recv_frames(sock)
             got = True
@@ -370,6 +383,7 @@ class CoreClient(ClientValues, ClientWaits):
                 raise LocalRayletDiedError(f"the node manager shut down: {msg['reason']}")
             elif self.on_message is not None:
                 self.on_message(msg)
+        self._zmq_unchecked = False
         return got
 
     def _on_stream_message(self, conn, frames) -> None:
@@ -419,7 +433,7 @@ class CoreClient(ClientValues, ClientWaits):
     def _owned_ref(self, oid: bytes) -> ObjectRef:
         """A ref the node manager already counts for this process (own put / own return)."""
         self._refs[oid] = self._refs.get(oid, 0) + 1
-        return ObjectRef(oid, _client=self, _add_ref=False)
+        return ObjectRef._counted(oid, self)
 
     def _fold_refs(self) -> None:
         events, counts, deltas = self._ref_events, self._refs, self._deltas
@@ -508,11 +522,16 @@ class CoreClient(ClientValues, ClientWaits):
             if self._arg_objects:
                 self._arg_objects.clear()
             self._submits.append(spec)  # (a direct call's record for the node manager)
-            refs = []
-            for i in range(1, spec["nret"] + 1):
-                oid = spec["id"] + i.to_bytes(4, "little")
+            if spec["nret"] == 1:  # (the usual case, without the loop)
+                oid = spec["id"] + _FIRST_RETURN
                 self._expected.add(oid)
-                refs.append(self._owned_ref(oid))
+                refs = [self._owned_ref(oid)]
+            else:
+                refs = []
+                for i in range(1, spec["nret"] + 1):
+                    oid = spec["id"] + i.to_bytes(4, "little")
+                    self._expected.add(oid)
+                    refs.append(self._owned_ref(oid))
             if len(self._submits) >= SUBMIT_BATCH_MAX:
                 self.flush()
             elif "direct" in spec:

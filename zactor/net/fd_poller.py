@@ -60,14 +60,10 @@ class FdPoller:
         if timeout_ms is not None and timeout_ms < 0:
             timeout_ms = None
         keys = self._keys
-        out = []
-        for fd, ev in self._poll.poll(timeout_ms):
-            flags = 0
-            if ev & _SEL_IN:
-                flags = _IN
-            if ev & _SEL_OUT:
-                flags |= _OUT
-            if ev & _SEL_ERR:
-                flags |= _ERR
-            out.append((keys.get(fd, fd), flags))
-        return out
+        return [(keys.get(fd, fd), _IN if ev == _SEL_IN else _zmq_flags(ev))
+                for fd, ev in self._poll.poll(timeout_ms)]
+
+
+def _zmq_flags(ev: int) -> int:
+    return (_IN if ev & _SEL_IN else 0) | (_OUT if ev & _SEL_OUT else 0) | \
+        (_ERR if ev & _SEL_ERR else 0)

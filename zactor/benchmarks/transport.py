@@ -1,6 +1,7 @@
 """The transports' floor: a small message's round trip between two Python processes, over a
 ZeroMQ DEALER -> ROUTER pair on ipc (every path but the direct ones) and over the direct
-paths' Unix stream (zactor/net/stream.py, polled through a zmq.Poller as the runtime does).
+paths' Unix stream (zactor/net/stream.py, polled through net/fd_poller.py as the runtime
+does).
 
     python -m zactor.benchmarks.transport [--trips 3000] [--runs 5]
 
@@ -57,8 +58,9 @@ def zmq_round_trip_us(n: int = 2000) -> float:
 
 
 def stream_round_trip_us(n: int = 2000) -> float:
-    """The same over zactor.net.stream: a listener and a connection, each side in a
-    zmq.Poller (the runtime's CoreClient.pump)."""
+    """The same over zactor.net.stream: a listener and a connection, each side polled by an
+    FdPoller (as the runtime's CoreClient.pump)."""
+    from zactor.net.fd_poller import FdPoller
     from zactor.net.stream import StreamConn, StreamSet
 
     where = tempfile.mkdtemp(prefix="zactor-pp-")
@@ -66,7 +68,7 @@ def stream_round_trip_us(n: int = 2000) -> float:
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        server = StreamSet(zmq.Poller())
+        server = StreamSet(FdPoller())
 
         def echo(conn, frames):
             if frames[0] == b"stop":
@@ -79,7 +81,7 @@ def stream_round_trip_us(n: int = 2000) -> float:
             for fd, flags in server.poller.poll(1000):
                 server.service(fd, flags)
     os.read(ready_r, 1)
-    client = StreamSet(zmq.Poller())
+    client = StreamSet(FdPoller())
     got = []
     conn = StreamConn.connect(path)
     client.add(conn, lambda c, frames: got.append(frames))

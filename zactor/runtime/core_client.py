@@ -227,19 +227,27 @@ class CoreClient(ClientValues, ClientWaits):
             items.append(done.popleft())
         replies: dict = {}
         deferrable = True
-        for entry, _, reply_to, *defer in items:
+        for item in items:  # (entry, keep_alive, reply_to[, True if deferrable])
+            entry, reply_to = item[0], item[2]
             if reply_to is not None and not entry[2] & _NM_DECIDES:
-                replies.setdefault(reply_to, []).extend(r[:3] for r in entry[1])
-                deferrable = deferrable and bool(defer)
+                objects = [r[:3] for r in entry[1]]
+                earlier = replies.get(reply_to)
+                if earlier is None:
+                    replies[reply_to] = objects
+                else:
+                    earlier.extend(objects)
+                if len(item) == 3:
+                    deferrable = False
             else:
                 deferrable = False
         for caller, objects in replies.items():  # direct calls' callers first
             self.streams.send(caller, protocol.encode(m.DIRECT_RESULTS, {"objects": objects}))
         held = self._held
+        now = time.monotonic()
         if items and not held:
-            self._held_since = time.monotonic()
+            self._held_since = now
         held.extend(items)
-        if lazy and deferrable and time.monotonic() - self._held_since < RECORD_DELAY_S:
+        if lazy and deferrable and now - self._held_since < RECORD_DELAY_S:
             # sent by the worker's loop within ~RECORD_DELAY_S while it is idle, by its next
             # flush, or by the flusher's FLUSH_INTERVAL_S turn while a long call runs (waking
             # the flusher for each batch cost the worker ~30 us of CPU per call, its lock

@@ -4,18 +4,25 @@ trips between two Python processes over the direct paths' Unix stream (transport
 with the machine's CPU shares over it from /proc/stat.
 
     python -m zactor.benchmarks.sync_phases [--segments 12] [--calls 500]
+                                            [--pause node-manager|control-store]
 
 A segment much slower than the others with the CPUs mostly *idle* waited on wake-ups, not on
 work; when the bare round trips slow down in the same way, the machine did it, not zactor.
-Figures only; nothing is asserted.
+``--pause`` stops (SIGSTOP) the node manager or the control store's processes during each
+actor segment and lets them go on (SIGCONT) after it: direct actor calls do not need them on
+their critical path, so this shows what their background work costs those calls. Figures
+only; nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import statistics
 import sys
 import time
+
+import psutil
 
 from zactor.benchmarks.transport import stream_round_trip_us
 
@@ -48,10 +55,23 @@ def _summary(kind: str, rows: list) -> None:
                   f"{statistics.median(s['steal'] for _, s in part):.0f}%")
 
 
+def _paused(which: str) -> list:
+    """The processes ``--pause`` names, among this driver's children."""
+    if which == "none":
+        return []
+    me = psutil.Process()
+    if which == "node-manager":
+        return [p for p in me.children() if "zactor.runtime.node_main" in p.cmdline()]
+    return [p for p in me.children(recursive=True) if "zactor.control.replica_main" in
+            p.cmdline()]
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=12)
     parser.add_argument("--calls", type=int, default=500)
+    parser.add_argument("--pause", choices=("none", "node-manager", "control-store"),
+                        default="none")
     args = parser.parse_args(argv)
     import zactor
 
@@ -68,12 +88,21 @@ def main(argv=None) -> int:
             zactor.get(server.ping.remote())
         zactor.api._node.control_plane.wait_ready(60)
         time.sleep(1.0)  # past the control store's start
+        paused = _paused(args.pause)
+        if args.pause != "none":
+            print(f"pausing during the actor segments: pids {[p.pid for p in paused]}")
         for i in range(args.segments):
-            before, t = _cpu_ticks(), time.perf_counter()
-            for _ in range(args.calls):
-                zactor.get(server.ping.remote())
-            rate = args.calls / (time.perf_counter() - t)
-            actor_rows.append((rate, _shares(before, _cpu_ticks())))
+            for p in paused:
+                p.send_signal(signal.SIGSTOP)
+            try:
+                before, t = _cpu_ticks(), time.perf_counter()
+                for _ in range(args.calls):
+                    zactor.get(server.ping.remote())
+                rate = args.calls / (time.perf_counter() - t)
+                actor_rows.append((rate, _shares(before, _cpu_ticks())))
+            finally:
+                for p in paused:
+                    p.send_signal(signal.SIGCONT)
             before = _cpu_ticks()
             bare = 1e6 / stream_round_trip_us(args.calls)
             bare_rows.append((bare, _shares(before, _cpu_ticks())))

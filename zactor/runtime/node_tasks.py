@@ -17,6 +17,7 @@ from zactor.scheduling import local_scheduler as ls
 from zactor.scheduling.resources import ResourceSet
 
 LINEAGE_DELAY_S = 1.0  # a finished task's lineage is recorded if its results live this long
+_NOT_SCHEDULED = m.TASK_DIRECT | m.TASK_REFUSED  # reports of tasks the scheduler never had
 
 
 class Task:
@@ -27,8 +28,9 @@ class Task:
         self.submitter = submitter
         n = spec["nret"]
         self.returns = [spec["id"] + i.to_bytes(4, "little") for i in range(1, n + 1)]
-        self.deps = [a[1] for a in spec["args"] if a[0] == 1] + \
-            [a[2] for a in spec["kwargs"] if a[1] == 1]
+        self.deps = [a[1] for a in spec["args"] if a[0] == 1]
+        if spec["kwargs"]:
+            self.deps += [a[2] for a in spec["kwargs"] if a[1] == 1]
         self.held = spec.get("held", [])
         self.attempt = 0
         self.cancelled = False
@@ -177,7 +179,10 @@ class TaskRouting:
     def on_task_done(self, identity, msg) -> None:
         client = self.clients.get(identity)
         wid = client.worker_id if client else b""
-        self._apply(self.scheduler.tasks_finished([(d[0], wid) for d in msg["done"]]))
+        # (direct calls and tasks never were the scheduler's: their records make no request)
+        finished = [(d[0], wid) for d in msg["done"] if not d[2] & _NOT_SCHEDULED]
+        if finished:
+            self._apply(self.scheduler.tasks_finished(finished))
         for task_id, results, flags, *extra in msg["done"]:
             if extra:  # an actor checkpoint taken right after this call
                 self.actors.checkpointed(task_id, extra[0])

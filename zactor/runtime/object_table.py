@@ -53,6 +53,16 @@ class ObjectTable:
 
     def remove_ref(self, oid: bytes, n: int = 1) -> list:
         """Drop ``n`` holds; returns the entries freed as [(oid, entry)] (containers cascade)."""
+        e = self.entries.get(oid)
+        if e is None:
+            return []
+        if not e.contained:  # (the usual case: nothing to cascade to)
+            e.refs -= n
+            if e.refs <= 0 and e.state is not None and not e.waiters:
+                del self.entries[oid]
+                self._remember_freed(oid)
+                return [(oid, e)]
+            return []
         freed = []
         stack = [(oid, n)]
         while stack:

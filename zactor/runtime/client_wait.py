@@ -6,7 +6,8 @@ Threads: the thread that holds the client's lock reads every message, for every 
 thread; each waiting thread has a ``Waiter`` (client_lock.py) where the reader records the
 objects that arrived and which it wakes. The first poll slice of a wait runs in the lock hold
 that registered it, so a synchronous call's result, which usually comes in that slice, costs
-one lock hold per ``get``.
+one lock hold per ``get``; a driver's ``get`` of one result tries that slice without a Waiter
+at all (``_get_one_in_a_slice``: while it holds the lock it reads its own arrival).
 """
 
 from __future__ import annotations

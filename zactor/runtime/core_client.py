@@ -71,8 +71,6 @@ RECORD_DELAY_S = 0.005
 SUBMIT_BATCH_MAX = 512
 #: results the node manager settles (retry, stray interrupt) are not sent straight back
 _NM_DECIDES = m.TASK_RETRYABLE | m.TASK_CANCELLED
-#: a task's first return is the object id task id + this
-_FIRST_RETURN = (1).to_bytes(4, "little")
 
 
 class CoreClient(ClientValues, ClientWaits):
@@ -530,16 +528,11 @@ class CoreClient(ClientValues, ClientWaits):
             if self._arg_objects:
                 self._arg_objects.clear()
             self._submits.append(spec)  # (a direct call's record for the node manager)
-            if spec["nret"] == 1:  # (the usual case, without the loop)
-                oid = spec["id"] + _FIRST_RETURN
+            refs = []
+            for i in range(1, spec["nret"] + 1):
+                oid = spec["id"] + i.to_bytes(4, "little")
                 self._expected.add(oid)
-                refs = [self._owned_ref(oid)]
-            else:
-                refs = []
-                for i in range(1, spec["nret"] + 1):
-                    oid = spec["id"] + i.to_bytes(4, "little")
-                    self._expected.add(oid)
-                    refs.append(self._owned_ref(oid))
+                refs.append(self._owned_ref(oid))
             if len(self._submits) >= SUBMIT_BATCH_MAX:
                 self.flush()
             elif "direct" in spec:

@@ -52,31 +52,24 @@ class ObjectTable:
         self.entry(oid).refs += n
 
     def remove_ref(self, oid: bytes, n: int = 1) -> list:
-        """Drop ``n`` holds; returns the entries freed as [(oid, entry)] (containers cascade)."""
-        e = self.entries.get(oid)
-        if e is None:
-            return []
-        if not e.contained:  # (the usual case: nothing to cascade to)
-            e.refs -= n
-            if e.refs <= 0 and e.state is not None and not e.waiters:
-                del self.entries[oid]
-                self._remember_freed(oid)
-                return [(oid, e)]
-            return []
+        """Drop ``n`` holds; returns the entries freed as [(oid, entry)] (containers cascade:
+        the ids they contain wait in ``pending``, made only when there are any)."""
         freed = []
-        stack = [(oid, n)]
-        while stack:
-            oid, n = stack.pop()
+        pending = None
+        while True:
             e = self.entries.get(oid)
-            if e is None:
-                continue
-            e.refs -= n
-            if e.refs <= 0 and e.state is not None and not e.waiters:
-                del self.entries[oid]
-                self._remember_freed(oid)
-                freed.append((oid, e))
-                stack.extend((c, 1) for c in e.contained)
-        return freed
+            if e is not None:
+                e.refs -= n
+                if e.refs <= 0 and e.state is not None and not e.waiters:
+                    del self.entries[oid]
+                    self._remember_freed(oid)
+                    freed.append((oid, e))
+                    if e.contained:
+                        pending = pending or []
+                        pending.extend((c, 1) for c in e.contained)
+            if not pending:
+                return freed
+            oid, n = pending.pop()
 
     def set_value(self, oid: bytes, state: int, data, contained=()) -> tuple[Entry, list]:
         """Record an object's value; returns (entry, entries freed because nobody holds it).

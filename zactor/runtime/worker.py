@@ -221,8 +221,9 @@ class Worker(DirectWorker):
         if actor is None or actor.get("op") == "create":
             self.client.adopt_job(spec["id"])
         try:
-            if spec.get("env"):
-                with self._runtime_env(spec, actor):
+            env = spec.get("env")
+            if env:
+                with self._runtime_env(env, spec, actor):
                     returns = self._run(spec, resolved, gpu_ids, actor)
             else:
                 returns = self._run(spec, resolved, gpu_ids, actor)
@@ -280,12 +281,10 @@ class Worker(DirectWorker):
             results, flags = self._error_results(spec, err)
         self._report(spec, actor, results, flags, returns, reply_to)
 
-    def _runtime_env(self, spec, actor):
-        """The task's runtime_env (env_vars, working_dir) for its duration; an actor's
-        creation keeps it for the actor's life (Ray runs an actor in its environment)."""
-        env = spec.get("env")
-        if not env:
-            return contextlib.nullcontext()
+    def _runtime_env(self, env, spec, actor):
+        """The task's runtime_env ``env`` (env_vars, working_dir) for its duration; an
+        actor's creation keeps it for the actor's life (Ray runs an actor in its
+        environment)."""
         from zactor.runtime import runtime_env
 
         ctx = runtime_env.applied(env, self.client.session_dir, self.client.config)
